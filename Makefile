@@ -1,0 +1,33 @@
+# vimigrate: every entry point a person or CI uses. The scripts behind the
+# targets are idempotent, so any target can run on a fresh Debian 12 machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help deps lab-up lab-down lab-status python demo test test-rust test-python test-lab clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+deps: ## install system packages and CRIU >= 4.2 (root, Debian 12)
+	bash scripts/lab/install-deps.sh
+
+lab-up: ## start provider-a, provider-b and the DNS server; write .lab/lab.json
+	bash scripts/lab/up.sh
+
+lab-down: ## stop what lab-up started and remove its namespaces, bridges and mounts
+	bash scripts/lab/down.sh
+
+lab-status: ## show the lab's providers, DNS server and images
+	bash scripts/lab/status.sh
+
+python: ## build the engine into .venv (pip install .) with the Cloudify CLI
+	bash scripts/python-env.sh
+
+demo: ## the main job on the embedded default: lab, plugin, blueprint install
+	bash scripts/demo.sh
+
+test: ## every test: cargo, pytest, and the lab-based end-to-end tests
+	bash scripts/test.sh
+
+clean: lab-down ## stop the lab and remove build outputs
+	rm -rf target .venv .lab

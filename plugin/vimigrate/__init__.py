@@ -1,0 +1,41 @@
+"""vimigrate: live migration of containerised virtual infrastructures between IaaS providers.
+
+The engine is native (Rust, ``vimigrate._native``); this package re-exports it and holds the
+Cloudify plugin's operations (``vimigrate.operations``) and the command line (``vimigrate.cli``).
+"""
+
+from pathlib import Path
+
+from ._native import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    OperationFailedError,
+    Provider,
+    ProviderUnavailableError,
+    ProviderUnsuitableError,
+    VimigrateError,
+    self_check,
+    version,
+)
+
+__version__ = version()
+
+__all__ = [
+    "ConflictError",
+    "InvalidInputError",
+    "NotFoundError",
+    "OperationFailedError",
+    "Provider",
+    "ProviderUnavailableError",
+    "ProviderUnsuitableError",
+    "VimigrateError",
+    "plugin_yaml_path",
+    "self_check",
+    "version",
+]
+
+
+def plugin_yaml_path() -> Path:
+    """Path of the plugin.yaml shipped inside the installed package."""
+    return Path(__file__).with_name("plugin.yaml")

@@ -1,0 +1,5 @@
+"""``python -m vimigrate``: the command line without the console script."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Type stubs of the native engine module (Rust, pyo3)."""
+
+from typing import Any
+
+__version__: str
+
+def version() -> str:
+    """The engine's version, as built."""
+
+def self_check() -> dict[str, Any]:
+    """Facts about the native module: engine version, runtime readiness, build profile, target."""
+
+class VimigrateError(Exception):
+    """Base class of every vimigrate error."""
+
+class InvalidInputError(VimigrateError):
+    """An input field is wrong; nothing was changed."""
+    field: str
+
+class ProviderUnavailableError(VimigrateError):
+    """A provider or service could not be reached or timed out; retrying may help."""
+
+class NotFoundError(VimigrateError):
+    """Something named does not exist."""
+
+class ConflictError(VimigrateError):
+    """A name or resource is already in use."""
+
+class ProviderUnsuitableError(VimigrateError):
+    """A provider lacks a capability vimigrate needs."""
+
+class OperationFailedError(VimigrateError):
+    """A provider refused or failed a request."""
+
+class Provider:
+    """A connection to one provider's Docker Engine."""
+
+    @staticmethod
+    def connect(config: dict[str, Any]) -> Provider:
+        """Connect from a dict: name, docker_host, tls {ca, cert, key}, allow_plain_tcp,
+        timeout_secs, public_address."""
+    @staticmethod
+    def from_env(name: str) -> Provider:
+        """Connect following DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def api_version(self) -> str: ...
+    def probe(self) -> dict[str, Any]:
+        """Versions, platform and capabilities of the provider."""
+    def deploy_container(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create (if needed) and start a container; returns id, addresses and ports."""
+    def inspect_container(self, name: str) -> dict[str, Any] | None:
+        """The container called `name`, or None."""
+    def remove_container(self, name: str) -> bool:
+        """Kill and remove a container vimigrate created; False if it was already gone."""
+    def ensure_network(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create a network unless it exists; returns its id, subnets and gateways."""
+    def inspect_network(self, name: str) -> dict[str, Any] | None:
+        """The network called `name` (id, name, subnets, gateways, managed), or None."""
+    def remove_network(self, name: str, only_if_unused: bool = False) -> bool:
+        """Remove a network vimigrate created; False if it was already gone or, with
+        only_if_unused, still in use."""

@@ -1,0 +1,197 @@
+//! Typed errors. Every error keeps its cause and says which step failed, and
+//! [`Error::kind`] tells a caller whether retrying can help.
+
+use std::fmt;
+
+/// One field of the caller's input is wrong: names the field and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}`: expected {expected}, got {got}")]
+pub struct InputError {
+    /// Dotted path of the field, e.g. `ports[0].container_port`.
+    pub field: String,
+    /// What a valid value looks like.
+    pub expected: String,
+    /// What was given (never a secret: secret fields are reported by name only).
+    pub got: String,
+}
+
+impl InputError {
+    /// Builds an error for `field`, expecting `expected`, given `got`.
+    pub fn new(field: impl Into<String>, expected: impl Into<String>, got: impl fmt::Debug) -> Self {
+        Self { field: field.into(), expected: expected.into(), got: format!("{got:?}") }
+    }
+}
+
+/// A failure while talking to one provider's Docker Engine.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The endpoint could not be reached or refused the connection setup.
+    #[error("provider `{provider}`: cannot connect to {endpoint}")]
+    Connect {
+        /// Provider name.
+        provider: String,
+        /// The endpoint as configured (no secret in it).
+        endpoint: String,
+        /// What the Docker client reported.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// A Docker API call failed.
+    #[error("provider `{provider}`: {step} failed")]
+    Api {
+        /// Provider name.
+        provider: String,
+        /// The step that failed, e.g. "create container `web`".
+        step: String,
+        /// What the Docker daemon or client reported.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The provider cannot do what vimigrate needs (e.g. no experimental mode).
+    #[error("provider `{provider}`: {requirement} is not met: {detail}")]
+    Unsuitable {
+        /// Provider name.
+        provider: String,
+        /// The requirement, e.g. "experimental mode".
+        requirement: &'static str,
+        /// What was found instead.
+        detail: String,
+    },
+    /// A name is already used on the provider by something vimigrate does not manage.
+    #[error("provider `{provider}`: {what} `{name}` already exists and is not managed by vimigrate")]
+    NameTaken {
+        /// Provider name.
+        provider: String,
+        /// The kind of object, e.g. "container".
+        what: &'static str,
+        /// The name in use.
+        name: String,
+    },
+}
+
+/// Every error the engine returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input, found before anything changed.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A provider interaction failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+/// Coarse classes of [`Error`], for callers that map errors to their own types
+/// (the Python binding maps each to an exception class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input is wrong; retrying the same call cannot help.
+    InvalidInput,
+    /// A provider or service could not be reached or timed out; a retry may help.
+    Unavailable,
+    /// Something named does not exist.
+    NotFound,
+    /// A name or resource is in use.
+    Conflict,
+    /// A provider lacks a capability vimigrate needs.
+    Unsuitable,
+    /// The provider refused or failed the request for another reason.
+    Failed,
+}
+
+impl ErrorKind {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Unavailable)
+    }
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Input(_) => ErrorKind::InvalidInput,
+            Error::Provider(ProviderError::Connect { .. }) => ErrorKind::Unavailable,
+            Error::Provider(ProviderError::Api { source, .. }) => docker_error_kind(source),
+            Error::Provider(ProviderError::Unsuitable { .. }) => ErrorKind::Unsuitable,
+            Error::Provider(ProviderError::NameTaken { .. }) => ErrorKind::Conflict,
+        }
+    }
+
+    /// The error and all of its causes on one line, outermost first.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        // `#[error(transparent)]` variants forward `source()` to the inner error's source, so the
+        // chain below never repeats the top-level message.
+        while let Some(err) = cause {
+            out.push_str(": ");
+            out.push_str(&err.to_string());
+            cause = err.source();
+        }
+        out
+    }
+}
+
+/// Classifies a Docker client error by whether the daemon answered and what it said.
+pub(crate) fn docker_error_kind(err: &bollard::errors::Error) -> ErrorKind {
+    use bollard::errors::Error as E;
+    match err {
+        E::DockerResponseServerError { status_code, .. } => match status_code {
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            400 => ErrorKind::InvalidInput,
+            502..=504 => ErrorKind::Unavailable,
+            _ => ErrorKind::Failed,
+        },
+        E::RequestTimeoutError
+        | E::IOError { .. }
+        | E::HyperLegacyError { .. }
+        | E::HyperResponseError { .. }
+        | E::SocketNotFoundError(_) => ErrorKind::Unavailable,
+        _ => ErrorKind::Failed,
+    }
+}
+
+/// Whether a Docker client error is the daemon's "no such object" answer.
+pub(crate) fn is_not_found(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_error_names_field_and_expectation() {
+        let err = Error::from(InputError::new("ports[0].container_port", "a port in 1..=65535", 0));
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(err.report(), "invalid `ports[0].container_port`: expected a port in 1..=65535, got 0");
+        assert!(!err.kind().is_retryable());
+    }
+
+    #[test]
+    fn report_includes_the_cause() {
+        let err = Error::from(ProviderError::Api {
+            provider: "provider-a".into(),
+            step: "create container `web`".into(),
+            source: bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message: "name in use".into(),
+            },
+        });
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        let report = err.report();
+        assert!(report.starts_with("provider `provider-a`: create container `web` failed: "), "{report}");
+        assert!(report.contains("name in use"), "{report}");
+    }
+
+    #[test]
+    fn unreachable_daemon_is_retryable() {
+        let err = Error::from(ProviderError::Connect {
+            provider: "p".into(),
+            endpoint: "unix:///nowhere.sock".into(),
+            source: bollard::errors::Error::SocketNotFoundError("/nowhere.sock".into()),
+        });
+        assert!(err.kind().is_retryable());
+    }
+}

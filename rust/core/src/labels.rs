@@ -1,0 +1,17 @@
+//! Labels vimigrate puts on the Docker objects it creates, so it only ever touches its own.
+
+/// Present (value `"true"`) on every container and network vimigrate created.
+pub const MANAGED_LABEL: &str = "io.vimigrate.managed";
+
+/// The labels every object vimigrate creates carries, merged with the user's own.
+pub(crate) fn with_managed(user: &std::collections::BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+    let mut labels: std::collections::HashMap<String, String> =
+        user.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
+    labels
+}
+
+/// Whether a label set marks an object as created by vimigrate.
+pub(crate) fn is_managed(labels: Option<&std::collections::HashMap<String, String>>) -> bool {
+    labels.and_then(|l| l.get(MANAGED_LABEL)).is_some_and(|v| v == "true")
+}

@@ -1,0 +1,57 @@
+//! What a provider is: versions, platform and the capabilities migration depends on.
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::provider::Provider;
+
+/// Facts about a provider's Docker Engine, read through its API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProviderReport {
+    /// Provider name.
+    pub name: String,
+    /// The endpoint reached (no secret in it).
+    pub endpoint: String,
+    /// Docker Engine version, e.g. `20.10.24+dfsg1`.
+    pub server_version: String,
+    /// The API version negotiated for this connection.
+    pub api_version: String,
+    /// The oldest API version the daemon accepts.
+    pub min_api_version: String,
+    /// Operating system, e.g. `linux`.
+    pub os: String,
+    /// Architecture as Docker reports it, e.g. `amd64`.
+    pub arch: String,
+    /// Kernel version of the provider host.
+    pub kernel_version: String,
+    /// Whether the daemon runs in experimental mode (needed for checkpoint/restore).
+    pub experimental: bool,
+    /// The daemon's root directory (checkpoints are restored from under it).
+    pub docker_root_dir: String,
+    /// Containers running now.
+    pub containers_running: i64,
+    /// The provider's public address, if configured.
+    pub public_address: Option<String>,
+}
+
+impl Provider {
+    /// Reads the daemon's version and system information.
+    pub async fn probe(&self) -> Result<ProviderReport, Error> {
+        let version = self.docker().version().await.map_err(self.api_error("read version"))?;
+        let info = self.docker().info().await.map_err(self.api_error("read system info"))?;
+        Ok(ProviderReport {
+            name: self.name().to_string(),
+            endpoint: self.endpoint().to_string(),
+            server_version: version.version.unwrap_or_default(),
+            api_version: self.api_version(),
+            min_api_version: version.min_api_version.unwrap_or_default(),
+            os: version.os.unwrap_or_default(),
+            arch: version.arch.unwrap_or_default(),
+            kernel_version: version.kernel_version.unwrap_or_default(),
+            experimental: version.experimental.or(info.experimental_build).unwrap_or(false),
+            docker_root_dir: info.docker_root_dir.unwrap_or_default(),
+            containers_running: info.containers_running.unwrap_or(0),
+            public_address: self.public_address().map(str::to_string),
+        })
+    }
+}

@@ -1,0 +1,82 @@
+//! A connection to one provider's Docker Engine.
+
+use bollard::Docker;
+
+use crate::endpoint::{Endpoint, ProviderConfig};
+use crate::error::{Error, ProviderError};
+
+/// One provider: a Docker Engine reached through its API, with the API version negotiated.
+///
+/// Cheap to clone: clones share the underlying HTTP client.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    name: String,
+    endpoint: Endpoint,
+    public_address: Option<String>,
+    docker: Docker,
+}
+
+impl Provider {
+    /// Validates `config`, connects and negotiates the API version with the daemon
+    /// (Docker 20.10 speaks at most 1.41, older than the client's default).
+    pub async fn connect(config: &ProviderConfig) -> Result<Provider, Error> {
+        let endpoint = config.endpoint()?;
+        let connect_error = |source| ProviderError::Connect {
+            provider: config.name.clone(),
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        let version = bollard::API_DEFAULT_VERSION;
+        let docker = match &endpoint {
+            Endpoint::Unix(path) => {
+                Docker::connect_with_unix(&path.to_string_lossy(), config.timeout_secs, version)
+            }
+            Endpoint::Tcp { address, tls: Some(tls) } => {
+                Docker::connect_with_ssl(address, &tls.key, &tls.cert, &tls.ca, config.timeout_secs, version)
+            }
+            Endpoint::Tcp { address, tls: None } => {
+                Docker::connect_with_http(address, config.timeout_secs, version)
+            }
+        }
+        .map_err(connect_error)?;
+        let docker = docker.negotiate_version().await.map_err(connect_error)?;
+        tracing::debug!(provider = %config.name, %endpoint, api = %docker.client_version(), "connected");
+        Ok(Provider {
+            name: config.name.clone(),
+            endpoint,
+            public_address: config.public_address.clone(),
+            docker,
+        })
+    }
+
+    /// The provider's name, as configured.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The endpoint this provider was reached at.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The provider's public address, where published ports answer, if configured.
+    pub fn public_address(&self) -> Option<&str> {
+        self.public_address.as_deref()
+    }
+
+    /// The negotiated Docker API version, e.g. `1.41`.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+
+    /// The Docker client, for the engine's own modules.
+    pub(crate) fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Wraps a Docker error with this provider's name and the step that failed.
+    pub(crate) fn api_error(&self, step: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Error + '_ {
+        let step = step.into();
+        move |source| ProviderError::Api { provider: self.name.clone(), step, source }.into()
+    }
+}

@@ -1,0 +1,61 @@
+//! Python exception classes, all deriving from `VimigrateError`, and the one mapping from the
+//! core's error kinds to them.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use vimigrate_core::{Error, ErrorKind};
+
+create_exception!(vimigrate._native, VimigrateError, PyException, "Base class of every vimigrate error.");
+create_exception!(
+    vimigrate._native,
+    InvalidInputError,
+    VimigrateError,
+    "An input field is wrong; `field` names it. Nothing was changed."
+);
+create_exception!(
+    vimigrate._native,
+    ProviderUnavailableError,
+    VimigrateError,
+    "A provider or service could not be reached or timed out; retrying may help."
+);
+create_exception!(vimigrate._native, NotFoundError, VimigrateError, "Something named does not exist.");
+create_exception!(vimigrate._native, ConflictError, VimigrateError, "A name or resource is already in use.");
+create_exception!(
+    vimigrate._native,
+    ProviderUnsuitableError,
+    VimigrateError,
+    "A provider lacks a capability vimigrate needs (experimental mode, CRIU, ...)."
+);
+create_exception!(vimigrate._native, OperationFailedError, VimigrateError, "A provider refused or failed a request.");
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("VimigrateError", py.get_type::<VimigrateError>())?;
+    m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
+    m.add("ProviderUnavailableError", py.get_type::<ProviderUnavailableError>())?;
+    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
+    m.add("ConflictError", py.get_type::<ConflictError>())?;
+    m.add("ProviderUnsuitableError", py.get_type::<ProviderUnsuitableError>())?;
+    m.add("OperationFailedError", py.get_type::<OperationFailedError>())?;
+    Ok(())
+}
+
+/// Maps a core error to its exception class, with the whole cause chain as the message and, for
+/// input errors, the offending field as the `field` attribute.
+pub(crate) fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
+    let message = err.report();
+    let py_err = match err.kind() {
+        ErrorKind::InvalidInput => InvalidInputError::new_err(message),
+        ErrorKind::Unavailable => ProviderUnavailableError::new_err(message),
+        ErrorKind::NotFound => NotFoundError::new_err(message),
+        ErrorKind::Conflict => ConflictError::new_err(message),
+        ErrorKind::Unsuitable => ProviderUnsuitableError::new_err(message),
+        ErrorKind::Failed => OperationFailedError::new_err(message),
+    };
+    if let Error::Input(input) = &err {
+        // Best effort: the message already names the field.
+        let _ = py_err.value(py).setattr("field", input.field.as_str());
+    }
+    py_err
+}

@@ -1,0 +1,21 @@
+//! `vimigrate._native`: the thin pyo3 shim over `vimigrate-core`.
+//!
+//! No logic lives here: each file converts arguments, runs one core future on the process-wide
+//! runtime with the GIL released ([`runtime::block_on`]) and maps errors ([`errors::to_py_err`]).
+
+use pyo3::prelude::*;
+
+mod convert;
+mod errors;
+mod info;
+mod provider;
+mod runtime;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", vimigrate_core::VERSION)?;
+    info::register(m)?;
+    errors::register(m)?;
+    m.add_class::<provider::Provider>()?;
+    Ok(())
+}

@@ -1,0 +1,94 @@
+"""The real Cloudify CLI in local mode against the lab: a blueprint whose operations call the
+native engine, install and uninstall, with runtime properties read back from `cfy`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+import vimigrate
+from conftest import ROOT, run
+
+pytestmark = [pytest.mark.lab, pytest.mark.cfy]
+
+
+@pytest.fixture
+def cfy_env(tmp_path: Path) -> dict:
+    """An isolated local Cloudify profile, and the venv's bin first on PATH."""
+    env = dict(os.environ)
+    env["CFY_WORKDIR"] = str(tmp_path / "cfy")
+    env["PATH"] = f"{Path(os.sys.executable).parent}:{env['PATH']}"
+    return env
+
+
+def _cfy(cfy: str, env: dict, *args: str) -> str:
+    result = run([cfy, *args], env=env, timeout=600)
+    assert result.returncode == 0, f"cfy {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _instances(cfy: str, env: dict, blueprint_id: str, node: str) -> list[dict]:
+    return json.loads(_cfy(cfy, env, "node-instances", "-b", blueprint_id, node, "--json"))
+
+
+def test_install_stores_what_the_native_module_returned(lab: dict, cfy: str, cfy_env: dict):
+    blueprint_id = f"check-{uuid.uuid4().hex[:6]}"
+    _cfy(cfy, cfy_env, "init", str(ROOT / "blueprints/provider-check.yaml"), "-b", blueprint_id)
+    _cfy(cfy, cfy_env, "executions", "start", "install", "-b", blueprint_id)
+    for node, name in (("provider_a", "provider-a"), ("provider_b", "provider-b")):
+        [instance] = _instances(cfy, cfy_env, blueprint_id, node)
+        props = instance["runtime_properties"]
+        assert props["engine_version"] == vimigrate.version()
+        assert props["provider"]["name"] == name
+        assert props["provider"]["experimental"] is True
+        assert props["provider"]["api_version"] == "1.41"
+        assert name in props["provider"]["docker_root_dir"]
+
+
+def _get(url: str) -> str:
+    last: Exception | None = None
+    for _ in range(50):
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                return response.read().decode()
+        except OSError as err:
+            last = err
+            time.sleep(0.2)
+    raise AssertionError(f"{url} never answered: {last}")
+
+
+def test_webapp_installs_on_provider_a_answers_and_uninstalls_cleanly(lab: dict, cfy: str, cfy_env: dict,
+                                                                      tmp_path: Path):
+    blueprint_id = f"web-{uuid.uuid4().hex[:6]}"
+    port = 18080
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({
+        "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
+        "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
+        "web_public_port": port,
+    }))
+    _cfy(cfy, cfy_env, "init", str(ROOT / "blueprints/webapp.yaml"), "-b", blueprint_id, "-i", str(inputs))
+    provider_a = vimigrate.Provider.connect({"name": "provider-a",
+                                             "docker_host": lab["providers"]["provider-a"]["docker_host"]})
+    try:
+        _cfy(cfy, cfy_env, "executions", "start", "install", "-b", blueprint_id)
+        [web] = _instances(cfy, cfy_env, blueprint_id, "web")
+        props = web["runtime_properties"]
+        address = lab["providers"]["provider-a"]["public_address"]
+        assert props["provider"] == "provider-a"
+        assert props["public_endpoints"] == [f"{address}:{port}"]
+        first = _get(f"http://{address}:{port}/")
+        second = _get(f"http://{address}:{port}/")
+        count = lambda text: int(text.split("visits=")[1].split()[0])  # noqa: E731
+        assert count(second) == count(first) + 1, (first, second)
+    finally:
+        _cfy(cfy, cfy_env, "executions", "start", "uninstall", "-b", blueprint_id)
+    for name in ("vimigrate-web", "vimigrate-redis"):
+        assert provider_a.inspect_container(name) is None, f"{name} left behind on provider-a"
+    assert provider_a.inspect_network("vimigrate-app") is None

@@ -1,0 +1,164 @@
+"""The plugin's operations against Cloudify's mock context, with the native engine faked: what
+they send to the engine, what they store, and how engine errors become Cloudify errors."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from cloudify.exceptions import NonRecoverableError, RecoverableError
+from cloudify.mocks import MockCloudifyContext, MockNodeContext, MockNodeInstanceContext
+from cloudify.state import current_ctx
+
+import vimigrate
+from vimigrate.operations import _support, container, provider
+
+
+class FakeProvider:
+    """Stands in for vimigrate._native.Provider; records every call."""
+
+    calls: list[tuple[str, Any]] = []
+    fail_with: Exception | None = None
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    @classmethod
+    def connect(cls, config: dict) -> "FakeProvider":
+        cls.calls.append(("connect", config))
+        if cls.fail_with is not None:
+            raise cls.fail_with
+        return cls(config)
+
+    def probe(self) -> dict:
+        return {"name": self.config["name"], "server_version": "20.10.24", "api_version": "1.41", "os": "linux",
+                "arch": "amd64", "experimental": True}
+
+    def ensure_network(self, spec: dict) -> dict:
+        self.calls.append(("ensure_network", spec))
+        return {"name": spec["name"]}
+
+    def deploy_container(self, spec: dict) -> dict:
+        self.calls.append(("deploy_container", spec))
+        return {"id": "c0ffee" * 10, "name": spec["name"], "addresses": {"app": "172.29.0.2"},
+                "ports": [{"container_port": 8080, "protocol": "tcp", "host_ip": "0.0.0.0", "host_port": 8080}],
+                "running": True}
+
+    def remove_container(self, name: str) -> bool:
+        self.calls.append(("remove_container", name))
+        return True
+
+    def remove_network(self, name: str, only_if_unused: bool = False) -> bool:
+        self.calls.append(("remove_network", (name, only_if_unused)))
+        return True
+
+
+@pytest.fixture
+def fake_native(monkeypatch):
+    FakeProvider.calls = []
+    FakeProvider.fail_with = None
+    fake = SimpleNamespace(**{name: getattr(vimigrate._native, name) for name in dir(vimigrate._native)
+                              if not name.startswith("__")})
+    fake.Provider = FakeProvider
+    for module in (provider, container, _support):
+        monkeypatch.setattr(module, "_native", fake)
+    return FakeProvider
+
+
+def _relationship(target_id: str, properties: dict, rel_type: str):
+    target = SimpleNamespace(node=MockNodeContext(id=target_id, properties=properties),
+                             instance=MockNodeInstanceContext(id=f"{target_id}_1", runtime_properties={}))
+    return SimpleNamespace(target=target, type=rel_type, type_hierarchy=[rel_type, "cloudify.relationships.depends_on"])
+
+
+def _use(ctx):
+    current_ctx.set(ctx)
+    return ctx
+
+
+@pytest.fixture(autouse=True)
+def _clear_ctx():
+    yield
+    current_ctx.clear()
+
+
+def test_probe_stores_the_report(fake_native):
+    ctx = _use(MockCloudifyContext(node_id="provider_a_1", node_name="provider_a", properties={
+        "provider_name": "", "docker_host": "unix:///run/a.sock", "allow_plain_tcp": False, "timeout": 30,
+        "public_address": "10.231.0.11", "tls": {}}, runtime_properties={}))
+    provider.probe()
+    config = fake_native.calls[0][1]
+    assert config == {"name": "provider_a", "docker_host": "unix:///run/a.sock", "allow_plain_tcp": False,
+                      "timeout_secs": 30, "public_address": "10.231.0.11"}
+    assert ctx.instance.runtime_properties["provider"]["api_version"] == "1.41"
+    assert ctx.instance.runtime_properties["engine_version"] == vimigrate.version()
+
+
+def test_tls_files_are_passed_by_path(fake_native):
+    _use(MockCloudifyContext(node_id="p_1", node_name="p", properties={
+        "docker_host": "tcp://h:2376", "tls": {"ca_file": "/c/ca.pem", "cert_file": "/c/cert.pem",
+                                               "key_file": "/c/key.pem"}}, runtime_properties={}))
+    provider.probe()
+    assert fake_native.calls[0][1]["tls"] == {"ca": "/c/ca.pem", "cert": "/c/cert.pem", "key": "/c/key.pem"}
+
+
+def test_unreachable_provider_is_retried(fake_native):
+    fake_native.fail_with = vimigrate.ProviderUnavailableError("provider `p`: cannot connect")
+    _use(MockCloudifyContext(node_id="p_1", node_name="p", properties={"docker_host": "unix:///x"}, runtime_properties={}))
+    with pytest.raises(RecoverableError, match="cannot connect"):
+        provider.probe()
+
+
+def test_bad_input_is_not_retried(fake_native):
+    fake_native.fail_with = vimigrate.InvalidInputError("invalid `docker_host`: expected ...")
+    _use(MockCloudifyContext(node_id="p_1", node_name="p", properties={"docker_host": "nope"}, runtime_properties={}))
+    with pytest.raises(NonRecoverableError, match="docker_host"):
+        provider.probe()
+
+
+def _container_ctx(runtime_properties: dict | None = None):
+    relationships = [
+        _relationship("provider_a", {"provider_name": "provider-a", "docker_host": "unix:///run/a.sock",
+                                     "public_address": "10.231.0.11"}, _support.RUNS_ON),
+        _relationship("app_net", {"network_name": "vimigrate-app", "subnet": "", "gateway": ""},
+                      _support.CONNECTED_TO_NETWORK),
+    ]
+    return _use(MockCloudifyContext(
+        node_id="web_1", node_name="web", deployment_id="dep1",
+        properties={"container_name": "", "image": "vimigrate-lab/web:latest", "env": {"REDIS_ADDR": "redis:6379"},
+                    "ports": [{"container_port": 8080, "host_port": 8080}], "aliases": ["www"], "command": [],
+                    "hostname": "web", "labels": {}},
+        runtime_properties=runtime_properties if runtime_properties is not None else {},
+        relationships=relationships))
+
+
+def test_container_create_builds_the_spec_and_records_where_it_runs(fake_native):
+    ctx = _container_ctx()
+    container.create()
+    calls = dict((name, arg) for name, arg in fake_native.calls if name != "connect")
+    assert calls["ensure_network"] == {"name": "vimigrate-app"}
+    spec = calls["deploy_container"]
+    assert spec["name"] == "web" and spec["hostname"] == "web" and "command" not in spec
+    assert spec["networks"] == [{"network": "vimigrate-app", "aliases": ["www"]}]
+    assert spec["labels"] == {"io.vimigrate.deployment": "dep1", "io.vimigrate.node": "web"}
+    props = ctx.instance.runtime_properties
+    assert props["provider"] == "provider-a" and props["provider_node"] == "provider_a"
+    assert props["public_endpoints"] == ["10.231.0.11:8080"]
+    assert props["provider_config"]["docker_host"] == "unix:///run/a.sock"
+
+
+def test_container_delete_acts_where_it_runs_now(fake_native):
+    ctx = _container_ctx({"provider_config": {"name": "provider-b", "docker_host": "unix:///run/b.sock"},
+                          "provider_node": "provider_b", "container_name": "web", "networks": ["vimigrate-app"]})
+    container.delete()
+    assert fake_native.calls[0] == ("connect", {"name": "provider-b", "docker_host": "unix:///run/b.sock"})
+    assert ("remove_container", "web") in fake_native.calls
+    assert ("remove_network", ("vimigrate-app", True)) in fake_native.calls
+    assert "provider_config" not in ctx.instance.runtime_properties
+
+
+def test_container_without_provider_is_a_clear_error(fake_native):
+    _use(MockCloudifyContext(node_id="web_1", node_name="web", properties={"image": "x"}, runtime_properties={}, relationships=[]))
+    with pytest.raises(NonRecoverableError, match="exactly one provider relationship"):
+        container.create()
