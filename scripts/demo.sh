@@ -28,7 +28,7 @@ cfy init blueprints/webapp.yaml -b "$BLUEPRINT_ID" -i blueprints/inputs/lab.yaml
 cfy executions start install -b "$BLUEPRINT_ID"
 
 say "4. where it runs (runtime properties of the web container)"
-cfy node-instances -b "$BLUEPRINT_ID" web --json | python3 -c '
+cfy node-instances -b "$BLUEPRINT_ID" web | python3 -c '
 import json, sys
 for instance in json.load(sys.stdin):
     props = instance["runtime_properties"]

@@ -34,7 +34,8 @@ def _cfy(cfy: str, env: dict, *args: str) -> str:
 
 
 def _instances(cfy: str, env: dict, blueprint_id: str, node: str) -> list[dict]:
-    return json.loads(_cfy(cfy, env, "node-instances", "-b", blueprint_id, node, "--json"))
+    # In local mode `node-instances` logs the instances as JSON; its --json flag silences that log.
+    return json.loads(_cfy(cfy, env, "node-instances", "-b", blueprint_id, node))
 
 
 def test_install_stores_what_the_native_module_returned(lab: dict, cfy: str, cfy_env: dict):

@@ -70,7 +70,9 @@ def create(**_: Any) -> None:
     props["networks"] = [n["name"] for n in networks]
     props["addresses"] = deployed["addresses"]
     props["ports"] = deployed["ports"]
-    props["public_endpoints"] = [f"{public}:{p['host_port']}" for p in deployed["ports"]] if public else []
+    # Docker binds a published port on 0.0.0.0 and on ::; the public endpoint is the same.
+    host_ports = sorted({p["host_port"] for p in deployed["ports"]})
+    props["public_endpoints"] = [f"{public}:{port}" for port in host_ports] if public else []
     ctx.logger.info(
         "container %s running on %s (%s), addresses %s, published %s",
         deployed["name"], config["name"], deployed["id"][:12], deployed["addresses"], props["public_endpoints"],

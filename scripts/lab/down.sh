@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Stops what up.sh started, by the pids it recorded: each provider's containers,
+# dockerd and its containerd (and any shim, proxy or mount they left), named;
+# then removes the veths, the vmlab0 bridge and the namespaces. Images persist
+# in the data-roots unless --purge is given. Idempotent.
+set -euo pipefail
+# shellcheck source=scripts/lab/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+[[ $EUID -eq 0 ]] || die "down.sh must run as root"
+purge=
+case ${1:-} in
+--purge) purge=1 ;;
+"") ;;
+*) die "usage: down.sh [--purge]" ;;
+esac
+
+for p in "${PROVIDERS[@]}"; do
+	stop_provider "$p"
+done
+
+pid=$(live_pid "$NAMED_PIDFILE" named)
+[[ -z $pid ]] || stop_pids 10 "$pid"
+rm -f "$NAMED_PIDFILE"
+
+for p in "${PROVIDERS[@]}"; do
+	ip link del "${P_VETH[$p]}" 2>/dev/null || true
+	ip netns del "${P_NETNS[$p]}" 2>/dev/null || rm -f "/run/netns/${P_NETNS[$p]}"
+done
+ip link del "$HOST_BRIDGE" 2>/dev/null || true
+if command -v iptables >/dev/null; then
+	while iptables -D FORWARD -i "$HOST_BRIDGE" -o "$HOST_BRIDGE" -j ACCEPT 2>/dev/null; do :; done
+fi
+rmdir "$LAB_RUN" 2>/dev/null || true
+# `ip netns add` bind-mounts /run/netns on itself, the lab's shims made
+# /run/containerd/s: undo these once nothing else uses them.
+if [[ -d /run/netns && -z $(ls -A /run/netns) ]]; then
+	umount /run/netns 2>/dev/null || true
+	rmdir /run/netns 2>/dev/null || true
+fi
+rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+# dockerd's hard-coded plugin discovery directory.
+rmdir /run/docker/plugins /run/docker 2>/dev/null || true
+rm -f "$LAB_JSON"
+
+if [[ -n $purge ]]; then
+	for p in "${PROVIDERS[@]}"; do
+		if [[ -n $(mounts_under "$LAB_DATA/$p") ]]; then
+			log "$p: still mounted below $LAB_DATA/$p, keeping it"
+		else
+			rm -rf "${LAB_DATA:?}/$p"
+		fi
+	done
+	rm -rf "$IMAGES_DIR"
+	log "purged data-roots and image tars"
+fi
+echo "lab-down: stopped"

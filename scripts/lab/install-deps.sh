@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs what the provider lab needs on Debian 12 (root): Docker 20.10,
+# networking tools, BIND9, the binaries baked into the test images, and CRIU
+# >= 4.2 (through install-criu.sh). Idempotent: a second run only checks.
+set -euo pipefail
+# shellcheck source=scripts/lab/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+[[ $EUID -eq 0 ]] || die "install-deps.sh must run as root"
+
+# redis-tools carries the real redis-server binary (redis-server's package
+# only adds a symlink to it and a system service we do not want).
+PACKAGES=(
+	docker.io iproute2 iptables bind9 bind9-dnsutils busybox-static
+	redis-tools curl jq netcat-openbsd util-linux procps
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+	[[ $status == installed ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+	log "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	# Package scripts must not start dockerd, named or anything else as a
+	# system service: the lab runs its own daemons. Respect an existing
+	# policy-rc.d, otherwise install a temporary "deny everything" one.
+	own_policy=
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		own_policy=1
+		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+	fi
+	# Refresh the package lists only when some package has no candidate, and
+	# once more if the download fails on stale lists.
+	need_update=
+	for pkg in "${missing[@]}"; do
+		if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+			need_update=1
+		fi
+	done
+	[[ -z $need_update ]] || apt-get update -qq
+	apt_install() { apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+	if ! apt_install; then
+		log "install failed, refreshing package lists and retrying"
+		apt-get update -qq
+		apt_install
+	fi
+	if [[ -n $own_policy ]]; then
+		rm -f /usr/sbin/policy-rc.d
+		trap - EXIT
+	fi
+fi
+
+# Belt and braces: if some init system did start the distro services anyway,
+# stop them so only the lab's own daemons exist (they would otherwise own
+# /var/run/docker.sock or port 53).
+if [[ -d /run/systemd/system ]]; then
+	for unit in docker.socket docker.service containerd.service named.service; do
+		systemctl disable --now "$unit" >/dev/null 2>&1 || true
+	done
+fi
+
+bash "$LAB_SCRIPTS_DIR/install-criu.sh"

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Shows the provider lab: each provider's dockerd (pid, versions, experimental,
+# running containers), the DNS server, the images and CRIU. Exits non-zero
+# when any part is down.
+set -euo pipefail
+# shellcheck source=scripts/lab/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+failed=0
+bad() {
+	echo "  DOWN: $*"
+	failed=1
+}
+
+for p in "${PROVIDERS[@]}"; do
+	echo "$p (netns ${P_NETNS[$p]}, public ${P_ADDR[$p]}, $(p_sock "$p"))"
+	pid=$(live_pid "$(p_pidfile "$p")" dockerd)
+	if [[ -z $pid ]]; then
+		bad "dockerd not running"
+		continue
+	fi
+	if ! p_ping "$p"; then
+		bad "dockerd pid $pid does not answer /_ping"
+		continue
+	fi
+	pdocker "$p" version -f "  dockerd pid $pid: server {{.Server.Version}}, API {{.Server.APIVersion}}, experimental {{.Server.Experimental}}"
+	images=$(pdocker "$p" images --format '{{.Repository}}:{{.Tag}}' | grep -c '^vimigrate-lab/' || true)
+	echo "  lab images: $images of 3"
+	((images == 3)) || bad "$p lacks some lab images"
+	echo "  running containers:"
+	pdocker "$p" ps --format '{{.Names}}  {{.Image}}  {{.Status}}  {{.Ports}}' | sed 's/^/    /'
+done
+
+echo "dns (127.0.0.1:$DNS_PORT, zone $DNS_ZONE)"
+pid=$(live_pid "$NAMED_PIDFILE" named)
+if [[ -z $pid ]]; then
+	bad "named not running"
+else
+	soa=$(dig +short +time=1 +tries=1 @127.0.0.1 -p "$DNS_PORT" SOA "$DNS_ZONE" || true)
+	if [[ -n $soa ]]; then
+		echo "  named pid $pid: SOA $soa"
+	else
+		bad "named pid $pid does not answer SOA $DNS_ZONE"
+	fi
+fi
+
+echo "criu ($CRIU_WRAPPER)"
+v=$(criu_version "$CRIU_WRAPPER" || true)
+if [[ -n $v ]] && version_ge "$v" "$CRIU_MIN_VERSION"; then
+	echo "  version $v"
+else
+	bad "no CRIU >= $CRIU_MIN_VERSION at $CRIU_WRAPPER"
+fi
+
+if [[ -f $LAB_JSON ]]; then
+	echo "lab.json: $LAB_JSON"
+else
+	bad "no $LAB_JSON"
+fi
+exit "$failed"
