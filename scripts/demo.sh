@@ -31,8 +31,9 @@ say "4. where it runs (runtime properties of the web container)"
 cfy node-instances -b "$BLUEPRINT_ID" web | python3 -c '
 import json, sys
 for instance in json.load(sys.stdin):
-    props = instance["runtime_properties"]
-    print(f"web runs on {props[\"provider\"]} as {props[\"container_id\"][:12]}, addresses {props[\"addresses\"]}, public {props[\"public_endpoints\"]}")'
+    p = instance["runtime_properties"]
+    print("web runs on", p["provider"], "as", p["container_id"][:12], "addresses", p["addresses"],
+          "public", p["public_endpoints"])'
 
 say "5. the application answers at provider-a's public address"
 for _ in 1 2 3; do
