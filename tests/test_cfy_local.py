@@ -83,6 +83,8 @@ def test_webapp_installs_on_provider_a_answers_and_uninstalls_cleanly(lab: dict,
         props = web["runtime_properties"]
         address = lab["providers"]["provider-a"]["public_address"]
         assert props["provider"] == "provider-a"
+        assert props["container_name"] == f"{blueprint_id}-web"
+        assert provider_a.inspect_container(f"{blueprint_id}-web")["running"] is True
         assert props["public_endpoints"] == [f"{address}:{port}"]
         first = _get(f"http://{address}:{port}/")
         second = _get(f"http://{address}:{port}/")
@@ -90,6 +92,6 @@ def test_webapp_installs_on_provider_a_answers_and_uninstalls_cleanly(lab: dict,
         assert count(second) == count(first) + 1, (first, second)
     finally:
         _cfy(cfy, cfy_env, "executions", "start", "uninstall", "-b", blueprint_id)
-    for name in ("vimigrate-web", "vimigrate-redis"):
+    for name in (f"{blueprint_id}-web", f"{blueprint_id}-redis"):
         assert provider_a.inspect_container(name) is None, f"{name} left behind on provider-a"
-    assert provider_a.inspect_network("vimigrate-app") is None
+    assert provider_a.inspect_network(f"{blueprint_id}-app_net") is None

@@ -137,9 +137,10 @@ def test_container_create_builds_the_spec_and_records_where_it_runs(fake_native)
     ctx = _container_ctx()
     container.create()
     calls = dict((name, arg) for name, arg in fake_native.calls if name != "connect")
-    assert calls["ensure_network"] == {"name": "vimigrate-app"}
+    assert calls["ensure_network"] == {"name": "vimigrate-app"}, "an explicit network_name is kept"
     spec = calls["deploy_container"]
-    assert spec["name"] == "web" and spec["hostname"] == "web" and "command" not in spec
+    assert spec["name"] == "dep1-web", "names default to DEPLOYMENT-NODE"
+    assert spec["hostname"] == "web" and "command" not in spec
     assert spec["networks"] == [{"network": "vimigrate-app", "aliases": ["www"]}]
     assert spec["labels"] == {"io.vimigrate.deployment": "dep1", "io.vimigrate.node": "web"}
     props = ctx.instance.runtime_properties
@@ -162,3 +163,12 @@ def test_container_without_provider_is_a_clear_error(fake_native):
     _use(MockCloudifyContext(node_id="web_1", node_name="web", properties={"image": "x"}, runtime_properties={}, relationships=[]))
     with pytest.raises(NonRecoverableError, match="exactly one provider relationship"):
         container.create()
+
+
+@pytest.mark.parametrize(("deployment", "node", "expected"), [
+    ("vimigrate-demo", "web", "vimigrate-demo-web"),
+    ("my dep", "app_net", "my-dep-app_net"),
+    ("_x", "n", "v_x-n"),
+])
+def test_default_names_are_valid_docker_names(deployment, node, expected):
+    assert _support.default_name(deployment, node) == expected

@@ -11,10 +11,9 @@
 LAB_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$LAB_SCRIPTS_DIR/../.." && pwd)
 
-# Repo-relative state (git-ignored): lab.json, DNS config and key, image tars.
+# Repo-relative state (git-ignored): lab.json and image tars.
 LAB_DIR="$REPO_ROOT/.lab"
 LAB_JSON="$LAB_DIR/lab.json"
-DNS_DIR="$LAB_DIR/dns"
 IMAGES_DIR="$LAB_DIR/images"
 
 # Host-wide state. /run is lost at reboot (pids, sockets, exec-roots); the
@@ -22,6 +21,9 @@ IMAGES_DIR="$LAB_DIR/images"
 LAB_RUN=/run/vimigrate-lab
 LAB_DATA=/var/lib/vimigrate-lab
 LAB_LOG=/var/log/vimigrate-lab
+# DNS state is host-wide like the providers: one lab per machine, whichever checkout
+# started it, so a second checkout finds the running named instead of racing it.
+DNS_DIR="$LAB_RUN/dns"
 
 HOST_BRIDGE=vmlab0
 HOST_ADDR=10.231.0.1

@@ -51,7 +51,7 @@ if [[ -n $purge ]]; then
 			rm -rf "${LAB_DATA:?}/$p"
 		fi
 	done
-	rm -rf "$IMAGES_DIR"
-	log "purged data-roots and image tars"
+	rm -rf "$IMAGES_DIR" "$DNS_DIR"
+	log "purged data-roots, image tars and the DNS state (TSIG key)"
 fi
 echo "lab-down: stopped"

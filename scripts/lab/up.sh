@@ -186,12 +186,17 @@ start_named() {
 		log "dns: named already running (pid $pid)"
 		return
 	fi
+	# Another named (a lab started from another checkout before DNS state was host-wide, or
+	# anything else) on the port would silently share it: refuse instead.
+	if ss -Hlnu "sport = :$DNS_PORT" | grep -q .; then
+		die "dns: UDP port $DNS_PORT is already in use: $(ss -Hlnup "sport = :$DNS_PORT" | head -1)"
+	fi
 	write_named_conf
 	named-checkconf "$DNS_DIR/named.conf" || die "dns: named.conf rejected"
 	named-checkzone -q "$DNS_ZONE" "$DNS_DIR/zones/vi.test.zone" || die "dns: zone rejected"
 	log "dns: starting named on 127.0.0.1:$DNS_PORT"
 	# named daemonizes itself and writes its pidfile. Run as root (no -u): the
-	# config and key live in the root-owned repo checkout.
+	# config and key live in the root-owned lab directory.
 	setsid named -c "$DNS_DIR/named.conf" -4 >>"$LAB_LOG/named.stderr" 2>&1 </dev/null
 	deadline=$((SECONDS + 20))
 	until [[ -n $(dig_soa) ]]; do

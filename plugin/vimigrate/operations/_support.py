@@ -4,6 +4,7 @@ one mapping from engine errors to Cloudify's retry semantics."""
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable, Iterable
 
 from cloudify.exceptions import NonRecoverableError, OperationRetry, RecoverableError
@@ -53,6 +54,13 @@ def provider_config(node_id: str, properties: dict[str, Any]) -> dict[str, Any]:
     if any(tls.get(k) for k in ("ca_file", "cert_file", "key_file")):
         config["tls"] = {"ca": tls.get("ca_file"), "cert": tls.get("cert_file"), "key": tls.get("key_file")}
     return config
+
+
+def default_name(deployment_id: str, node_id: str) -> str:
+    """`<deployment>-<node>` with characters Docker refuses in names replaced: two deployments
+    of one blueprint on one provider never clash."""
+    name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"{deployment_id}-{node_id}")
+    return name if name[:1].isalnum() else f"v{name}"
 
 
 def targets(ctx: Any, relationship_type: str) -> Iterable[Any]:

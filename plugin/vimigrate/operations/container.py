@@ -9,11 +9,19 @@ from cloudify import ctx
 from cloudify.decorators import operation
 
 from .. import _native
-from ._support import CONNECTED_TO_NETWORK, RUNS_ON, map_errors, provider_config, single_target, targets
+from ._support import (
+    CONNECTED_TO_NETWORK,
+    RUNS_ON,
+    default_name,
+    map_errors,
+    provider_config,
+    single_target,
+    targets,
+)
 
 
 def _container_name() -> str:
-    return ctx.node.properties.get("container_name") or ctx.node.id
+    return ctx.node.properties.get("container_name") or default_name(ctx.deployment.id, ctx.node.id)
 
 
 def _spec(networks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -38,7 +46,7 @@ def _spec(networks: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _network_spec(target: Any) -> dict[str, Any]:
     props = target.node.properties
-    spec: dict[str, Any] = {"name": props.get("network_name") or target.node.id}
+    spec: dict[str, Any] = {"name": props.get("network_name") or default_name(ctx.deployment.id, target.node.id)}
     for key in ("subnet", "gateway"):
         if props.get(key):
             spec[key] = props[key]

@@ -128,20 +128,29 @@ fn deployed_from(provider: &str, inspect: ContainerInspectResponse) -> DeployedC
 
 impl Provider {
     /// Creates and starts the container, or returns it as it is when vimigrate already created
-    /// it (starting it if it was stopped). A same-named container vimigrate does not manage is
-    /// left alone and reported as a conflict.
+    /// it from a spec with the same labels (starting it if it was stopped). A same-named
+    /// container that vimigrate does not manage, or that carries other labels (another
+    /// deployment's), is left alone and reported as a conflict.
     pub async fn deploy_container(&self, spec: &ContainerSpec) -> Result<DeployedContainer, Error> {
         spec.validate()?;
         let existing = self.inspect_container_raw(&spec.name).await?;
         let created_now = existing.is_none();
         match existing {
             Some(found) => {
-                let managed = labels::is_managed(found.config.as_ref().and_then(|c| c.labels.as_ref()));
-                if !managed {
+                let found_labels = found.config.as_ref().and_then(|c| c.labels.as_ref());
+                let reason = if !labels::is_managed(found_labels) {
+                    Some(labels::NOT_MANAGED)
+                } else if !labels::includes(found_labels, &spec.labels) {
+                    Some("was created for another owner (its labels differ)")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
                     return Err(ProviderError::NameTaken {
                         provider: self.name().to_string(),
                         what: "container",
                         name: spec.name.clone(),
+                        reason,
                     }
                     .into());
                 }

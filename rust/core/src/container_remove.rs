@@ -3,7 +3,7 @@
 use bollard::query_parameters::RemoveContainerOptionsBuilder;
 
 use crate::error::{is_not_found, Error, ProviderError};
-use crate::labels;
+use crate::labels::{self, NOT_MANAGED};
 use crate::provider::Provider;
 
 impl Provider {
@@ -18,6 +18,7 @@ impl Provider {
                 provider: self.name().to_string(),
                 what: "container",
                 name: name.to_string(),
+                reason: NOT_MANAGED,
             }
             .into());
         }

@@ -57,8 +57,8 @@ pub enum ProviderError {
         /// What was found instead.
         detail: String,
     },
-    /// A name is already used on the provider by something vimigrate does not manage.
-    #[error("provider `{provider}`: {what} `{name}` already exists and is not managed by vimigrate")]
+    /// A name is already used on the provider by something vimigrate may not reuse.
+    #[error("provider `{provider}`: {what} `{name}` already exists and {reason}")]
     NameTaken {
         /// Provider name.
         provider: String,
@@ -66,6 +66,8 @@ pub enum ProviderError {
         what: &'static str,
         /// The name in use.
         name: String,
+        /// Why it cannot be reused, e.g. "is not managed by vimigrate".
+        reason: &'static str,
     },
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::container_spec::is_valid_docker_name;
 use crate::error::{is_not_found, Error, InputError, ProviderError};
-use crate::labels;
+use crate::labels::{self, NOT_MANAGED};
 use crate::provider::Provider;
 
 /// A user-defined bridge network as the user declares it.
@@ -135,6 +135,7 @@ impl Provider {
                 provider: self.name().to_string(),
                 what: "network",
                 name: name.to_string(),
+                reason: NOT_MANAGED,
             }
             .into());
         }

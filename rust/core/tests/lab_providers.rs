@@ -103,3 +103,23 @@ async fn missing_image_is_a_clear_error_and_leaves_nothing() {
     assert!(err.report().contains("create container `vmtest-core-noimage`"), "{}", err.report());
     assert!(provider.inspect_deployed("vmtest-core-noimage").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn same_name_for_another_owner_is_a_conflict_and_untouched() {
+    let lab = lab();
+    let provider = Provider::connect(&config(&lab, "provider-b")).await.unwrap();
+    let spec = |owner: &str| -> ContainerSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "vmtest-core-owned", "image": lab["images"]["counter"], "labels": {"io.vimigrate.deployment": owner},
+        }))
+        .unwrap()
+    };
+    let first = provider.deploy_container(&spec("dep-one")).await.unwrap();
+    let err = provider.deploy_container(&spec("dep-two")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{}", err.report());
+    assert!(err.report().contains("was created for another owner"), "{}", err.report());
+    let still = provider.inspect_deployed("vmtest-core-owned").await.unwrap().unwrap();
+    assert_eq!(still.id, first.id);
+    assert!(still.running);
+    provider.remove_container("vmtest-core-owned").await.unwrap();
+}
