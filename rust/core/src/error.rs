@@ -71,6 +71,34 @@ pub enum ProviderError {
     },
 }
 
+/// Data that did not arrive intact or could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityError {
+    /// A tar stream was malformed or truncated.
+    #[error("malformed tar stream: {0}")]
+    Tar(String),
+    /// What arrived differs from what was sent.
+    #[error("{what} differs between {from} and {to}: {detail}")]
+    Mismatch {
+        /// What was compared, e.g. "checkpoint images".
+        what: String,
+        /// Where it came from.
+        from: String,
+        /// Where it went.
+        to: String,
+        /// Which files differ and how.
+        detail: String,
+    },
+    /// A CRIU image (e.g. stats-dump) could not be decoded.
+    #[error("cannot decode CRIU image {file}: {detail}")]
+    CriuImage {
+        /// The image file name.
+        file: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
 /// Every error the engine returns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -80,6 +108,9 @@ pub enum Error {
     /// A provider interaction failed.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// Data was corrupted or malformed on its way.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
 }
 
 /// Coarse classes of [`Error`], for callers that map errors to their own types
@@ -116,6 +147,9 @@ impl Error {
             Error::Provider(ProviderError::Api { source, .. }) => docker_error_kind(source),
             Error::Provider(ProviderError::Unsuitable { .. }) => ErrorKind::Unsuitable,
             Error::Provider(ProviderError::NameTaken { .. }) => ErrorKind::Conflict,
+            // A corrupted transfer may well succeed when repeated.
+            Error::Integrity(IntegrityError::Mismatch { .. }) => ErrorKind::Unavailable,
+            Error::Integrity(_) => ErrorKind::Failed,
         }
     }
 

@@ -8,20 +8,25 @@
 //! A provider is a Docker Engine reachable through its API ([`ProviderConfig`]); everything the
 //! engine does to it goes through [`Provider`].
 
+mod archive;
 mod container_deploy;
 mod container_remove;
 mod container_spec;
+mod criu_probe;
+mod criu_stats;
 mod endpoint;
 mod error;
+mod image_transfer;
 mod labels;
 mod network;
 mod probe;
 mod provider;
+mod tar_manifest;
 
 pub use container_deploy::{DeployedContainer, PublishedPort};
 pub use container_spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol};
 pub use endpoint::{Endpoint, ProviderConfig, TlsFiles};
-pub use error::{Error, ErrorKind, InputError, ProviderError};
+pub use error::{Error, ErrorKind, InputError, IntegrityError, ProviderError};
 pub use labels::MANAGED_LABEL;
 pub use network::{NetworkInfo, NetworkSpec};
 pub use probe::ProviderReport;
