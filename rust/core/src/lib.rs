@@ -9,6 +9,7 @@
 //! engine does to it goes through [`Provider`].
 
 mod archive;
+mod checkpoint;
 mod container_deploy;
 mod container_remove;
 mod container_spec;
