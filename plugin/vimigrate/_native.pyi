@@ -1,6 +1,6 @@
 """Type stubs of the native engine module (Rust, pyo3)."""
 
-from typing import Any
+from typing import Any, Callable
 
 __version__: str
 
@@ -31,6 +31,22 @@ class ProviderUnsuitableError(VimigrateError):
 
 class OperationFailedError(VimigrateError):
     """A provider refused or failed a request."""
+
+class MigrationFailedError(VimigrateError):
+    """A migration failed; `rollback` says where the service runs now."""
+    phase: str
+    rollback: str  # nothing_to_undo | undone | resumed | failed
+    retryable: bool
+    kind: str
+
+def migrate(
+    source: Provider,
+    destination: Provider,
+    options: dict[str, Any],
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Live-migrate one running container. options: container, keep_source, verify, check_criu,
+    checkpoint_name. Returns the report with per-phase statistics (`stats`)."""
 
 class Provider:
     """A connection to one provider's Docker Engine."""

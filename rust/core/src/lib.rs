@@ -10,6 +10,7 @@
 
 mod archive;
 mod checkpoint;
+mod container_clone;
 mod container_deploy;
 mod container_remove;
 mod container_spec;
@@ -17,21 +18,33 @@ mod criu_probe;
 mod criu_stats;
 mod endpoint;
 mod error;
+mod helper_container;
 mod image_transfer;
 mod labels;
+mod layer_sync;
+mod migrate;
 mod network;
 mod probe;
 mod provider;
 mod tar_manifest;
 
+pub use archive::{copy_archive, read_manifest, verify_copy, CopyReport};
 pub use container_deploy::{DeployedContainer, PublishedPort};
 pub use container_spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol};
+pub use criu_stats::{parse_dump_stats, parse_restore_stats, DumpStats, RestoreStats, DUMP_STATS_FILE, RESTORE_STATS_FILE};
 pub use endpoint::{Endpoint, ProviderConfig, TlsFiles};
 pub use error::{Error, ErrorKind, InputError, IntegrityError, ProviderError};
+pub use image_transfer::{ensure_image, image_platform, ImageTransfer};
 pub use labels::MANAGED_LABEL;
+pub use migrate::{
+    migrate, MigrationError, MigrationOptions, MigrationReport, MigrationStats, Phase, ProgressEvent, Rollback,
+};
+pub use container_clone::VolumeMount;
+pub use criu_probe::CriuCheck;
 pub use network::{NetworkInfo, NetworkSpec};
 pub use probe::ProviderReport;
 pub use provider::Provider;
+pub use tar_manifest::{Entry, TarManifest, TarManifestBuilder, CAPTURE_LIMIT};
 
 /// The version of this engine, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

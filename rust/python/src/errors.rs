@@ -4,7 +4,7 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use vimigrate_core::{Error, ErrorKind};
+use vimigrate_core::{Error, ErrorKind, MigrationError, Rollback};
 
 create_exception!(vimigrate._native, VimigrateError, PyException, "Base class of every vimigrate error.");
 create_exception!(
@@ -28,6 +28,13 @@ create_exception!(
     "A provider lacks a capability vimigrate needs (experimental mode, CRIU, ...)."
 );
 create_exception!(vimigrate._native, OperationFailedError, VimigrateError, "A provider refused or failed a request.");
+create_exception!(
+    vimigrate._native,
+    MigrationFailedError,
+    VimigrateError,
+    "A migration failed. `phase` names the phase, `rollback` says where the service runs now \
+     (nothing_to_undo, undone, resumed or failed), `retryable` whether trying again may succeed."
+);
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -38,6 +45,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConflictError", py.get_type::<ConflictError>())?;
     m.add("ProviderUnsuitableError", py.get_type::<ProviderUnsuitableError>())?;
     m.add("OperationFailedError", py.get_type::<OperationFailedError>())?;
+    m.add("MigrationFailedError", py.get_type::<MigrationFailedError>())?;
     Ok(())
 }
 
@@ -56,6 +64,30 @@ pub(crate) fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
     if let Error::Input(input) = &err {
         // Best effort: the message already names the field.
         let _ = py_err.value(py).setattr("field", input.field.as_str());
+    }
+    py_err
+}
+
+/// Maps a failed migration to `MigrationFailedError`, or to the plain error class when the
+/// preflight refused the input (nothing was changed, so it is just bad input).
+pub(crate) fn migration_error(py: Python<'_>, err: MigrationError) -> PyErr {
+    let message = err.to_string();
+    let retryable = err.cause.kind().is_retryable();
+    let rollback = match &err.rollback {
+        Rollback::NothingToUndo => "nothing_to_undo",
+        Rollback::Undone => "undone",
+        Rollback::Resumed { .. } => "resumed",
+        Rollback::Failed(_) => "failed",
+    };
+    let py_err = MigrationFailedError::new_err(message);
+    let value = py_err.value(py);
+    // Best effort: the message already carries all of this.
+    let _ = value.setattr("phase", err.phase.to_string());
+    let _ = value.setattr("rollback", rollback);
+    let _ = value.setattr("retryable", retryable);
+    let _ = value.setattr("kind", format!("{:?}", err.cause.kind()));
+    if let Error::Input(input) = &err.cause {
+        let _ = value.setattr("field", input.field.as_str());
     }
     py_err
 }

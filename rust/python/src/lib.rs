@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 mod convert;
 mod errors;
 mod info;
+mod migration;
 mod provider;
 mod runtime;
 
@@ -17,5 +18,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     info::register(m)?;
     errors::register(m)?;
     m.add_class::<provider::Provider>()?;
+    m.add_function(wrap_pyfunction!(migration::migrate, m)?)?;
     Ok(())
 }

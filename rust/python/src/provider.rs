@@ -14,6 +14,11 @@ pub(crate) struct Provider {
 }
 
 impl Provider {
+    /// The engine's provider, for the other classes of this module.
+    pub(crate) fn inner(&self) -> &core::Provider {
+        &self.inner
+    }
+
     /// Runs one call on a clone of the connection with the GIL released, mapping its error.
     fn run<'py, T, F, Fut>(&self, py: Python<'py>, call: F) -> PyResult<T>
     where

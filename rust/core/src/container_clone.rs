@@ -1,0 +1,222 @@
+//! The destination container of a migration: created (never started) on the destination with
+//! the source container's configuration, so that a checkpoint of the source restores into it.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig,
+    NetworkConnectRequest, NetworkingConfig,
+};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use serde::Serialize;
+
+use crate::error::{Error, InputError};
+use crate::network::NetworkSpec;
+use crate::provider::Provider;
+
+/// Docker's built-in networks: present on every daemon, never created by vimigrate.
+const BUILTIN_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
+
+/// A named volume the container uses: its data moves with the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumeMount {
+    /// Volume name (the same on both providers).
+    pub name: String,
+    /// Mount point inside the container.
+    pub destination: String,
+}
+
+/// What the migration needs to know about the source container, read once from its inspect.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceContainer {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub running: bool,
+    pub status: String,
+    pub auto_remove: bool,
+    /// Host paths bind-mounted into the container: they cannot follow it to another host.
+    pub host_binds: Vec<String>,
+    pub volumes: Vec<VolumeMount>,
+    /// User-defined networks with the container's aliases on each, in a stable order.
+    pub networks: Vec<(String, Vec<String>)>,
+    inspect: ContainerInspectResponse,
+}
+
+impl SourceContainer {
+    /// Reads the facts out of an inspect response.
+    pub(crate) fn from_inspect(inspect: ContainerInspectResponse) -> SourceContainer {
+        let state = inspect.state.clone().unwrap_or_default();
+        let config = inspect.config.clone().unwrap_or_default();
+        let host = inspect.host_config.clone().unwrap_or_default();
+        let mut host_binds = Vec::new();
+        let mut volumes = Vec::new();
+        for mount in inspect.mounts.clone().unwrap_or_default() {
+            match mount.typ.as_deref() {
+                Some("volume") => volumes.push(VolumeMount {
+                    name: mount.name.unwrap_or_default(),
+                    destination: mount.destination.unwrap_or_default(),
+                }),
+                Some("bind") => host_binds.push(mount.source.unwrap_or_default()),
+                _ => {}
+            }
+        }
+        let short_id: String = inspect.id.clone().unwrap_or_default().chars().take(12).collect();
+        let mut networks: Vec<(String, Vec<String>)> = inspect
+            .network_settings
+            .clone()
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(name, _)| !BUILTIN_NETWORKS.contains(&name.as_str()))
+            .map(|(name, endpoint)| {
+                // Docker adds the short container id as an alias by itself; carrying it over would
+                // make the destination answer to the source's id.
+                let aliases = endpoint.aliases.unwrap_or_default().into_iter().filter(|a| *a != short_id).collect();
+                (name, aliases)
+            })
+            .collect();
+        networks.sort();
+        SourceContainer {
+            id: inspect.id.clone().unwrap_or_default(),
+            name: inspect.name.clone().unwrap_or_default().trim_start_matches('/').to_string(),
+            image: config.image.clone().unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            status: state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+            auto_remove: host.auto_remove.unwrap_or(false),
+            host_binds,
+            volumes,
+            networks,
+            inspect,
+        }
+    }
+
+    /// The networks to create on the destination (same names; addresses chosen there).
+    pub(crate) fn network_specs(&self) -> Vec<NetworkSpec> {
+        self.networks
+            .iter()
+            .map(|(name, _)| NetworkSpec { name: name.clone(), subnet: None, gateway: None, labels: Default::default() })
+            .collect()
+    }
+
+    /// The create request for the destination: the source's configuration (command, entrypoint,
+    /// environment, labels, hostname, working dir, user, resources, volumes, port bindings, ...)
+    /// with what only made sense on the source host left out.
+    pub(crate) fn clone_body(&self) -> Result<ContainerCreateBody, Error> {
+        let config = self.inspect.config.clone().unwrap_or_default();
+        // ContainerConfig and the create body are the same JSON object in Docker's API: go
+        // through JSON so that every field Docker reports is carried over, not just the ones
+        // this code knows about.
+        let value = serde_json::to_value(&config).map_err(|e| clone_error("config", e))?;
+        let mut body: ContainerCreateBody = serde_json::from_value(value).map_err(|e| clone_error("config", e))?;
+        let mut host: HostConfig = self.inspect.host_config.clone().unwrap_or_default();
+        // Host-specific: a file path on the source host, and named-volume binds are kept while
+        // host-path binds were refused by the preflight.
+        host.container_id_file = None;
+        host.binds = host.binds.map(|binds| binds.into_iter().filter(|b| !b.starts_with('/')).collect());
+        let first = self.networks.first();
+        host.network_mode = match first {
+            Some((name, _)) => Some(name.clone()),
+            None => host.network_mode,
+        };
+        body.host_config = Some(host);
+        body.networking_config = first.map(|(name, aliases)| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(name.clone(), endpoint(aliases))])),
+        });
+        Ok(body)
+    }
+}
+
+fn endpoint(aliases: &[String]) -> EndpointSettings {
+    EndpointSettings { aliases: (!aliases.is_empty()).then(|| aliases.to_vec()), ..Default::default() }
+}
+
+fn clone_error(part: &str, err: serde_json::Error) -> Error {
+    InputError::new(format!("source container {part}"), "a configuration Docker can recreate", err.to_string()).into()
+}
+
+impl Provider {
+    /// Creates, without starting it, the destination container for `source`, with the same name
+    /// and configuration, joined to its networks (created here when missing). Returns its id.
+    pub(crate) async fn create_clone(&self, source: &SourceContainer) -> Result<String, Error> {
+        for network in source.network_specs() {
+            self.ensure_network(&network).await?;
+        }
+        let options = CreateContainerOptionsBuilder::default().name(&source.name).build();
+        let created = self
+            .docker()
+            .create_container(Some(options), source.clone_body()?)
+            .await
+            .map_err(self.api_error(format!("create container `{}` as the migration's destination", source.name)))?;
+        for (network, aliases) in source.networks.iter().skip(1) {
+            let request = NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint(aliases)) };
+            self.docker()
+                .connect_network(network, request)
+                .await
+                .map_err(self.api_error(format!("connect container `{}` to network `{network}`", source.name)))?;
+        }
+        Ok(created.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inspect() -> ContainerInspectResponse {
+        serde_json::from_value(serde_json::json!({
+            "Id": "0123456789abcdef0123",
+            "Name": "/web",
+            "State": {"Running": true, "Status": "running"},
+            "Config": {
+                "Hostname": "web", "Image": "vimigrate-lab/web:latest", "Env": ["A=1"], "Cmd": ["/web"],
+                "WorkingDir": "/srv", "User": "1000", "Labels": {"io.vimigrate.managed": "true"},
+                "ExposedPorts": {"8080/tcp": {}},
+            },
+            "HostConfig": {
+                "PortBindings": {"8080/tcp": [{"HostIp": "", "HostPort": "8080"}]},
+                "Memory": 268435456, "NanoCpus": 500000000,
+                "Binds": ["data:/data", "/srv/host:/host"], "ContainerIDFile": "/tmp/cid", "NetworkMode": "app",
+            },
+            "Mounts": [
+                {"Type": "volume", "Name": "data", "Destination": "/data"},
+                {"Type": "bind", "Source": "/srv/host", "Destination": "/host"},
+            ],
+            "NetworkSettings": {"Networks": {
+                "app": {"Aliases": ["web", "0123456789ab"]},
+                "bridge": {},
+            }},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn facts_are_read_from_the_inspect() {
+        let source = SourceContainer::from_inspect(inspect());
+        assert_eq!(source.name, "web");
+        assert!(source.running);
+        assert_eq!(source.image, "vimigrate-lab/web:latest");
+        assert_eq!(source.host_binds, vec!["/srv/host".to_string()]);
+        assert_eq!(source.volumes, vec![VolumeMount { name: "data".into(), destination: "/data".into() }]);
+        assert_eq!(source.networks, vec![("app".to_string(), vec!["web".to_string()])], "id alias and bridge dropped");
+    }
+
+    #[test]
+    fn clone_keeps_the_configuration_and_drops_host_specifics() {
+        let body = SourceContainer::from_inspect(inspect()).clone_body().unwrap();
+        assert_eq!(body.hostname.as_deref(), Some("web"));
+        assert_eq!(body.cmd, Some(vec!["/web".to_string()]));
+        assert_eq!(body.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(body.user.as_deref(), Some("1000"));
+        assert_eq!(body.env, Some(vec!["A=1".to_string()]));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.memory, Some(268435456));
+        assert_eq!(host.nano_cpus, Some(500000000));
+        assert_eq!(host.binds, Some(vec!["data:/data".to_string()]));
+        assert_eq!(host.container_id_file, None);
+        assert_eq!(host.network_mode.as_deref(), Some("app"));
+        assert!(host.port_bindings.unwrap().contains_key("8080/tcp"));
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(endpoints["app"].aliases, Some(vec!["web".to_string()]));
+    }
+}

@@ -1,0 +1,615 @@
+//! Live migration of one running container from a source provider to a destination provider.
+//!
+//! The order matters for downtime and for safety (see the README's architecture section):
+//! everything that can be done while the service runs is done before the freeze (preflight,
+//! image, destination container, first copy of the writable layer); after the freeze only what
+//! must move does (the layer's delta, volumes, checkpoint images), and any failure from the
+//! freeze on resumes the service on the source from the same checkpoint.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{copy_archive, verify_copy};
+use crate::container_clone::SourceContainer;
+use crate::criu_stats::{parse_dump_stats, DumpStats};
+use crate::error::{Error, InputError, ProviderError};
+use crate::image_transfer::{ensure_image, image_platform};
+use crate::layer_sync::LayerSync;
+use crate::provider::Provider;
+
+/// What to migrate and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationOptions {
+    /// Name or id of the running container on the source provider.
+    pub container: String,
+    /// Keep the (stopped) source container after a successful migration.
+    #[serde(default)]
+    pub keep_source: bool,
+    /// Read the checkpoint back from the destination and compare it with what was sent before
+    /// restoring (detects a corrupted transfer; costs one more read of the images).
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// Prove checkpoint/restore works on both hosts with a probe container before anything
+    /// changes (about a second per provider).
+    #[serde(default = "yes")]
+    pub check_criu: bool,
+    /// Checkpoint name; default `vimigrate-<unix time in ms>`.
+    #[serde(default)]
+    pub checkpoint_name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl MigrationOptions {
+    /// Options for migrating `container` with the defaults.
+    pub fn new(container: impl Into<String>) -> Self {
+        MigrationOptions { container: container.into(), keep_source: false, verify: true, check_criu: true, checkpoint_name: None }
+    }
+}
+
+/// The phases of a migration, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Checks on both providers; nothing changes.
+    Preflight,
+    /// The image reaches the destination if it lacks it.
+    Image,
+    /// The destination container is created (not started).
+    Prepare,
+    /// First copy of the writable layer, while the service runs.
+    Precopy,
+    /// The checkpoint: the service stops answering here.
+    Checkpoint,
+    /// Writable-layer delta, volumes and checkpoint images move.
+    Transfer,
+    /// What arrived is compared with what was sent.
+    Verify,
+    /// The destination restores the checkpoint: the service answers again.
+    Restore,
+    /// Checkpoint data and the source container are removed.
+    Cleanup,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Phase::Preflight => "preflight",
+            Phase::Image => "image",
+            Phase::Prepare => "prepare",
+            Phase::Precopy => "precopy",
+            Phase::Checkpoint => "checkpoint",
+            Phase::Transfer => "transfer",
+            Phase::Verify => "verify",
+            Phase::Restore => "restore",
+            Phase::Cleanup => "cleanup",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Something a running migration reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ProgressEvent {
+    /// A phase starts.
+    Phase {
+        /// The phase.
+        phase: Phase,
+    },
+    /// Bytes moved so far within a phase.
+    Bytes {
+        /// The phase moving them.
+        phase: Phase,
+        /// Total so far in this phase.
+        bytes: u64,
+    },
+}
+
+/// Time and volume of each phase. Times in milliseconds; the CRIU figures use Podman's
+/// `--print-stats` names and CRIU's own microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MigrationStats {
+    /// Preflight checks, including the CRIU proof on both hosts.
+    pub preflight_ms: u64,
+    /// Image transfer (0 bytes when the destination had it).
+    pub image_ms: u64,
+    /// Bytes of image streamed.
+    pub image_bytes: u64,
+    /// Creating the destination container.
+    pub prepare_ms: u64,
+    /// First pass over the writable layer.
+    pub precopy_ms: u64,
+    /// Bytes moved by the first pass.
+    pub precopy_bytes: u64,
+    /// `docker checkpoint`: freezing and dumping the processes.
+    pub checkpoint_ms: u64,
+    /// Writable-layer delta, volumes and checkpoint images.
+    pub transfer_ms: u64,
+    /// Bytes moved after the freeze (delta + volumes + checkpoint).
+    pub transfer_bytes: u64,
+    /// Of which the checkpoint images.
+    pub checkpoint_bytes: u64,
+    /// Reading the checkpoint back on the destination and comparing.
+    pub verify_ms: u64,
+    /// `docker start --checkpoint` on the destination.
+    pub restore_ms: u64,
+    /// From the start of the checkpoint to the restored container running: the service's
+    /// interruption as the broker sees it.
+    pub downtime_ms: u64,
+    /// Deleting checkpoint data and the source container.
+    pub cleanup_ms: u64,
+    /// The whole migration.
+    pub total_ms: u64,
+    /// CRIU's own dump statistics (freezing_time, frozen_time, memdump_time, memwrite_time,
+    /// pages_written, ...), when the checkpoint carried them.
+    pub criu_dump: Option<DumpStats>,
+}
+
+/// A successful migration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationReport {
+    /// Container name (the same on both providers).
+    pub container: String,
+    /// Source provider.
+    pub source: String,
+    /// Destination provider.
+    pub destination: String,
+    /// Container id on the source.
+    pub source_id: String,
+    /// Container id on the destination, where it runs now.
+    pub destination_id: String,
+    /// The checkpoint's name.
+    pub checkpoint: String,
+    /// Whether the source container was kept (stopped).
+    pub source_kept: bool,
+    /// Per-phase figures.
+    pub stats: MigrationStats,
+    /// Cleanup steps that failed after the service already ran on the destination; the
+    /// migration still succeeded.
+    pub warnings: Vec<String>,
+}
+
+/// What happened to the service after a failure.
+#[derive(Debug)]
+pub enum Rollback {
+    /// The failure came before anything changed.
+    NothingToUndo,
+    /// The failure came before the freeze: what was made on the destination was removed; the
+    /// service never stopped.
+    Undone,
+    /// The service runs again on the source, restored from the checkpoint (or never stopped).
+    Resumed {
+        /// The provider it runs on.
+        provider: String,
+    },
+    /// Undoing failed too: this error says why, and the service may be down.
+    Failed(Box<Error>),
+}
+
+impl fmt::Display for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rollback::NothingToUndo => f.write_str("nothing was changed"),
+            Rollback::Undone => f.write_str("the destination was cleaned up; the service never stopped"),
+            Rollback::Resumed { provider } => write!(f, "rolled back: the service runs on {provider} again"),
+            Rollback::Failed(err) => write!(f, "ROLLBACK FAILED: {}", err.report()),
+        }
+    }
+}
+
+/// A failed migration: the phase, the cause, and how the rollback went.
+#[derive(Debug, thiserror::Error)]
+#[error("migration of `{container}` from {source_provider} to {destination} failed in phase {phase}: {}; {rollback}", .cause.report())]
+pub struct MigrationError {
+    /// The phase that failed.
+    pub phase: Phase,
+    /// The container being migrated.
+    pub container: String,
+    /// Source provider.
+    pub source_provider: String,
+    /// Destination provider.
+    pub destination: String,
+    /// Why the phase failed.
+    #[source]
+    pub cause: Error,
+    /// What was done about it.
+    pub rollback: Rollback,
+}
+
+/// Bookkeeping of what a migration changed, so that a failure undoes exactly that.
+#[derive(Default)]
+struct Undo {
+    destination_id: Option<String>,
+    helpers: Vec<(bool, String)>,
+    checkpoint_taken: bool,
+}
+
+fn ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn default_checkpoint_name() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    format!("vimigrate-{}", now.as_millis())
+}
+
+/// Migrates one running container from `src` to `dst`. On success the container runs on `dst`
+/// with its processes, memory and files; on failure the error names the phase and the service
+/// runs where it ran (see [`Rollback`]).
+pub async fn migrate(
+    src: &Provider,
+    dst: &Provider,
+    options: &MigrationOptions,
+    progress: &(dyn Fn(&ProgressEvent) + Send + Sync),
+) -> Result<MigrationReport, MigrationError> {
+    let checkpoint = options.checkpoint_name.clone().unwrap_or_else(default_checkpoint_name);
+    Migration { src, dst, options, progress, checkpoint, undo: Undo::default() }.run().await
+}
+
+struct Migration<'a> {
+    src: &'a Provider,
+    dst: &'a Provider,
+    options: &'a MigrationOptions,
+    progress: &'a (dyn Fn(&ProgressEvent) + Send + Sync),
+    checkpoint: String,
+    undo: Undo,
+}
+
+impl Migration<'_> {
+    fn phase(&self, phase: Phase) -> Instant {
+        (self.progress)(&ProgressEvent::Phase { phase });
+        tracing::info!(container = %self.options.container, %phase, "phase");
+        Instant::now()
+    }
+
+    async fn fail(&mut self, phase: Phase, source: &SourceContainer, cause: Error) -> MigrationError {
+        tracing::warn!(container = %source.name, %phase, error = %cause.report(), "migration failed; rolling back");
+        let rollback = self.roll_back(source).await;
+        MigrationError {
+            phase,
+            container: source.name.clone(),
+            source_provider: self.src.name().to_string(),
+            destination: self.dst.name().to_string(),
+            cause,
+            rollback,
+        }
+    }
+
+    async fn run(mut self) -> Result<MigrationReport, MigrationError> {
+        let started = Instant::now();
+        let mut stats = MigrationStats::default();
+        let checkpoint = self.checkpoint.clone();
+
+        let t = self.phase(Phase::Preflight);
+        let source = match self.preflight(&checkpoint).await {
+            Ok(source) => source,
+            Err(cause) => {
+                return Err(MigrationError {
+                    phase: Phase::Preflight,
+                    container: self.options.container.clone(),
+                    source_provider: self.src.name().to_string(),
+                    destination: self.dst.name().to_string(),
+                    cause,
+                    rollback: Rollback::NothingToUndo,
+                })
+            }
+        };
+        stats.preflight_ms = ms(t);
+
+        let t = self.phase(Phase::Image);
+        let image_progress = |bytes| (self.progress)(&ProgressEvent::Bytes { phase: Phase::Image, bytes });
+        match ensure_image(self.src, self.dst, &source.image, &image_progress).await {
+            Ok(moved) => stats.image_bytes = moved.bytes,
+            Err(e) => return Err(self.fail(Phase::Image, &source, e).await),
+        }
+        stats.image_ms = ms(t);
+
+        let t = self.phase(Phase::Prepare);
+        let helpers = match self.prepare(&source).await {
+            Ok(helpers) => helpers,
+            Err(e) => return Err(self.fail(Phase::Prepare, &source, e).await),
+        };
+        let destination_id = self.undo.destination_id.clone().unwrap_or_default();
+        stats.prepare_ms = ms(t);
+
+        let t = self.phase(Phase::Precopy);
+        let volumes: Vec<String> = source.volumes.iter().map(|v| v.destination.clone()).collect();
+        let mut layer = LayerSync::new(self.src, &source.id, self.dst, &destination_id, volumes);
+        let precopy_progress = |bytes| (self.progress)(&ProgressEvent::Bytes { phase: Phase::Precopy, bytes });
+        match layer.first_pass(&precopy_progress).await {
+            Ok(pass) => stats.precopy_bytes = pass.bytes,
+            Err(e) => return Err(self.fail(Phase::Precopy, &source, e).await),
+        }
+        stats.precopy_ms = ms(t);
+
+        // The service stops answering from here until the restore.
+        let frozen = self.phase(Phase::Checkpoint);
+        self.undo.checkpoint_taken = true;
+        if let Err(e) = self.src.create_checkpoint(&source.id, &checkpoint).await {
+            return Err(self.fail(Phase::Checkpoint, &source, e).await);
+        }
+        stats.checkpoint_ms = ms(frozen);
+
+        let t = self.phase(Phase::Transfer);
+        let transfer_progress = |bytes| (self.progress)(&ProgressEvent::Bytes { phase: Phase::Transfer, bytes });
+        let sent = match self.transfer(&source, &mut layer, &helpers, &checkpoint, &destination_id, &transfer_progress).await {
+            Ok(sent) => sent,
+            Err(e) => return Err(self.fail(Phase::Transfer, &source, e).await),
+        };
+        stats.transfer_ms = ms(t);
+        stats.transfer_bytes = sent.total_bytes;
+        stats.checkpoint_bytes = sent.checkpoint_bytes;
+        stats.criu_dump = sent.dump_stats;
+
+        if self.options.verify {
+            let t = self.phase(Phase::Verify);
+            let arrived = format!("/vimigrate-dst/{checkpoint}");
+            if let Err(e) = verify_copy(&sent.manifest, self.dst, &helpers.1, &arrived, "checkpoint images").await {
+                return Err(self.fail(Phase::Verify, &source, e).await);
+            }
+            stats.verify_ms = ms(t);
+        }
+
+        let t = self.phase(Phase::Restore);
+        if let Err(e) = self.restore(&destination_id, &checkpoint).await {
+            return Err(self.fail(Phase::Restore, &source, e).await);
+        }
+        stats.restore_ms = ms(t);
+        stats.downtime_ms = ms(frozen);
+
+        let t = self.phase(Phase::Cleanup);
+        let warnings = self.clean_up(&source, &destination_id, &checkpoint).await;
+        stats.cleanup_ms = ms(t);
+        stats.total_ms = ms(started);
+        Ok(MigrationReport {
+            container: source.name.clone(),
+            source: self.src.name().to_string(),
+            destination: self.dst.name().to_string(),
+            source_id: source.id.clone(),
+            destination_id,
+            checkpoint,
+            source_kept: self.options.keep_source,
+            stats,
+            warnings,
+        })
+    }
+
+    /// Every check that can fail before anything changes.
+    async fn preflight(&self, checkpoint: &str) -> Result<SourceContainer, Error> {
+        if !crate::container_spec::is_valid_docker_name(checkpoint) {
+            return Err(InputError::new("checkpoint_name", "a name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*", checkpoint).into());
+        }
+        if self.src.name() == self.dst.name() {
+            return Err(InputError::new("destination", "a provider other than the source", self.dst.name()).into());
+        }
+        let name = &self.options.container;
+        let inspect = self.src.inspect_container_raw(name).await?.ok_or_else(|| {
+            InputError::new("container", format!("a container on {}", self.src.name()), name)
+        })?;
+        let source = SourceContainer::from_inspect(inspect);
+        if !source.running {
+            return Err(InputError::new("container", "a running container", format!("{name} ({})", source.status)).into());
+        }
+        if source.auto_remove {
+            return Err(InputError::new(
+                "container",
+                "a container without auto-remove (--rm): Docker would delete it, and the checkpoint to roll back to, at the freeze",
+                name,
+            )
+            .into());
+        }
+        if !source.host_binds.is_empty() {
+            return Err(InputError::new(
+                "container",
+                "no bind mount of a host path (it cannot follow the container to another host; use a named volume)",
+                source.host_binds.join(", "),
+            )
+            .into());
+        }
+        let (src_report, dst_report) = tokio::try_join!(self.src.probe(), self.dst.probe())?;
+        for report in [&src_report, &dst_report] {
+            if !report.experimental {
+                return Err(ProviderError::Unsuitable {
+                    provider: report.name.clone(),
+                    requirement: "experimental mode (dockerd --experimental) for checkpoint/restore",
+                    detail: format!("Docker {} runs without it", report.server_version),
+                }
+                .into());
+            }
+        }
+        if self.dst.inspect_container_raw(&source.name).await?.is_some() {
+            return Err(ProviderError::NameTaken {
+                provider: self.dst.name().to_string(),
+                what: "container",
+                name: source.name.clone(),
+                reason: "is already in use on the destination",
+            }
+            .into());
+        }
+        let (_, image_arch) = image_platform(self.src, &source.image).await?;
+        if !image_arch.is_empty() && image_arch != dst_report.arch {
+            return Err(ProviderError::Unsuitable {
+                provider: self.dst.name().to_string(),
+                requirement: "the image's architecture",
+                detail: format!("image `{}` is {image_arch}, the destination is {}", source.image, dst_report.arch),
+            }
+            .into());
+        }
+        if self.options.check_criu {
+            tokio::try_join!(self.src.check_criu(), self.dst.check_criu())?;
+        }
+        Ok(source)
+    }
+
+    /// The destination container and the two helpers that carry the checkpoint.
+    async fn prepare(&mut self, source: &SourceContainer) -> Result<(String, String), Error> {
+        let destination_id = self.dst.create_clone(source).await?;
+        self.undo.destination_id = Some(destination_id.clone());
+        let src_dir = self.src.checkpoint_parent_dir(&source.id).await?;
+        let dst_dir = self.dst.checkpoint_parent_dir(&destination_id).await?;
+        let tag: String = destination_id.chars().take(12).collect();
+        let src_helper = self
+            .src
+            .create_helper(&format!("vimigrate-helper-src-{tag}"), &source.image, &src_dir, "/vimigrate-src", true)
+            .await?;
+        self.undo.helpers.push((true, src_helper.clone()));
+        let dst_helper = self
+            .dst
+            .create_helper(&format!("vimigrate-helper-dst-{tag}"), &source.image, &dst_dir, "/vimigrate-dst", false)
+            .await?;
+        self.undo.helpers.push((false, dst_helper.clone()));
+        Ok((src_helper, dst_helper))
+    }
+
+    async fn transfer(
+        &self,
+        source: &SourceContainer,
+        layer: &mut LayerSync<'_>,
+        helpers: &(String, String),
+        checkpoint: &str,
+        destination_id: &str,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Sent, Error> {
+        let mut total = 0u64;
+        let delta = {
+            let each = |bytes: u64| progress(bytes);
+            layer.delta_pass(&each).await?
+        };
+        total += delta.bytes;
+        for volume in &source.volumes {
+            let done = total;
+            let each = |bytes: u64| progress(done + bytes);
+            let parent = match volume.destination.rfind('/') {
+                Some(0) | None => "/".to_string(),
+                Some(i) => volume.destination[..i].to_string(),
+            };
+            let copied = copy_archive(self.src, &source.id, &volume.destination, self.dst, destination_id, &parent, &each).await?;
+            total += copied.bytes;
+        }
+        let done = total;
+        let each = |bytes: u64| progress(done + bytes);
+        let from = format!("/vimigrate-src/{checkpoint}");
+        let copied = copy_archive(self.src, &helpers.0, &from, self.dst, &helpers.1, "/vimigrate-dst", &each).await?;
+        total += copied.bytes;
+        let dump_stats = match copied.manifest.captured.get("stats-dump") {
+            Some(bytes) => match parse_dump_stats(bytes) {
+                Ok(stats) => Some(stats),
+                Err(e) => {
+                    tracing::warn!(error = %e, "CRIU dump statistics unreadable; reported without them");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Sent { total_bytes: total, checkpoint_bytes: copied.bytes, manifest: copied.manifest, dump_stats })
+    }
+
+    async fn restore(&self, destination_id: &str, checkpoint: &str) -> Result<(), Error> {
+        self.dst.start_from_checkpoint(destination_id, checkpoint).await?;
+        let running = self.dst.inspect_deployed(destination_id).await?.is_some_and(|c| c.running);
+        if !running {
+            return Err(ProviderError::Unsuitable {
+                provider: self.dst.name().to_string(),
+                requirement: "a running restored container",
+                detail: format!("container {destination_id} stopped right after its restore"),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// After success: checkpoint data holds process memory, so it goes from both hosts.
+    async fn clean_up(&self, source: &SourceContainer, destination_id: &str, checkpoint: &str) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut note = |result: Result<bool, Error>| {
+            if let Err(e) = result {
+                warnings.push(e.report());
+            }
+        };
+        note(self.dst.delete_checkpoint(destination_id, checkpoint).await);
+        note(self.src.delete_checkpoint(&source.id, checkpoint).await);
+        for (on_source, helper) in &self.undo.helpers {
+            let provider = if *on_source { self.src } else { self.dst };
+            note(provider.force_remove(helper).await);
+        }
+        if !self.options.keep_source {
+            note(self.src.force_remove(&source.id).await);
+        }
+        for warning in &warnings {
+            tracing::warn!(container = %source.name, warning = %warning, "cleanup after migration");
+        }
+        warnings
+    }
+
+    /// Undoes what this migration changed, so that the service runs where it ran.
+    async fn roll_back(&mut self, source: &SourceContainer) -> Rollback {
+        let mut first_error: Option<Error> = None;
+        let mut keep = |result: Result<bool, Error>| {
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        };
+        // The destination goes first: it must never run alongside a resumed source.
+        if let Some(id) = self.undo.destination_id.take() {
+            keep(self.dst.force_remove(&id).await);
+        }
+        for (on_source, helper) in std::mem::take(&mut self.undo.helpers) {
+            let provider = if on_source { self.src } else { self.dst };
+            keep(provider.force_remove(&helper).await);
+        }
+        if !self.undo.checkpoint_taken {
+            return match first_error {
+                None => Rollback::Undone,
+                Some(e) => Rollback::Failed(Box::new(e)),
+            };
+        }
+        let resumed = self.resume_source(source).await;
+        match (resumed, first_error) {
+            (Ok(()), None) => Rollback::Resumed { provider: self.src.name().to_string() },
+            (Ok(()), Some(cleanup)) => {
+                tracing::warn!(error = %cleanup.report(), "service resumed, but the destination was not fully cleaned");
+                Rollback::Resumed { provider: self.src.name().to_string() }
+            }
+            (Err(e), _) => Rollback::Failed(Box::new(e)),
+        }
+    }
+
+    /// Restores the source from the checkpoint unless it still runs (a failed dump leaves the
+    /// processes running), then deletes the checkpoint: it holds process memory.
+    async fn resume_source(&self, source: &SourceContainer) -> Result<(), Error> {
+        let running = self.src.inspect_deployed(&source.id).await?.is_some_and(|c| c.running);
+        let names = self.src.list_checkpoints(&source.id).await?;
+        let name = names.iter().find(|n| **n == self.checkpoint).cloned();
+        if !running {
+            let Some(name) = name.clone() else {
+                return Err(ProviderError::Unsuitable {
+                    provider: self.src.name().to_string(),
+                    requirement: "a checkpoint to resume from",
+                    detail: format!("container `{}` is stopped and has no checkpoint", source.name),
+                }
+                .into());
+            };
+            self.src.start_from_checkpoint(&source.id, &name).await?;
+        }
+        if let Some(name) = name {
+            if let Err(e) = self.src.delete_checkpoint(&source.id, &name).await {
+                tracing::warn!(error = %e.report(), "checkpoint left on the source after the rollback");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the transfer phase moved.
+struct Sent {
+    total_bytes: u64,
+    checkpoint_bytes: u64,
+    manifest: crate::tar_manifest::TarManifest,
+    dump_stats: Option<DumpStats>,
+}
