@@ -26,6 +26,7 @@ mod migrate;
 mod network;
 mod probe;
 mod provider;
+mod strict;
 mod tar_manifest;
 
 pub use archive::{copy_archive, read_manifest, verify_copy, CopyReport};

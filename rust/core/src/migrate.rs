@@ -26,15 +26,15 @@ pub struct MigrationOptions {
     /// Name or id of the running container on the source provider.
     pub container: String,
     /// Keep the (stopped) source container after a successful migration.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::strict::strict_bool")]
     pub keep_source: bool,
     /// Read the checkpoint back from the destination and compare it with what was sent before
     /// restoring (detects a corrupted transfer; costs one more read of the images).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "crate::strict::strict_bool")]
     pub verify: bool,
     /// Prove checkpoint/restore works on both hosts with a probe container before anything
     /// changes (about a second per provider).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "crate::strict::strict_bool")]
     pub check_criu: bool,
     /// Checkpoint name; default `vimigrate-<unix time in ms>`.
     #[serde(default)]
