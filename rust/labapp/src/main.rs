@@ -16,6 +16,8 @@
 //! - `REDIS_ADDR` Redis `host:port` (default `redis:6379`)
 //! - `WEB_CONFIG` config file (default `/etc/web/web.conf`); a line
 //!   `redis=host:port` in it overrides `REDIS_ADDR`
+//! - `MEM_MIB`    touch this many MiB of incompressible memory at start and
+//!   keep it (the memory-size workload of migration benchmarks and tests)
 
 mod http;
 mod resp;
@@ -261,7 +263,25 @@ fn serve(app: &App, stream: TcpStream) -> io::Result<()> {
     http::write_response(&mut writer, status, ctype, &body)
 }
 
+/// Fills `mib` MiB with xorshift output (incompressible, so neither CRIU nor a
+/// transport can shrink it) and keeps it for the life of the process.
+fn hold_memory(mib: usize) -> &'static [u8] {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut block = vec![0u8; mib * 1024 * 1024];
+    for chunk in block.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    Box::leak(block.into_boxed_slice())
+}
+
 fn main() {
+    let held = env::var("MEM_MIB").ok().and_then(|m| m.parse::<usize>().ok()).map(hold_memory);
+    if let Some(held) = held {
+        println!("holding {} MiB of touched memory", held.len() / (1024 * 1024));
+    }
     let port = env::var("WEB_PORT")
         .ok()
         .and_then(|p| p.parse::<u16>().ok())
