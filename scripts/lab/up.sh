@@ -56,14 +56,21 @@ setup_provider_net() {
 # --- CRIU config for runc ----------------------------------------------------
 
 ensure_runc_conf() {
-	# runc deletes CRIU's restore log when a restore fails; a fixed log-file
-	# keeps the last dump/restore log. Never overwrite an existing config:
-	# later work adds options (tcp-established) there.
-	if [[ ! -e /etc/criu/runc.conf ]]; then
-		mkdir -p /etc/criu
-		printf '# vimigrate lab: keep the log of the last runc-driven CRIU run\nlog-file %s/criu-runc.log\n' \
-			"$LAB_LOG" >/etc/criu/runc.conf
-	fi
+	# CRIU reads this file whenever runc drives it: the only way to give
+	# Docker-driven dumps options. Lines are added when missing, never removed,
+	# so options added by hand survive.
+	# - log-file: runc deletes CRIU's restore log when a restore fails; a fixed
+	#   log file keeps the last dump/restore log.
+	# - tcp-close: a container with an established TCP connection (Redis with
+	#   its web client) cannot be dumped otherwise; its connections come back
+	#   closed and the peer reconnects. (Keeping them needs tcp-established and
+	#   the same address on the destination: the network work decides that.)
+	local conf=/etc/criu/runc.conf line
+	mkdir -p /etc/criu
+	[[ -e $conf ]] || printf '# vimigrate lab: options for runc-driven CRIU runs\n' >"$conf"
+	for line in "log-file $LAB_LOG/criu-runc.log" "tcp-close"; do
+		grep -qxF "$line" "$conf" || printf '%s\n' "$line" >>"$conf"
+	done
 }
 
 # --- providers ---------------------------------------------------------------

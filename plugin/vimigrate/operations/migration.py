@@ -1,0 +1,73 @@
+"""Operation ``vimigrate.interfaces.migration.migrate`` of a container: one live migration to
+the target provider, with the container's runtime properties updated to where it runs now."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cloudify import ctx
+from cloudify.decorators import operation
+from cloudify.exceptions import NonRecoverableError
+
+from .. import _native
+from ._support import map_errors
+
+
+def _log_phases(events: list[tuple[float, dict]], logger: Any) -> None:
+    """One event per phase with its duration, from the engine's progress callbacks."""
+    phases = [(at, e["phase"]) for at, e in events if e["event"] == "phase"]
+    for (at, phase), (next_at, _) in zip(phases, phases[1:] + [(time.monotonic(), "")]):
+        moved = max((e["bytes"] for _, e in events if e["event"] == "bytes" and e["phase"] == phase), default=0)
+        suffix = f", {moved / 1e6:.1f} MB" if moved else ""
+        logger.info("phase %s: %.0f ms%s", phase, (next_at - at) * 1000, suffix)
+
+
+@operation(resumable=False)
+@map_errors
+def migrate(target_provider_node: str, target_provider: dict, keep_source: bool = False, **_: Any) -> None:
+    """Live-migrates this container to `target_provider` (the engine's provider configuration,
+    paths only, no secret) and records where it runs now."""
+    props = ctx.instance.runtime_properties
+    source_config = props.get("provider_config")
+    if source_config is None:
+        raise NonRecoverableError(f"container {ctx.node.id} is not installed: nothing to migrate")
+    source = _native.Provider.connect(source_config)
+    target = _native.Provider.connect(target_provider)
+    events: list[tuple[float, dict]] = []
+    name = props["container_name"]
+    try:
+        report = _native.migrate(source, target, {"container": name, "keep_source": bool(keep_source)},
+                                 lambda event: events.append((time.monotonic(), event)))
+    except _native.MigrationFailedError as err:
+        _log_phases(events, ctx.logger)
+        # The engine already rolled this container back (or says why it could not).
+        raise NonRecoverableError(str(err)) from None
+    _log_phases(events, ctx.logger)
+    stats = report["stats"]
+    ctx.logger.info("%s moved from %s to %s: downtime %d ms, %d bytes after the freeze, total %d ms",
+                    name, report["source"], report["destination"], stats["downtime_ms"], stats["transfer_bytes"],
+                    stats["total_ms"])
+    for warning in report["warnings"]:
+        ctx.logger.warning("cleanup after the move: %s", warning)
+    # Networks this container used on the source go once nothing there uses them any more.
+    for network in props.get("networks", []):
+        try:
+            source.remove_network(network, only_if_unused=True)
+        except _native.VimigrateError as err:
+            ctx.logger.warning("network %s left on %s: %s", network, report["source"], err)
+    deployed = target.inspect_container(name) or {}
+    public = target_provider.get("public_address")
+    host_ports = sorted({p["host_port"] for p in deployed.get("ports", [])})
+    history = list(props.get("migrations", []))
+    history.append({"from": report["source"], "to": report["destination"], "at": time.time(),
+                    "downtime_ms": stats["downtime_ms"], "total_ms": stats["total_ms"]})
+    props["provider_node"] = target_provider_node
+    props["provider"] = target_provider["name"]
+    props["provider_config"] = target_provider
+    props["container_id"] = report["destination_id"]
+    props["addresses"] = deployed.get("addresses", {})
+    props["ports"] = deployed.get("ports", [])
+    props["public_endpoints"] = [f"{public}:{port}" for port in host_ports] if public else []
+    props["migrations"] = history
+    props["last_migration"] = stats

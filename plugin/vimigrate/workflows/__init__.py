@@ -1,0 +1,1 @@
+"""Cloudify workflows of the vimigrate plugin (``migrate``)."""

@@ -1,0 +1,165 @@
+"""The migration plan: which containers move where, in which order, with what effect. Computed
+from the deployment's nodes before anything changes; printed by ``dry_run``; executed by the
+``migrate`` workflow. Pure logic, no Cloudify import, so it is tested on its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+PROVIDER_TYPE = "vimigrate.nodes.Provider"
+CONTAINER_TYPE = "vimigrate.nodes.Container"
+DEPENDS_ON = "vimigrate.relationships.container_depends_on_container"
+
+
+class PlanError(ValueError):
+    """A workflow parameter is wrong; `field` names it. Nothing was changed."""
+
+    def __init__(self, field_name: str, expected: str, got: Any):
+        super().__init__(f"invalid `{field_name}`: expected {expected}, got {got!r}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """A container node instance as the deployment knows it now."""
+
+    instance_id: str
+    node_id: str
+    container_name: str | None
+    provider_node: str | None
+    depends_on: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()
+    host_ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """A provider node: its name and where its published ports answer."""
+
+    node_id: str
+    name: str
+    public_address: str
+
+
+@dataclass
+class Step:
+    """One container's move, or why it does not move."""
+
+    instance_id: str
+    node_id: str
+    container: str
+    source_node: str
+    source: str
+    target_node: str
+    target: str
+    networks: list[str] = field(default_factory=list)
+    endpoints_before: list[str] = field(default_factory=list)
+    endpoints_after: list[str] = field(default_factory=list)
+    skip: str | None = None
+
+    def describe(self) -> str:
+        if self.skip:
+            return f"{self.container} ({self.node_id}): stays on {self.source}: {self.skip}"
+        text = f"{self.container} ({self.node_id}): {self.source} -> {self.target}"
+        if self.networks:
+            text += f"; networks on {self.target}: {', '.join(self.networks)}"
+        if self.endpoints_before:
+            text += f"; published {', '.join(self.endpoints_before)} -> {', '.join(self.endpoints_after)}"
+        return text
+
+
+@dataclass
+class Plan:
+    """The ordered steps of a migration."""
+
+    target_node: str
+    steps: list[Step]
+
+    @property
+    def moves(self) -> list[Step]:
+        return [s for s in self.steps if not s.skip]
+
+    def describe(self) -> list[str]:
+        lines = [f"migration plan to {self.target_node}: {len(self.moves)} container(s) move"]
+        lines += [f"  {i}. {step.describe()}" for i, step in enumerate(self.steps, 1)]
+        lines.append("  address rewrites: none (containers keep their names; addresses come from the target)")
+        lines.append("  DNS records: none declared")
+        return lines
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise PlanError(name, "true or false", value)
+
+
+def validate_parameters(target_provider: Any, node_ids: Any, keep_source: Any, dry_run: Any, timeout: Any,
+                        providers: dict[str, ProviderInfo], container_nodes: Iterable[str]) -> list[str] | None:
+    """Checks every workflow parameter; raises PlanError naming the first wrong one. Returns the
+    selected container node ids (None: all of them)."""
+    if not isinstance(target_provider, str) or target_provider not in providers:
+        raise PlanError("target_provider", f"the id of a {PROVIDER_TYPE} node ({', '.join(sorted(providers))})",
+                        target_provider)
+    _as_bool("keep_source", keep_source)
+    _as_bool("dry_run", dry_run)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 3600:
+        raise PlanError("timeout", "seconds in 1..3600", timeout)
+    known = sorted(container_nodes)
+    if node_ids in (None, [], ""):
+        return None
+    if not isinstance(node_ids, list) or not all(isinstance(n, str) for n in node_ids):
+        raise PlanError("node_ids", "a list of node ids", node_ids)
+    unknown = [n for n in node_ids if n not in known]
+    if unknown:
+        raise PlanError("node_ids", f"ids of {CONTAINER_TYPE} nodes ({', '.join(known)})", unknown)
+    return list(node_ids)
+
+
+def order_by_dependencies(containers: list[ContainerState]) -> list[ContainerState]:
+    """Dependencies first (a database before the web server that uses it), ties by node id; a
+    dependency cycle is an error."""
+    by_node: dict[str, list[ContainerState]] = {}
+    for c in containers:
+        by_node.setdefault(c.node_id, []).append(c)
+    ordered: list[ContainerState] = []
+    state: dict[str, str] = {}
+
+    def visit(node_id: str, path: list[str]) -> None:
+        if state.get(node_id) == "done" or node_id not in by_node:
+            return
+        if state.get(node_id) == "visiting":
+            raise PlanError("node_ids", "containers without a dependency cycle", " -> ".join(path + [node_id]))
+        state[node_id] = "visiting"
+        for dep in sorted({d for c in by_node[node_id] for d in c.depends_on}):
+            visit(dep, path + [node_id])
+        state[node_id] = "done"
+        ordered.extend(sorted(by_node[node_id], key=lambda c: c.instance_id))
+
+    for node_id in sorted(by_node):
+        visit(node_id, [])
+    return ordered
+
+
+def build_plan(target_node: str, selected: list[str] | None, containers: list[ContainerState],
+               providers: dict[str, ProviderInfo]) -> Plan:
+    """The steps for moving the selected containers (all when `selected` is None) to
+    `target_node`."""
+    chosen = [c for c in containers if selected is None or c.node_id in selected]
+    target = providers[target_node]
+    steps = []
+    for c in order_by_dependencies(chosen):
+        source = providers.get(c.provider_node or "")
+        step = Step(
+            instance_id=c.instance_id, node_id=c.node_id, container=c.container_name or c.node_id,
+            source_node=c.provider_node or "-", source=source.name if source else "-",
+            target_node=target_node, target=target.name, networks=list(c.networks),
+            endpoints_before=[f"{source.public_address}:{p}" for p in c.host_ports] if source else [],
+            endpoints_after=[f"{target.public_address}:{p}" for p in c.host_ports],
+        )
+        if c.provider_node is None:
+            step.skip = "not installed"
+        elif c.provider_node == target_node:
+            step.skip = "already there"
+        steps.append(step)
+    return Plan(target_node=target_node, steps=steps)
