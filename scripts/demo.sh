@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default (Cloudify local mode): start the lab (two providers and a
 # DNS server), build the plugin, install the example blueprint (a web server and its Redis) on
-# provider-a and show it answering at provider-a's public address.
+# provider-a, show it answering, migrate it live to provider-b and back, showing the visit count
+# continue at each provider's public address.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,6 @@ bash scripts/lab/status.sh
 say "2. the engine and the plugin, built into .venv with the Cloudify CLI"
 bash scripts/python-env.sh
 export PATH=$PWD/.venv/bin:$PATH
-web_a=$(python3 -c 'import json; print(json.load(open(".lab/lab.json"))["providers"]["provider-a"]["public_address"])')
 
 say "3. the virtual infrastructure: cfy init + install on provider-a"
 if cfy node-instances -b "$BLUEPRINT_ID" >/dev/null 2>&1; then
@@ -27,20 +27,39 @@ fi
 cfy init blueprints/webapp.yaml -b "$BLUEPRINT_ID" -i blueprints/inputs/lab.yaml
 cfy executions start install -b "$BLUEPRINT_ID"
 
-say "4. where it runs (runtime properties of the web container)"
-cfy node-instances -b "$BLUEPRINT_ID" web | python3 -c '
+where() {
+    cfy node-instances -b "$BLUEPRINT_ID" web | python3 -c '
 import json, sys
 for instance in json.load(sys.stdin):
     p = instance["runtime_properties"]
-    print("web runs on", p["provider"], "as", p["container_id"][:12], "addresses", p["addresses"],
-          "public", p["public_endpoints"])'
+    print("   web runs on", p["provider"], "as", p["container_id"][:12], "published at", ", ".join(p["public_endpoints"]))'
+}
+visit() { # provider-name
+    local address
+    address=$(python3 -c 'import json, sys; print(json.load(open(".lab/lab.json"))["providers"][sys.argv[1]]["public_address"])' "$1")
+    printf '   GET http://%s:8080/ -> ' "$address"
+    curl -fsS --max-time 5 --retry 10 --retry-connrefused --retry-delay 1 "http://$address:8080/"
+}
 
-say "5. the application answers at provider-a's public address"
-for _ in 1 2 3; do
-    curl -fsS --max-time 5 --retry 10 --retry-connrefused --retry-delay 1 "http://$web_a:8080/"
-done
+say "4. the application answers at provider-a's public address"
+where
+for _ in 1 2 3; do visit provider-a; done
+
+say "5. the plan of a migration to provider-b (dry run: nothing changes)"
+cfy executions start migrate -b "$BLUEPRINT_ID" -p target_provider=provider_b -p dry_run=true
+
+say "6. live migration to provider-b: Redis first, then the web server"
+cfy executions start migrate -b "$BLUEPRINT_ID" -p target_provider=provider_b
+where
+say "7. the application answers at provider-b, its visit count continued"
+for _ in 1 2; do visit provider-b; done
+
+say "8. and back to provider-a"
+cfy executions start migrate -b "$BLUEPRINT_ID" -p target_provider=provider_a
+where
+for _ in 1 2; do visit provider-a; done
 
 say "done"
-echo "The web server and its database run on provider-a; the visit count lives in Redis."
-echo "Live migration to provider-b (cfy executions start migrate) lands with the engine and plugin issues."
+echo "The web server and its Redis moved provider-a -> provider-b -> provider-a while running;"
+echo "the visit count (in Redis's memory) continued across both moves."
 echo "Clean up: CFY_WORKDIR=$CFY_WORKDIR .venv/bin/cfy executions start uninstall -b $BLUEPRINT_ID; make lab-down"

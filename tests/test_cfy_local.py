@@ -95,3 +95,65 @@ def test_webapp_installs_on_provider_a_answers_and_uninstalls_cleanly(lab: dict,
     for name in (f"{blueprint_id}-web", f"{blueprint_id}-redis"):
         assert provider_a.inspect_container(name) is None, f"{name} left behind on provider-a"
     assert provider_a.inspect_network(f"{blueprint_id}-app_net") is None
+
+
+def _cfy_fails(cfy: str, env: dict, *args: str) -> str:
+    result = run([cfy, *args], env=env, timeout=600)
+    assert result.returncode != 0, f"cfy {' '.join(args)} should have failed:\n{result.stdout}"
+    return result.stdout + result.stderr
+
+
+def test_migrate_there_and_back_keeps_the_visit_count(lab: dict, cfy: str, cfy_env: dict, tmp_path: Path):
+    blueprint_id = f"mig-{uuid.uuid4().hex[:6]}"
+    port = 18090
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({
+        "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
+        "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
+        "web_public_port": port,
+    }))
+    address = {p: lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b")}
+    connect = lambda p: vimigrate.Provider.connect({"name": p, "docker_host": lab["providers"][p]["docker_host"]})  # noqa: E731
+    providers = {p: connect(p) for p in ("provider-a", "provider-b")}
+    visits = lambda text: int(text.split("visits=")[1].split()[0])  # noqa: E731
+    names = (f"{blueprint_id}-web", f"{blueprint_id}-redis")
+
+    def where() -> dict:
+        return {n: [p for p, prov in providers.items() if (prov.inspect_container(n) or {}).get("running")]
+                for n in names}
+
+    _cfy(cfy, cfy_env, "init", str(ROOT / "blueprints/webapp.yaml"), "-b", blueprint_id, "-i", str(inputs))
+    try:
+        _cfy(cfy, cfy_env, "executions", "start", "install", "-b", blueprint_id)
+        first = visits(_get(f"http://{address['provider-a']}:{port}/"))
+
+        plan = _cfy(cfy, cfy_env, "executions", "start", "migrate", "-b", blueprint_id,
+                    "-p", "target_provider=provider_b", "-p", "dry_run=true")
+        assert "provider-a -> provider-b" in plan and "dry run: nothing was changed" in plan
+        assert where() == {n: ["provider-a"] for n in names}
+
+        for bad, field in ((["-p", "target_provider=provider_x"], "target_provider"),
+                           (["-p", "target_provider=provider_b", "-p", "node_ids=[nope]"], "node_ids")):
+            out = _cfy_fails(cfy, cfy_env, "executions", "start", "migrate", "-b", blueprint_id, *bad)
+            assert f"invalid `{field}`" in out and "nothing was changed" in out, out
+        assert where() == {n: ["provider-a"] for n in names}
+
+        out = _cfy(cfy, cfy_env, "executions", "start", "migrate", "-b", blueprint_id,
+                   "-p", "target_provider=provider_b")
+        assert "phase checkpoint" in out and "now runs on provider-b" in out
+        assert where() == {n: ["provider-b"] for n in names}
+        on_b = visits(_get(f"http://{address['provider-b']}:{port}/"))
+        assert on_b == first + 1, "the visit count lives on in the migrated Redis"
+        [web] = _instances(cfy, cfy_env, blueprint_id, "web")
+        assert web["runtime_properties"]["provider"] == "provider-b"
+        assert web["runtime_properties"]["public_endpoints"] == [f"{address['provider-b']}:{port}"]
+
+        _cfy(cfy, cfy_env, "executions", "start", "migrate", "-b", blueprint_id, "-p", "target_provider=provider_a")
+        assert where() == {n: ["provider-a"] for n in names}
+        assert visits(_get(f"http://{address['provider-a']}:{port}/")) == on_b + 1
+    finally:
+        _cfy(cfy, cfy_env, "executions", "start", "uninstall", "-b", blueprint_id)
+    for provider in providers.values():
+        for name in names:
+            assert provider.inspect_container(name) is None, f"{name} left on {provider.name}"
+        assert provider.inspect_network(f"{blueprint_id}-app_net") is None, f"network left on {provider.name}"

@@ -282,3 +282,23 @@ def test_cli_migrate_prints_the_phase_statistics(lab, name, root):
     assert result.returncode == 0, result.stderr
     assert "downtime_ms" in result.stderr and "transfer..." in result.stderr
     assert '"destination": "provider-b"' in result.stdout
+
+
+def test_image_tag_moved_since_the_container_started(lab, providers, name):
+    """`latest` rebuilt after the container started: the container's own image moves, by id."""
+    a, b = providers
+    image = f"vimigrate-test/moving:{uuid.uuid4().hex[:8]}"
+    bases = [f"{name}-v1", f"{name}-v2"]
+    cmd = 'CMD ["sh","-c","i=0; while :; do echo $i; i=$((i+1)); sleep 1; done"]'
+    try:
+        docker(lab, "provider-a", "run", "--name", bases[0], lab["images"]["counter"], "sh", "-c", "echo one > /baked")
+        docker(lab, "provider-a", "commit", "--change", cmd, bases[0], image)
+        run_counter(lab, name, image=image)
+        docker(lab, "provider-a", "run", "--name", bases[1], lab["images"]["counter"], "sh", "-c", "echo two > /baked")
+        docker(lab, "provider-a", "commit", "--change", cmd, bases[1], image)
+        vimigrate.migrate(a, b, {"container": name})
+        assert docker(lab, "provider-b", "exec", name, "cat", "/baked").strip() == "one"
+    finally:
+        for provider in ("provider-a", "provider-b"):
+            docker(lab, provider, "rm", "-f", name, *bases, check=False)
+            docker(lab, provider, "rmi", "-f", image, check=False)

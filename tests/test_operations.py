@@ -61,7 +61,9 @@ def fake_native(monkeypatch):
     fake = SimpleNamespace(**{name: getattr(vimigrate._native, name) for name in dir(vimigrate._native)
                               if not name.startswith("__")})
     fake.Provider = FakeProvider
-    for module in (provider, container, _support):
+    from vimigrate.operations import migration
+
+    for module in (provider, container, _support, migration):
         monkeypatch.setattr(module, "_native", fake)
     return FakeProvider
 
@@ -172,3 +174,52 @@ def test_container_without_provider_is_a_clear_error(fake_native):
 ])
 def test_default_names_are_valid_docker_names(deployment, node, expected):
     assert _support.default_name(deployment, node) == expected
+
+
+def test_migration_records_where_the_container_runs_now(fake_native, monkeypatch):
+    from vimigrate.operations import migration
+
+    calls = []
+
+    def fake_migrate(source, target, options, progress):
+        calls.append((source.config["name"], target.config["name"], options))
+        progress({"event": "phase", "phase": "checkpoint"})
+        progress({"event": "bytes", "phase": "transfer", "bytes": 4096})
+        return {"source": "provider-a", "destination": "provider-b", "destination_id": "b" * 64, "warnings": [],
+                "stats": {"downtime_ms": 700, "transfer_bytes": 4096, "total_ms": 2000}}
+
+    def inspect_container(self, name):
+        return {"addresses": {"app": "172.30.0.5"},
+                "ports": [{"container_port": 8080, "protocol": "tcp", "host_ip": "0.0.0.0", "host_port": 8080}]}
+
+    fake = migration._native
+    monkeypatch.setattr(migration, "_native", fake)
+    monkeypatch.setattr(fake, "migrate", fake_migrate, raising=False)
+    monkeypatch.setattr(FakeProvider, "inspect_container", inspect_container, raising=False)
+    ctx = _container_ctx({"provider_config": {"name": "provider-a", "docker_host": "unix:///run/a.sock"},
+                          "provider_node": "provider_a", "container_name": "dep1-web", "networks": ["dep1-app"]})
+    target = {"name": "provider-b", "docker_host": "unix:///run/b.sock", "public_address": "10.231.0.12"}
+    migration.migrate(target_provider_node="provider_b", target_provider=target, keep_source=False)
+    assert calls == [("provider-a", "provider-b", {"container": "dep1-web", "keep_source": False})]
+    props = ctx.instance.runtime_properties
+    assert props["provider_node"] == "provider_b" and props["provider"] == "provider-b"
+    assert props["provider_config"] == target
+    assert props["container_id"] == "b" * 64
+    assert props["public_endpoints"] == ["10.231.0.12:8080"]
+    assert props["migrations"][-1]["to"] == "provider-b" and props["last_migration"]["downtime_ms"] == 700
+    assert ("remove_network", ("dep1-app", True)) in fake_native.calls, "the source's network is cleaned"
+
+
+def test_failed_migration_keeps_the_runtime_properties(fake_native, monkeypatch):
+    from vimigrate.operations import migration
+
+    def failing(*_):
+        raise vimigrate.MigrationFailedError("failed in phase restore: ...; rolled back: runs on provider-a again")
+
+    monkeypatch.setattr(migration._native, "migrate", failing, raising=False)
+    before = {"provider_config": {"name": "provider-a", "docker_host": "unix:///run/a.sock"},
+              "provider_node": "provider_a", "container_name": "dep1-web"}
+    ctx = _container_ctx(dict(before))
+    with pytest.raises(NonRecoverableError, match="phase restore"):
+        migration.migrate(target_provider_node="provider_b", target_provider={"name": "provider-b"})
+    assert ctx.instance.runtime_properties == before

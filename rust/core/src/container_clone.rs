@@ -31,7 +31,11 @@ pub struct VolumeMount {
 pub(crate) struct SourceContainer {
     pub id: String,
     pub name: String,
+    /// The image to run on the destination: the source's image reference when it still names
+    /// the image the container runs, else the image id (a tag may have moved since).
     pub image: String,
+    /// The id of the image the container runs.
+    pub image_id: String,
     pub running: bool,
     pub status: String,
     pub auto_remove: bool,
@@ -81,6 +85,7 @@ impl SourceContainer {
             id: inspect.id.clone().unwrap_or_default(),
             name: inspect.name.clone().unwrap_or_default().trim_start_matches('/').to_string(),
             image: config.image.clone().unwrap_or_default(),
+            image_id: inspect.image.clone().unwrap_or_default(),
             running: state.running.unwrap_or(false),
             status: state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
             auto_remove: host.auto_remove.unwrap_or(false),
@@ -109,6 +114,7 @@ impl SourceContainer {
         // this code knows about.
         let value = serde_json::to_value(&config).map_err(|e| clone_error("config", e))?;
         let mut body: ContainerCreateBody = serde_json::from_value(value).map_err(|e| clone_error("config", e))?;
+        body.image = Some(self.image.clone());
         let mut host: HostConfig = self.inspect.host_config.clone().unwrap_or_default();
         // Host-specific: a file path on the source host, and named-volume binds are kept while
         // host-path binds were refused by the preflight.

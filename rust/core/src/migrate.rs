@@ -392,7 +392,15 @@ impl Migration<'_> {
         let inspect = self.src.inspect_container_raw(name).await?.ok_or_else(|| {
             InputError::new("container", format!("a container on {}", self.src.name()), name)
         })?;
-        let source = SourceContainer::from_inspect(inspect);
+        let mut source = SourceContainer::from_inspect(inspect);
+        // The container runs the image it was created from; its reference may name another
+        // image by now (a rebuilt `latest`). Move and run exactly the image it runs.
+        let named = self.src.docker().inspect_image(&source.image).await.ok().and_then(|i| i.id);
+        if named.as_deref() != Some(source.image_id.as_str()) && !source.image_id.is_empty() {
+            tracing::info!(container = %source.name, reference = %source.image, id = %source.image_id,
+                "the image reference names another image now; migrating by id");
+            source.image = source.image_id.clone();
+        }
         if !source.running {
             return Err(InputError::new("container", "a running container", format!("{name} ({})", source.status)).into());
         }
