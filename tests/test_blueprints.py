@@ -64,3 +64,12 @@ def test_every_operation_points_at_a_real_function():
 
 def test_installed_plugin_yaml_is_the_repositorys():
     assert vimigrate.plugin_yaml_path().read_text() == PLUGIN_YAML.read_text()
+
+
+def test_remote_tls_inputs_example_fits_the_blueprint():
+    inputs = yaml.safe_load((ROOT / "blueprints/inputs/remote-tls.example.yaml").read_text())
+    plan = dsl.parse_from_path(str(ROOT / "blueprints" / "webapp.yaml"))
+    assert set(inputs) <= set(plan["inputs"]), set(inputs) - set(plan["inputs"])
+    tls_fields = set(yaml.safe_load(PLUGIN_YAML.read_text())["data_types"]["vimigrate.datatypes.TLS"]["properties"])
+    for key in ("provider_a_tls", "provider_b_tls"):
+        assert set(inputs[key]) <= tls_fields

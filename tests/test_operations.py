@@ -3,6 +3,7 @@ they send to the engine, what they store, and how engine errors become Cloudify 
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -223,3 +224,17 @@ def test_failed_migration_keeps_the_runtime_properties(fake_native, monkeypatch)
     with pytest.raises(NonRecoverableError, match="phase restore"):
         migration.migrate(target_provider_node="provider_b", target_provider={"name": "provider-b"})
     assert ctx.instance.runtime_properties == before
+
+
+def test_inline_tls_material_becomes_private_files(tmp_path, monkeypatch):
+    monkeypatch.setenv(_support.TLS_DIR_ENV, str(tmp_path))
+    secret_key = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n"
+    config = _support.provider_config("provider_b", {
+        "docker_host": "tcp://10.231.0.12:2376",
+        "tls": {"ca_cert": "CA PEM", "client_cert": "CERT PEM", "client_key": secret_key}}, "dep1")
+    assert secret_key not in repr(config), "only paths in the configuration"
+    key = Path(config["tls"]["key"])
+    assert key.read_text() == secret_key
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert key.parent.stat().st_mode & 0o777 == 0o700
+    assert key.parent == tmp_path / "dep1-provider_b"

@@ -4,7 +4,9 @@ one mapping from engine errors to Cloudify's retry semantics."""
 from __future__ import annotations
 
 import functools
+import os
 import re
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from cloudify.exceptions import NonRecoverableError, OperationRetry, RecoverableError
@@ -39,9 +41,37 @@ def map_errors(operation: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def provider_config(node_id: str, properties: dict[str, Any]) -> dict[str, Any]:
+#: Where inline TLS material (e.g. from Cloudify secrets) is written for the engine to read:
+#: private files on the host that runs the operations, never runtime properties or logs.
+TLS_DIR_ENV = "VIMIGRATE_TLS_DIR"
+
+_PEM_FIELDS = (("ca_cert", "ca", "ca.pem"), ("client_cert", "cert", "cert.pem"), ("client_key", "key", "key.pem"))
+
+
+def _materialize_tls(deployment_id: str, node_id: str, tls: dict[str, Any]) -> dict[str, str]:
+    """Writes inline PEM material to `<dir>/<deployment>/<node>/` (directory 0700, files 0600)
+    and returns the engine's file paths; file paths given as such are passed through."""
+    paths = {"ca": tls.get("ca_file") or "", "cert": tls.get("cert_file") or "", "key": tls.get("key_file") or ""}
+    inline = [(field, key, name) for field, key, name in _PEM_FIELDS if tls.get(field)]
+    if inline:
+        base = Path(os.environ.get(TLS_DIR_ENV) or Path.home() / ".vimigrate" / "tls")
+        directory = base / default_name(deployment_id, node_id)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        for field, key, name in inline:
+            path = directory / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(tls[field])
+            paths[key] = str(path)
+    return paths
+
+
+def provider_config(node_id: str, properties: dict[str, Any], deployment_id: str = "local") -> dict[str, Any]:
     """The engine's provider configuration from a ``vimigrate.nodes.Provider`` node's properties.
-    Fields are passed through unchanged so the engine's validation names them."""
+    Fields are passed through unchanged so the engine's validation names them; TLS material
+    given inline (PEM text, e.g. from ``get_secret``) is written to private files first, so the
+    configuration only ever holds paths."""
     config: dict[str, Any] = {
         "name": properties.get("provider_name") or node_id,
         "docker_host": properties.get("docker_host", ""),
@@ -51,8 +81,8 @@ def provider_config(node_id: str, properties: dict[str, Any]) -> dict[str, Any]:
     if properties.get("public_address"):
         config["public_address"] = properties["public_address"]
     tls = properties.get("tls") or {}
-    if any(tls.get(k) for k in ("ca_file", "cert_file", "key_file")):
-        config["tls"] = {"ca": tls.get("ca_file"), "cert": tls.get("cert_file"), "key": tls.get("key_file")}
+    if any(tls.get(k) for k in ("ca_file", "cert_file", "key_file", "ca_cert", "client_cert", "client_key")):
+        config["tls"] = _materialize_tls(deployment_id, node_id, tls)
     return config
 
 

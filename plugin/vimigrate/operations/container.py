@@ -60,7 +60,7 @@ def create(**_: Any) -> None:
     starts it, and stores where it runs: ``provider_node``, ``provider``, ``container_id``,
     ``container_name``, ``addresses``, ``ports`` and ``public_endpoints``."""
     host = single_target(ctx, RUNS_ON, "provider")
-    config = provider_config(host.node.id, host.node.properties)
+    config = provider_config(host.node.id, host.node.properties, ctx.deployment.id)
     provider = _native.Provider.connect(config)
     networks = [_network_spec(t) for t in targets(ctx, CONNECTED_TO_NETWORK)]
     for network in networks:

@@ -16,7 +16,7 @@ from ._support import map_errors, provider_config
 def probe(**_: Any) -> None:
     """Connects to the provider, checks it, and stores what it is as runtime properties
     (``provider``: versions, platform, experimental mode; ``engine_version``)."""
-    config = provider_config(ctx.node.id, ctx.node.properties)
+    config = provider_config(ctx.node.id, ctx.node.properties, ctx.deployment.id)
     report = _native.Provider.connect(config).probe()
     if not report["experimental"]:
         ctx.logger.warning(

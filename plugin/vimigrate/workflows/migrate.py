@@ -53,7 +53,7 @@ def _containers(ctx: Any) -> list[ContainerState]:
 
 def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeout: int) -> None:
     target = ctx.get_node(target_node)
-    config = provider_config(target_node, target.properties)
+    config = provider_config(target_node, target.properties, ctx.deployment.id)
     config["timeout_secs"] = timeout
     instance = ctx.get_node_instance(instance_id)
     result = instance.execute_operation(MIGRATE_OPERATION, kwargs={
