@@ -4,8 +4,10 @@
 //! Run with `cargo test -p vimigrate-core --features lab-tests --test lab_archive -- --nocapture`.
 #![cfg(feature = "lab-tests")]
 
+mod common;
+
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,15 +18,10 @@ use vimigrate_core::{
     copy_archive, read_manifest, verify_copy, Entry, Error, ErrorKind, IntegrityError, Provider, ProviderConfig,
     TarManifest, MANAGED_LABEL,
 };
+use common::lab;
 
 const MIB: u64 = 1 << 20;
 
-fn lab() -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.lab/lab.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the provider lab is not set up ({}: {e}); run `make lab-up`", path.display()));
-    serde_json::from_str(&text).expect("lab.json is JSON")
-}
 
 /// A provider for the engine, and a raw Docker client for the test's own setup and cleanup.
 async fn connect(lab: &serde_json::Value, name: &str) -> (Provider, Docker) {

@@ -3,31 +3,20 @@
 //! Run with `cargo test -p vimigrate-core --features lab-tests --test lab_checkpoint`.
 #![cfg(feature = "lab-tests")]
 
+mod common;
+
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::query_parameters::{KillContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder};
 use bollard::Docker;
 use futures_util::TryStreamExt;
-use vimigrate_core::{ContainerSpec, ErrorKind, Provider, ProviderConfig};
+use vimigrate_core::{ContainerSpec, ErrorKind, Provider};
+use common::lab;
+use common::config;
 
-fn lab() -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.lab/lab.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the provider lab is not set up ({}: {e}); run `make lab-up`", path.display()));
-    serde_json::from_str(&text).expect("lab.json is JSON")
-}
 
-fn config(lab: &serde_json::Value, name: &str) -> ProviderConfig {
-    let p = &lab["providers"][name];
-    serde_json::from_value(serde_json::json!({
-        "name": name,
-        "docker_host": p["docker_host"],
-        "public_address": p["public_address"],
-        "timeout_secs": 60,
-    }))
-    .unwrap()
-}
 
 async fn connect(lab: &serde_json::Value, name: &str) -> Provider {
     Provider::connect(&config(lab, name))

@@ -4,7 +4,9 @@
 //! (the redis test prints the measured throughput).
 #![cfg(feature = "lab-tests")]
 
-use std::path::PathBuf;
+mod common;
+
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,23 +17,11 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use vimigrate_core::{ensure_image, image_platform, ErrorKind, Provider, ProviderConfig};
+use common::lab;
 
-fn lab() -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.lab/lab.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the provider lab is not set up ({}: {e}); run `make lab-up`", path.display()));
-    serde_json::from_str(&text).expect("lab.json is JSON")
-}
 
 fn config(lab: &serde_json::Value, name: &str) -> ProviderConfig {
-    let p = &lab["providers"][name];
-    serde_json::from_value(serde_json::json!({
-        "name": name,
-        "docker_host": p["docker_host"],
-        "public_address": p["public_address"],
-        "timeout_secs": 120,
-    }))
-    .unwrap()
+    common::config_with_timeout(lab, name, 120)
 }
 
 /// A plain Docker client for the test's own setup, which the engine does not expose.

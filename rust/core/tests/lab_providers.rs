@@ -3,29 +3,17 @@
 //! Run with `cargo test -p vimigrate-core --features lab-tests`.
 #![cfg(feature = "lab-tests")]
 
-use std::path::PathBuf;
+mod common;
+
+
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vimigrate_core::{ContainerSpec, ErrorKind, NetworkSpec, Provider, ProviderConfig};
+use vimigrate_core::{ContainerSpec, ErrorKind, NetworkSpec, Provider};
+use common::lab;
+use common::config;
 
-fn lab() -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.lab/lab.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the provider lab is not set up ({}: {e}); run `make lab-up`", path.display()));
-    serde_json::from_str(&text).expect("lab.json is JSON")
-}
 
-fn config(lab: &serde_json::Value, name: &str) -> ProviderConfig {
-    let p = &lab["providers"][name];
-    serde_json::from_value(serde_json::json!({
-        "name": name,
-        "docker_host": p["docker_host"],
-        "public_address": p["public_address"],
-        "timeout_secs": 60,
-    }))
-    .unwrap()
-}
 
 async fn redis_ping(address: &str, port: u16) -> std::io::Result<String> {
     let connect = tokio::net::TcpStream::connect((address, port));
