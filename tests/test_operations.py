@@ -131,7 +131,7 @@ def _container_ctx(runtime_properties: dict | None = None):
         node_id="web_1", node_name="web", deployment_id="dep1",
         properties={"container_name": "", "image": "vimigrate-lab/web:latest", "env": {"REDIS_ADDR": "redis:6379"},
                     "ports": [{"container_port": 8080, "host_port": 8080}], "aliases": ["www"], "command": [],
-                    "hostname": "web", "labels": {}},
+                    "hostname": "web", "labels": {}, "volumes": [{"name": "web-data", "destination": "/data"}]},
         runtime_properties=runtime_properties if runtime_properties is not None else {},
         relationships=relationships))
 
@@ -146,6 +146,7 @@ def test_container_create_builds_the_spec_and_records_where_it_runs(fake_native)
     assert spec["hostname"] == "web" and "command" not in spec
     assert spec["networks"] == [{"network": "vimigrate-app", "aliases": ["www"]}]
     assert spec["labels"] == {"io.vimigrate.deployment": "dep1", "io.vimigrate.node": "web"}
+    assert spec["volumes"] == [{"name": "web-data", "destination": "/data"}]
     props = ctx.instance.runtime_properties
     assert props["provider"] == "provider-a" and props["provider_node"] == "provider_a"
     assert props["public_endpoints"] == ["10.231.0.11:8080"]

@@ -34,6 +34,7 @@ def _spec(networks: list[dict[str, Any]]) -> dict[str, Any]:
         "env": {str(k): str(v) for k, v in (props.get("env") or {}).items()},
         "labels": labels,
         "ports": list(props.get("ports") or []),
+        "volumes": list(props.get("volumes") or []),
         "networks": [
             {"network": net["name"], "aliases": list(props.get("aliases") or [])} for net in networks
         ],

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig,
-    NetworkConnectRequest, NetworkingConfig,
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, NetworkConnectRequest,
+    NetworkingConfig,
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use serde::Serialize;
@@ -100,7 +100,12 @@ impl SourceContainer {
     pub(crate) fn network_specs(&self) -> Vec<NetworkSpec> {
         self.networks
             .iter()
-            .map(|(name, _)| NetworkSpec { name: name.clone(), subnet: None, gateway: None, labels: Default::default() })
+            .map(|(name, _)| NetworkSpec {
+                name: name.clone(),
+                subnet: None,
+                gateway: None,
+                labels: Default::default(),
+            })
             .collect()
     }
 
@@ -149,13 +154,13 @@ impl Provider {
             self.ensure_network(&network).await?;
         }
         let options = CreateContainerOptionsBuilder::default().name(&source.name).build();
-        let created = self
-            .docker()
-            .create_container(Some(options), source.clone_body()?)
-            .await
-            .map_err(self.api_error(format!("create container `{}` as the migration's destination", source.name)))?;
+        let created =
+            self.docker().create_container(Some(options), source.clone_body()?).await.map_err(
+                self.api_error(format!("create container `{}` as the migration's destination", source.name)),
+            )?;
         for (network, aliases) in source.networks.iter().skip(1) {
-            let request = NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint(aliases)) };
+            let request =
+                NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint(aliases)) };
             self.docker()
                 .connect_network(network, request)
                 .await

@@ -47,10 +47,10 @@ pub struct DeployedContainer {
 fn endpoint_settings(attachment: &NetworkAttachment) -> EndpointSettings {
     EndpointSettings {
         aliases: (!attachment.aliases.is_empty()).then(|| attachment.aliases.clone()),
-        ipam_config: attachment.ipv4_address.as_ref().map(|ip| EndpointIpamConfig {
-            ipv4_address: Some(ip.clone()),
-            ..Default::default()
-        }),
+        ipam_config: attachment
+            .ipv4_address
+            .as_ref()
+            .map(|ip| EndpointIpamConfig { ipv4_address: Some(ip.clone()), ..Default::default() }),
         ..Default::default()
     }
 }
@@ -78,6 +78,13 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         exposed_ports: Some(spec.ports.iter().map(port_key).collect()),
         host_config: Some(HostConfig {
             port_bindings: Some(port_bindings),
+            // Named volumes as binds: Docker creates a missing volume on the fly.
+            binds: Some(
+                spec.volumes
+                    .iter()
+                    .map(|v| format!("{}:{}:{}", v.name, v.destination, if v.read_only { "ro" } else { "rw" }))
+                    .collect(),
+            ),
             network_mode: first_network.map(|n| n.network.clone()),
             ..Default::default()
         }),
@@ -167,7 +174,10 @@ impl Provider {
                         endpoint_config: Some(endpoint_settings(attachment)),
                     };
                     self.docker().connect_network(&attachment.network, request).await.map_err(
-                        self.api_error(format!("connect container `{}` to network `{}`", spec.name, attachment.network)),
+                        self.api_error(format!(
+                            "connect container `{}` to network `{}`",
+                            spec.name, attachment.network
+                        )),
                     )?;
                 }
             }
@@ -176,7 +186,8 @@ impl Provider {
         if let Err(e) = started {
             // 304 "already started" is the idempotent case; anything else leaves no half-made
             // container behind when this call created it.
-            let already_running = matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 304, .. });
+            let already_running =
+                matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 304, .. });
             if !already_running {
                 if created_now {
                     if let Err(cleanup) = self.remove_container(&spec.name).await {

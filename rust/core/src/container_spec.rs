@@ -55,6 +55,19 @@ pub struct NetworkAttachment {
     pub ipv4_address: Option<String>,
 }
 
+/// A named volume mounted into the container; its data moves with the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// Volume name on the provider (created when missing).
+    pub name: String,
+    /// Absolute mount point inside the container.
+    pub destination: String,
+    /// Mount read-only.
+    #[serde(default, deserialize_with = "crate::strict::strict_bool")]
+    pub read_only: bool,
+}
+
 /// Everything needed to create and start one container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +97,9 @@ pub struct ContainerSpec {
     /// Networks to join; none means Docker's default bridge.
     #[serde(default)]
     pub networks: Vec<NetworkAttachment>,
+    /// Named volumes (host-path binds are not offered: they could not follow a migration).
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
     /// Working directory.
     #[serde(default)]
     pub working_dir: Option<String>,
@@ -124,7 +140,11 @@ impl ContainerSpec {
                 && hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
                 && !hostname.starts_with('-');
             if !ok {
-                return Err(InputError::new("hostname", "an RFC 1123 host label (letters, digits, '-', at most 63)", hostname));
+                return Err(InputError::new(
+                    "hostname",
+                    "an RFC 1123 host label (letters, digits, '-', at most 63)",
+                    hostname,
+                ));
             }
         }
         for (i, port) in self.ports.iter().enumerate() {
@@ -133,6 +153,22 @@ impl ContainerSpec {
             }
             if port.host_port == Some(0) {
                 return Err(InputError::new(format!("ports[{i}].host_port"), "a port in 1..=65535, or no value", 0));
+            }
+        }
+        for (i, volume) in self.volumes.iter().enumerate() {
+            if !is_valid_docker_name(&volume.name) {
+                return Err(InputError::new(
+                    format!("volumes[{i}].name"),
+                    "a volume name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*",
+                    &volume.name,
+                ));
+            }
+            if !volume.destination.starts_with('/') || volume.destination.contains(':') {
+                return Err(InputError::new(
+                    format!("volumes[{i}].destination"),
+                    "an absolute path without ':'",
+                    &volume.destination,
+                ));
             }
         }
         for (i, attachment) in self.networks.iter().enumerate() {
@@ -174,10 +210,17 @@ mod tests {
 
     #[test]
     fn each_wrong_field_is_named() {
-        let port = ContainerSpec { ports: vec![PortSpec { container_port: 0, host_port: None, protocol: Protocol::Tcp }], ..spec() };
+        let port = ContainerSpec {
+            ports: vec![PortSpec { container_port: 0, host_port: None, protocol: Protocol::Tcp }],
+            ..spec()
+        };
         assert_eq!(port.validate().unwrap_err().field, "ports[0].container_port");
         let net = ContainerSpec {
-            networks: vec![NetworkAttachment { network: "n".into(), aliases: vec![], ipv4_address: Some("300.1.1.1".into()) }],
+            networks: vec![NetworkAttachment {
+                network: "n".into(),
+                aliases: vec![],
+                ipv4_address: Some("300.1.1.1".into()),
+            }],
             ..spec()
         };
         assert_eq!(net.validate().unwrap_err().field, "networks[0].ipv4_address");
@@ -187,6 +230,11 @@ mod tests {
         assert_eq!(cmd.validate().unwrap_err().field, "command");
         let host = ContainerSpec { hostname: Some("a_b".into()), ..spec() };
         assert_eq!(host.validate().unwrap_err().field, "hostname");
+        let volume = ContainerSpec {
+            volumes: vec![VolumeSpec { name: "data".into(), destination: "data".into(), read_only: false }],
+            ..spec()
+        };
+        assert_eq!(volume.validate().unwrap_err().field, "volumes[0].destination");
     }
 
     #[test]

@@ -77,9 +77,8 @@ impl ProviderConfig {
     }
 
     fn from_vars(name: &str, var: impl Fn(&str) -> Option<String>) -> Self {
-        let docker_host = var("DOCKER_HOST")
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+        let docker_host =
+            var("DOCKER_HOST").filter(|h| !h.is_empty()).unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
         let tls_verify = var("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty() && v != "0");
         let tls = tls_verify.then(|| {
             let dir = var("DOCKER_CERT_PATH")
@@ -121,9 +120,8 @@ impl ProviderConfig {
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
         if let Some(address) = host.strip_prefix("tcp://") {
-            let valid_port = address
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            let valid_port =
+                address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
             if !valid_port || address.contains('/') {
                 return Err(InputError::new("docker_host", "tcp://HOST:PORT, e.g. tcp://203.0.113.7:2376", host));
             }

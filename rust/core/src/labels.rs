@@ -7,7 +7,9 @@ pub const MANAGED_LABEL: &str = "io.vimigrate.managed";
 pub(crate) const NOT_MANAGED: &str = "is not managed by vimigrate";
 
 /// The labels every object vimigrate creates carries, merged with the user's own.
-pub(crate) fn with_managed(user: &std::collections::BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+pub(crate) fn with_managed(
+    user: &std::collections::BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
     let mut labels: std::collections::HashMap<String, String> =
         user.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     labels.insert(MANAGED_LABEL.to_string(), "true".to_string());

@@ -118,7 +118,11 @@ impl Provider {
     async fn stat_path(&self, container: &str, path: &str) -> Result<Option<Stat>, Error> {
         let options = ContainerArchiveInfoOptionsBuilder::default().path(path).build();
         match self.docker().get_container_archive_info(container, Some(options)).await {
-            Ok(stat) => Ok(Some(Stat { size: stat.size, mtime: stat.modification_time.unwrap_or_default(), mode: stat.file_mode })),
+            Ok(stat) => Ok(Some(Stat {
+                size: stat.size,
+                mtime: stat.modification_time.unwrap_or_default(),
+                mode: stat.file_mode,
+            })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(self.api_error(format!("stat `{path}` in container `{container}`"))(e)),
         }
@@ -201,7 +205,8 @@ impl<'a> LayerSync<'a> {
             let done = report.bytes;
             let each = |bytes: u64| progress(done + bytes);
             let copied =
-                copy_archive(self.src, self.src_container, path, self.dst, self.dst_container, parent(path), &each).await?;
+                copy_archive(self.src, self.src_container, path, self.dst, self.dst_container, parent(path), &each)
+                    .await?;
             report.bytes += copied.bytes;
             report.paths += 1;
         }
@@ -239,9 +244,10 @@ mod tests {
 
     #[test]
     fn volume_mount_points_are_left_out() {
-        let plan = plan(&changes(&[("/data", Change::Added), ("/data/x", Change::Added), ("/var/x", Change::Added)]), &[
-            "/data".into(),
-        ]);
+        let plan = plan(
+            &changes(&[("/data", Change::Added), ("/data/x", Change::Added), ("/var/x", Change::Added)]),
+            &["/data".into()],
+        );
         assert_eq!(plan.copies, vec!["/var/x"]);
     }
 

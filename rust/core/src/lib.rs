@@ -30,9 +30,13 @@ mod strict;
 mod tar_manifest;
 
 pub use archive::{copy_archive, read_manifest, verify_copy, CopyReport};
+pub use container_clone::VolumeMount;
 pub use container_deploy::{DeployedContainer, PublishedPort};
-pub use container_spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol};
-pub use criu_stats::{parse_dump_stats, parse_restore_stats, DumpStats, RestoreStats, DUMP_STATS_FILE, RESTORE_STATS_FILE};
+pub use container_spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol, VolumeSpec};
+pub use criu_probe::CriuCheck;
+pub use criu_stats::{
+    parse_dump_stats, parse_restore_stats, DumpStats, RestoreStats, DUMP_STATS_FILE, RESTORE_STATS_FILE,
+};
 pub use endpoint::{Endpoint, ProviderConfig, TlsFiles};
 pub use error::{Error, ErrorKind, InputError, IntegrityError, ProviderError};
 pub use image_transfer::{ensure_image, image_platform, ImageTransfer};
@@ -40,8 +44,6 @@ pub use labels::MANAGED_LABEL;
 pub use migrate::{
     migrate, MigrationError, MigrationOptions, MigrationReport, MigrationStats, Phase, ProgressEvent, Rollback,
 };
-pub use container_clone::VolumeMount;
-pub use criu_probe::CriuCheck;
 pub use network::{NetworkInfo, NetworkSpec};
 pub use probe::ProviderReport;
 pub use provider::Provider;

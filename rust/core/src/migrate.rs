@@ -48,7 +48,13 @@ fn yes() -> bool {
 impl MigrationOptions {
     /// Options for migrating `container` with the defaults.
     pub fn new(container: impl Into<String>) -> Self {
-        MigrationOptions { container: container.into(), keep_source: false, verify: true, check_criu: true, checkpoint_name: None }
+        MigrationOptions {
+            container: container.into(),
+            keep_source: false,
+            verify: true,
+            check_criu: true,
+            checkpoint_name: None,
+        }
     }
 }
 
@@ -338,7 +344,10 @@ impl Migration<'_> {
 
         let t = self.phase(Phase::Transfer);
         let transfer_progress = |bytes| (self.progress)(&ProgressEvent::Bytes { phase: Phase::Transfer, bytes });
-        let sent = match self.transfer(&source, &mut layer, &helpers, &checkpoint, &destination_id, &transfer_progress).await {
+        let sent = match self
+            .transfer(&source, &mut layer, &helpers, &checkpoint, &destination_id, &transfer_progress)
+            .await
+        {
             Ok(sent) => sent,
             Err(e) => return Err(self.fail(Phase::Transfer, &source, e).await),
         };
@@ -383,15 +392,19 @@ impl Migration<'_> {
     /// Every check that can fail before anything changes.
     async fn preflight(&self, checkpoint: &str) -> Result<SourceContainer, Error> {
         if !crate::container_spec::is_valid_docker_name(checkpoint) {
-            return Err(InputError::new("checkpoint_name", "a name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*", checkpoint).into());
+            return Err(
+                InputError::new("checkpoint_name", "a name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*", checkpoint).into()
+            );
         }
         if self.src.name() == self.dst.name() {
             return Err(InputError::new("destination", "a provider other than the source", self.dst.name()).into());
         }
         let name = &self.options.container;
-        let inspect = self.src.inspect_container_raw(name).await?.ok_or_else(|| {
-            InputError::new("container", format!("a container on {}", self.src.name()), name)
-        })?;
+        let inspect = self
+            .src
+            .inspect_container_raw(name)
+            .await?
+            .ok_or_else(|| InputError::new("container", format!("a container on {}", self.src.name()), name))?;
         let mut source = SourceContainer::from_inspect(inspect);
         // The container runs the image it was created from; its reference may name another
         // image by now (a rebuilt `latest`). Move and run exactly the image it runs.
@@ -402,7 +415,9 @@ impl Migration<'_> {
             source.image = source.image_id.clone();
         }
         if !source.running {
-            return Err(InputError::new("container", "a running container", format!("{name} ({})", source.status)).into());
+            return Err(
+                InputError::new("container", "a running container", format!("{name} ({})", source.status)).into()
+            );
         }
         if source.auto_remove {
             return Err(InputError::new(
@@ -497,7 +512,9 @@ impl Migration<'_> {
                 Some(0) | None => "/".to_string(),
                 Some(i) => volume.destination[..i].to_string(),
             };
-            let copied = copy_archive(self.src, &source.id, &volume.destination, self.dst, destination_id, &parent, &each).await?;
+            let copied =
+                copy_archive(self.src, &source.id, &volume.destination, self.dst, destination_id, &parent, &each)
+                    .await?;
             total += copied.bytes;
         }
         let done = total;

@@ -21,32 +21,20 @@ impl Provider {
     /// (Docker 20.10 speaks at most 1.41, older than the client's default).
     pub async fn connect(config: &ProviderConfig) -> Result<Provider, Error> {
         let endpoint = config.endpoint()?;
-        let connect_error = |source| ProviderError::Connect {
-            provider: config.name.clone(),
-            endpoint: endpoint.to_string(),
-            source,
-        };
+        let connect_error =
+            |source| ProviderError::Connect { provider: config.name.clone(), endpoint: endpoint.to_string(), source };
         let version = bollard::API_DEFAULT_VERSION;
         let docker = match &endpoint {
-            Endpoint::Unix(path) => {
-                Docker::connect_with_unix(&path.to_string_lossy(), config.timeout_secs, version)
-            }
+            Endpoint::Unix(path) => Docker::connect_with_unix(&path.to_string_lossy(), config.timeout_secs, version),
             Endpoint::Tcp { address, tls: Some(tls) } => {
                 Docker::connect_with_ssl(address, &tls.key, &tls.cert, &tls.ca, config.timeout_secs, version)
             }
-            Endpoint::Tcp { address, tls: None } => {
-                Docker::connect_with_http(address, config.timeout_secs, version)
-            }
+            Endpoint::Tcp { address, tls: None } => Docker::connect_with_http(address, config.timeout_secs, version),
         }
         .map_err(connect_error)?;
         let docker = docker.negotiate_version().await.map_err(connect_error)?;
         tracing::debug!(provider = %config.name, %endpoint, api = %docker.client_version(), "connected");
-        Ok(Provider {
-            name: config.name.clone(),
-            endpoint,
-            public_address: config.public_address.clone(),
-            docker,
-        })
+        Ok(Provider { name: config.name.clone(), endpoint, public_address: config.public_address.clone(), docker })
     }
 
     /// The provider's name, as configured.

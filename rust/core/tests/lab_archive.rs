@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,14 +13,13 @@ use std::time::{Duration, Instant};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions};
 use bollard::Docker;
+use common::lab;
 use vimigrate_core::{
     copy_archive, read_manifest, verify_copy, Entry, Error, ErrorKind, IntegrityError, Provider, ProviderConfig,
     TarManifest, MANAGED_LABEL,
 };
-use common::lab;
 
 const MIB: u64 = 1 << 20;
-
 
 /// A provider for the engine, and a raw Docker client for the test's own setup and cleanup.
 async fn connect(lab: &serde_json::Value, name: &str) -> (Provider, Docker) {

@@ -5,18 +5,15 @@
 
 mod common;
 
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::query_parameters::{KillContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder};
 use bollard::Docker;
+use common::config;
+use common::lab;
 use futures_util::TryStreamExt;
 use vimigrate_core::{ContainerSpec, ErrorKind, Provider};
-use common::lab;
-use common::config;
-
-
 
 async fn connect(lab: &serde_json::Value, name: &str) -> Provider {
     Provider::connect(&config(lab, name))

@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,10 +14,9 @@ use bollard::query_parameters::{
     CommitContainerOptions, CreateContainerOptions, RemoveContainerOptions, RemoveImageOptions, TagImageOptions,
 };
 use bollard::Docker;
+use common::lab;
 use futures_util::StreamExt;
 use vimigrate_core::{ensure_image, image_platform, ErrorKind, Provider, ProviderConfig};
-use common::lab;
-
 
 fn config(lab: &serde_json::Value, name: &str) -> ProviderConfig {
     common::config_with_timeout(lab, name, 120)

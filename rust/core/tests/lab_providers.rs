@@ -5,15 +5,12 @@
 
 mod common;
 
-
 use std::time::Duration;
 
+use common::config;
+use common::lab;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vimigrate_core::{ContainerSpec, ErrorKind, NetworkSpec, Provider};
-use common::lab;
-use common::config;
-
-
 
 async fn redis_ping(address: &str, port: u16) -> std::io::Result<String> {
     let connect = tokio::net::TcpStream::connect((address, port));
@@ -83,9 +80,10 @@ async fn published_redis_answers_at_each_public_address() {
 async fn missing_image_is_a_clear_error_and_leaves_nothing() {
     let lab = lab();
     let provider = Provider::connect(&config(&lab, "provider-a")).await.unwrap();
-    let spec: ContainerSpec =
-        serde_json::from_value(serde_json::json!({"name": "vmtest-core-noimage", "image": "vimigrate-lab/absent:none"}))
-            .unwrap();
+    let spec: ContainerSpec = serde_json::from_value(
+        serde_json::json!({"name": "vmtest-core-noimage", "image": "vimigrate-lab/absent:none"}),
+    )
+    .unwrap();
     let err = provider.deploy_container(&spec).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{}", err.report());
     assert!(err.report().contains("create container `vmtest-core-noimage`"), "{}", err.report());

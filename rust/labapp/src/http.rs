@@ -32,10 +32,7 @@ pub fn read_request<R: BufRead>(r: &mut R) -> io::Result<Request> {
         }
         head_len += n;
         if head_len > MAX_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too large",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "request head too large"));
         }
         let trimmed = line.trim_end_matches(['\r', '\n']);
         if first.is_none() {
@@ -47,24 +44,15 @@ pub fn read_request<R: BufRead>(r: &mut R) -> io::Result<Request> {
     let first = first.unwrap_or_default();
     let mut parts = first.split_whitespace();
     match (parts.next(), parts.next()) {
-        (Some(method), Some(target)) => Ok(Request {
-            method: method.to_string(),
-            path: target.split('?').next().unwrap_or("/").to_string(),
-        }),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "malformed request line",
-        )),
+        (Some(method), Some(target)) => {
+            Ok(Request { method: method.to_string(), path: target.split('?').next().unwrap_or("/").to_string() })
+        }
+        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "malformed request line")),
     }
 }
 
 /// Writes a complete response with `Connection: close`.
-pub fn write_response<W: Write>(
-    w: &mut W,
-    status: u16,
-    content_type: &str,
-    body: &str,
-) -> io::Result<()> {
+pub fn write_response<W: Write>(w: &mut W, status: u16, content_type: &str, body: &str) -> io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -89,13 +77,7 @@ mod tests {
     #[test]
     fn parses_request_line_and_strips_query() {
         let mut c = Cursor::new(b"GET /stats?x=1 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec());
-        assert_eq!(
-            read_request(&mut c).unwrap(),
-            Request {
-                method: "GET".into(),
-                path: "/stats".into()
-            }
-        );
+        assert_eq!(read_request(&mut c).unwrap(), Request { method: "GET".into(), path: "/stats".into() });
     }
 
     #[test]

@@ -88,11 +88,7 @@ struct Redis {
 
 impl Redis {
     fn new() -> Self {
-        Redis {
-            conn: None,
-            addr: redis_addr(),
-            connects: 0,
-        }
+        Redis { conn: None, addr: redis_addr(), connects: 0 }
     }
 
     /// Drops any current connection, re-reads the configuration and connects
@@ -108,16 +104,9 @@ impl Redis {
                     stream.set_write_timeout(Some(REDIS_TIMEOUT))?;
                     stream.set_nodelay(true)?;
                     let reader = BufReader::new(stream.try_clone()?);
-                    self.conn = Some(Conn {
-                        reader,
-                        writer: stream,
-                        peer: sa,
-                    });
+                    self.conn = Some(Conn { reader, writer: stream, peer: sa });
                     self.connects += 1;
-                    println!(
-                        "connected to redis {} ({sa}), connection #{}",
-                        self.addr, self.connects
-                    );
+                    println!("connected to redis {} ({sa}), connection #{}", self.addr, self.connects);
                     return Ok(());
                 }
                 Err(e) => last = e,
@@ -127,10 +116,7 @@ impl Redis {
     }
 
     fn roundtrip(&mut self, args: &[&[u8]]) -> io::Result<Value> {
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| io::Error::other("not connected"))?;
+        let conn = self.conn.as_mut().ok_or_else(|| io::Error::other("not connected"))?;
         conn.writer.write_all(&resp::encode_command(args))?;
         resp::read_value(&mut conn.reader)
     }
@@ -190,24 +176,9 @@ impl App {
     fn visit(&self) -> (u16, &'static str, String) {
         let mut redis = self.redis();
         match redis.command(&[b"INCR", b"visits"]) {
-            Ok(Value::Integer(n)) => (
-                200,
-                "text/plain",
-                format!("visits={n} host={}\n", self.host),
-            ),
-            Ok(other) => (
-                503,
-                "text/plain",
-                format!(
-                    "redis {} answered INCR unexpectedly: {other:?}\n",
-                    redis.addr
-                ),
-            ),
-            Err(e) => (
-                503,
-                "text/plain",
-                format!("redis unavailable at {}: {e}\n", redis.addr),
-            ),
+            Ok(Value::Integer(n)) => (200, "text/plain", format!("visits={n} host={}\n", self.host)),
+            Ok(other) => (503, "text/plain", format!("redis {} answered INCR unexpectedly: {other:?}\n", redis.addr)),
+            Err(e) => (503, "text/plain", format!("redis unavailable at {}: {e}\n", redis.addr)),
         }
     }
 
@@ -247,15 +218,7 @@ fn serve(app: &App, stream: TcpStream) -> io::Result<()> {
     let (status, ctype, body) = match http::read_request(&mut reader) {
         Ok(req) => {
             let (s, c, b) = app.handle(&req);
-            (
-                s,
-                c,
-                if req.method == "HEAD" {
-                    String::new()
-                } else {
-                    b
-                },
-            )
+            (s, c, if req.method == "HEAD" { String::new() } else { b })
         }
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
         Err(e) => (400, "text/plain", format!("bad request: {e}\n")),
@@ -282,23 +245,13 @@ fn main() {
     if let Some(held) = held {
         println!("holding {} MiB of touched memory", held.len() / (1024 * 1024));
     }
-    let port = env::var("WEB_PORT")
-        .ok()
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(DEFAULT_PORT);
+    let port = env::var("WEB_PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(DEFAULT_PORT);
     let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| {
         eprintln!("cannot listen on 0.0.0.0:{port}: {e}");
         std::process::exit(1);
     });
-    let app = Arc::new(App {
-        redis: Mutex::new(Redis::new()),
-        requests: AtomicU64::new(0),
-        host: hostname(),
-    });
-    println!(
-        "vimigrate-labapp listening on 0.0.0.0:{port}, redis {}",
-        app.redis().addr
-    );
+    let app = Arc::new(App { redis: Mutex::new(Redis::new()), requests: AtomicU64::new(0), host: hostname() });
+    println!("vimigrate-labapp listening on 0.0.0.0:{port}, redis {}", app.redis().addr);
     // Connect eagerly so the persistent connection exists before the first
     // request; failure is fine, requests retry. In the background, so a slow
     // name lookup does not delay /healthz.

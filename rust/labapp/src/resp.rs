@@ -40,10 +40,7 @@ fn read_line<R: BufRead>(r: &mut R) -> io::Result<String> {
     let mut buf = Vec::new();
     let n = r.read_until(b'\n', &mut buf)?;
     if n == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "redis closed the connection",
-        ));
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "redis closed the connection"));
     }
     if !buf.ends_with(b"\r\n") {
         return Err(invalid("RESP line without CRLF"));
@@ -53,8 +50,7 @@ fn read_line<R: BufRead>(r: &mut R) -> io::Result<String> {
 }
 
 fn parse_len(s: &str) -> io::Result<i64> {
-    s.parse()
-        .map_err(|_| invalid(format!("bad RESP length {s:?}")))
+    s.parse().map_err(|_| invalid(format!("bad RESP length {s:?}")))
 }
 
 /// Reads one complete reply (recursively for arrays).
@@ -101,10 +97,7 @@ mod tests {
 
     #[test]
     fn encodes_commands_as_bulk_string_arrays() {
-        assert_eq!(
-            encode_command(&[b"INCR", b"visits"]),
-            b"*2\r\n$4\r\nINCR\r\n$6\r\nvisits\r\n".to_vec()
-        );
+        assert_eq!(encode_command(&[b"INCR", b"visits"]), b"*2\r\n$4\r\nINCR\r\n$6\r\nvisits\r\n".to_vec());
         assert_eq!(encode_command(&[b"PING"]), b"*1\r\n$4\r\nPING\r\n".to_vec());
     }
 
@@ -112,15 +105,9 @@ mod tests {
     fn parses_scalar_replies() {
         assert_eq!(parse(b"+PONG\r\n").unwrap(), Value::Simple("PONG".into()));
         assert_eq!(parse(b":17\r\n").unwrap(), Value::Integer(17));
-        assert_eq!(
-            parse(b"-ERR wrong type\r\n").unwrap(),
-            Value::Error("ERR wrong type".into())
-        );
+        assert_eq!(parse(b"-ERR wrong type\r\n").unwrap(), Value::Error("ERR wrong type".into()));
         assert_eq!(parse(b"$-1\r\n").unwrap(), Value::Bulk(None));
-        assert_eq!(
-            parse(b"$5\r\nhe\r\no\r\n").unwrap(),
-            Value::Bulk(Some(b"he\r\no".to_vec()))
-        );
+        assert_eq!(parse(b"$5\r\nhe\r\no\r\n").unwrap(), Value::Bulk(Some(b"he\r\no".to_vec())));
     }
 
     #[test]
@@ -128,10 +115,7 @@ mod tests {
         let v = parse(b"*2\r\n:1\r\n*1\r\n$1\r\nx\r\n").unwrap();
         assert_eq!(
             v,
-            Value::Array(Some(vec![
-                Value::Integer(1),
-                Value::Array(Some(vec![Value::Bulk(Some(b"x".to_vec()))])),
-            ]))
+            Value::Array(Some(vec![Value::Integer(1), Value::Array(Some(vec![Value::Bulk(Some(b"x".to_vec()))])),]))
         );
         assert_eq!(parse(b"*-1\r\n").unwrap(), Value::Array(None));
     }

@@ -30,7 +30,11 @@ fn input_error(field: String, message: &str) -> InputError {
     }
     if let Some(name) = message.strip_prefix("missing field ") {
         let name = name.trim_matches('`');
-        return InputError { field: format!("{field}.{name}"), expected: "a value (required)".into(), got: "nothing".into() };
+        return InputError {
+            field: format!("{field}.{name}"),
+            expected: "a value (required)".into(),
+            got: "nothing".into(),
+        };
     }
     if let Some(rest) = message.strip_prefix("unknown field ") {
         if let Some((name, known)) = rest.split_once(", expected ") {

@@ -13,7 +13,10 @@ fn version() -> &'static str {
 /// runtime's readiness and the build profile.
 #[pyfunction]
 fn self_check(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let ready = crate::runtime::block_on(py, async { tokio::task::yield_now().await; true })?;
+    let ready = crate::runtime::block_on(py, async {
+        tokio::task::yield_now().await;
+        true
+    })?;
     let out = PyDict::new(py);
     out.set_item("engine_version", vimigrate_core::VERSION)?;
     out.set_item("runtime_ready", ready)?;

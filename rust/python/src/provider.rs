@@ -38,8 +38,8 @@ impl Provider {
     #[staticmethod]
     fn connect(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Provider> {
         let config: core::ProviderConfig = from_py(config, "provider")?;
-        let inner = block_on(py, async move { core::Provider::connect(&config).await })?
-            .map_err(|e| to_py_err(py, e))?;
+        let inner =
+            block_on(py, async move { core::Provider::connect(&config).await })?.map_err(|e| to_py_err(py, e))?;
         Ok(Provider { inner })
     }
 
@@ -48,8 +48,8 @@ impl Provider {
     #[staticmethod]
     fn from_env(py: Python<'_>, name: &str) -> PyResult<Provider> {
         let config = core::ProviderConfig::from_env(name);
-        let inner = block_on(py, async move { core::Provider::connect(&config).await })?
-            .map_err(|e| to_py_err(py, e))?;
+        let inner =
+            block_on(py, async move { core::Provider::connect(&config).await })?.map_err(|e| to_py_err(py, e))?;
         Ok(Provider { inner })
     }
 
@@ -111,6 +111,11 @@ impl Provider {
     }
 
     fn __repr__(&self) -> String {
-        format!("<vimigrate Provider {} at {} (API {})>", self.inner.name(), self.inner.endpoint(), self.inner.api_version())
+        format!(
+            "<vimigrate Provider {} at {} (API {})>",
+            self.inner.name(),
+            self.inner.endpoint(),
+            self.inner.api_version()
+        )
     }
 }
