@@ -34,7 +34,7 @@ def test_plugin_yaml_ships_in_the_package():
 
 def test_every_error_derives_from_one_base():
     for name in ("InvalidInputError", "ProviderUnavailableError", "NotFoundError", "ConflictError",
-                 "ProviderUnsuitableError", "OperationFailedError"):
+                 "ProviderUnsuitableError", "OperationFailedError", "AccessDeniedError", "MigrationFailedError"):
         assert issubclass(getattr(vimigrate, name), vimigrate.VimigrateError), name
 
 

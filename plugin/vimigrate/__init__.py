@@ -7,6 +7,7 @@ Cloudify plugin's operations (``vimigrate.operations``) and the command line (``
 from pathlib import Path
 
 from ._native import (
+    AccessDeniedError,
     ConflictError,
     InvalidInputError,
     MigrationFailedError,
@@ -24,6 +25,7 @@ from ._native import (
 __version__ = version()
 
 __all__ = [
+    "AccessDeniedError",
     "ConflictError",
     "InvalidInputError",
     "MigrationFailedError",

@@ -32,6 +32,9 @@ class ProviderUnsuitableError(VimigrateError):
 class OperationFailedError(VimigrateError):
     """A provider refused or failed a request."""
 
+class AccessDeniedError(VimigrateError):
+    """The provider and vimigrate do not trust each other (TLS); retrying cannot help."""
+
 class MigrationFailedError(VimigrateError):
     """A migration failed; `rollback` says where the service runs now."""
     phase: str

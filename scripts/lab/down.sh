@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops what up.sh started, by the pids it recorded: each provider's containers,
-# dockerd and its containerd (and any shim, proxy or mount they left), named;
+# dockerd and its containerd (and any shim, proxy or mount they left), also
+# provider-nocriu if a test left it running, named;
 # then removes the veths, the vmlab0 bridge and the namespaces. Images persist
 # in the data-roots unless --purge is given. Idempotent.
 set -euo pipefail
@@ -15,18 +16,17 @@ case ${1:-} in
 *) die "usage: down.sh [--purge]" ;;
 esac
 
-for p in "${PROVIDERS[@]}"; do
+# ALL_PROVIDERS: also provider-nocriu, which tests start on demand.
+for p in "${ALL_PROVIDERS[@]}"; do
 	stop_provider "$p"
+	rm -f "$(p_facts_json "$p")"
 done
 
 pid=$(live_pid "$NAMED_PIDFILE" named)
 [[ -z $pid ]] || stop_pids 10 "$pid"
 rm -f "$NAMED_PIDFILE"
 
-for p in "${PROVIDERS[@]}"; do
-	ip link del "${P_VETH[$p]}" 2>/dev/null || true
-	ip netns del "${P_NETNS[$p]}" 2>/dev/null || rm -f "/run/netns/${P_NETNS[$p]}"
-done
+for p in "${ALL_PROVIDERS[@]}"; do remove_provider_net "$p"; done
 ip link del "$HOST_BRIDGE" 2>/dev/null || true
 if command -v iptables >/dev/null; then
 	while iptables -D FORWARD -i "$HOST_BRIDGE" -o "$HOST_BRIDGE" -j ACCEPT 2>/dev/null; do :; done
@@ -44,14 +44,14 @@ rmdir /run/docker/plugins /run/docker 2>/dev/null || true
 rm -f "$LAB_JSON"
 
 if [[ -n $purge ]]; then
-	for p in "${PROVIDERS[@]}"; do
+	for p in "${ALL_PROVIDERS[@]}"; do
 		if [[ -n $(mounts_under "$LAB_DATA/$p") ]]; then
 			log "$p: still mounted below $LAB_DATA/$p, keeping it"
 		else
 			rm -rf "${LAB_DATA:?}/$p"
 		fi
 	done
-	rm -rf "$IMAGES_DIR" "$DNS_DIR"
-	log "purged data-roots, image tars and the DNS state (TSIG key)"
+	rm -rf "$IMAGES_DIR" "$DNS_DIR" "$TLS_DIR"
+	log "purged data-roots, image tars, the DNS state (TSIG key) and the TLS certificates"
 fi
 echo "lab-down: stopped"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the provider lab needs on Debian 12 (root): Docker 20.10,
-# networking tools, BIND9, the binaries baked into the test images, and CRIU
+# networking tools, BIND9, openssl (the lab's TLS certificates), the binaries baked into the test images, and CRIU
 # >= 4.2 (through install-criu.sh). Idempotent: a second run only checks.
 set -euo pipefail
 # shellcheck source=scripts/lab/common.sh
@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # only adds a symlink to it and a system service we do not want).
 PACKAGES=(
 	docker.io iproute2 iptables bind9 bind9-dnsutils busybox-static
-	redis-tools curl jq netcat-openbsd util-linux procps
+	redis-tools curl jq netcat-openbsd util-linux procps openssl
 )
 
 missing=()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shows the provider lab: each provider's dockerd (pid, versions, experimental,
-# running containers), the DNS server, the images and CRIU. Exits non-zero
-# when any part is down.
+# TLS listener, running containers), the DNS server, the images and CRIU.
+# Exits non-zero when any part is down.
 set -euo pipefail
 # shellcheck source=scripts/lab/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -24,6 +24,18 @@ for p in "${PROVIDERS[@]}"; do
 		continue
 	fi
 	pdocker "$p" version -f "  dockerd pid $pid: server {{.Server.Version}}, API {{.Server.APIVersion}}, experimental {{.Server.Experimental}}"
+	if [[ -n ${P_TLS[$p]:-} ]]; then
+		# The TLS listener, with the lab's client certificate (curl checks the
+		# server certificate against the lab CA and the address).
+		tls_url="https://${P_ADDR[$p]}:$TLS_PORT/_ping"
+		tls_ping=$(curl -s --max-time 2 --cacert "$TLS_CA" --cert "$TLS_CLIENT_CERT" --key "$TLS_CLIENT_KEY" \
+			"$tls_url" 2>/dev/null || true)
+		if [[ $tls_ping == OK ]]; then
+			echo "  TLS: tcp://${P_ADDR[$p]}:$TLS_PORT answers (client certificate from $TLS_DIR)"
+		else
+			bad "$p does not answer /_ping over TLS at tcp://${P_ADDR[$p]}:$TLS_PORT"
+		fi
+	fi
 	images=$(pdocker "$p" images --format '{{.Repository}}:{{.Tag}}' | grep -c '^vimigrate-lab/' || true)
 	echo "  lab images: $images of 3"
 	((images == 3)) || bad "$p lacks some lab images"

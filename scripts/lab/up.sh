@@ -2,7 +2,9 @@
 # Starts the provider lab: provider-a and provider-b (a dockerd each, in its own
 # network namespace with a public address on the host bridge vmlab0), a BIND9
 # server for vi.test. on 127.0.0.1:5300, and the test images on both
-# providers; then writes .lab/lab.json. Idempotent: whatever already runs is
+# providers; provider-b also serves its API over TLS on 10.231.0.12:2376 with
+# certificates generated once under /run/vimigrate-lab/tls; then writes
+# .lab/lab.json. Idempotent: whatever already runs is
 # kept, so a second run only checks and rewrites lab.json.
 set -euo pipefail
 # shellcheck source=scripts/lab/common.sh
@@ -16,42 +18,8 @@ mkdir -p "$LAB_RUN" "$LAB_DATA" "$LAB_LOG" "$LAB_DIR" "$DNS_DIR"
 
 # --- network -----------------------------------------------------------------
 
-# True when /run/netns/$1 is a live namespace, not a file left by a reboot
-# (/run is not a tmpfs on these machines).
-netns_mounted() {
-	awk -v m="/run/netns/$1" '$2 == m {found=1} END {exit !found}' /proc/mounts
-}
-
-setup_host_bridge() {
-	ip link show "$HOST_BRIDGE" >/dev/null 2>&1 || ip link add "$HOST_BRIDGE" type bridge
-	ip -4 addr show dev "$HOST_BRIDGE" | grep -q "inet $HOST_ADDR/" ||
-		ip addr add "$HOST_ADDR/$PUBLIC_PREFIX_LEN" dev "$HOST_BRIDGE"
-	ip link set "$HOST_BRIDGE" up
-	# br_netfilter is loaded on the host, so frames bridged between the
-	# providers go through the host's FORWARD chain: make sure a DROP policy
-	# there (e.g. from a host dockerd) cannot cut provider-to-provider traffic.
-	iptables -C FORWARD -i "$HOST_BRIDGE" -o "$HOST_BRIDGE" -j ACCEPT 2>/dev/null ||
-		iptables -I FORWARD -i "$HOST_BRIDGE" -o "$HOST_BRIDGE" -j ACCEPT
-}
-
-setup_provider_net() {
-	local p=$1 ns=${P_NETNS[$1]} veth=${P_VETH[$1]} addr=${P_ADDR[$1]}
-	if ! netns_mounted "$ns"; then
-		rm -f "/run/netns/$ns"
-		ip netns add "$ns"
-	fi
-	if ! ip link show "$veth" >/dev/null 2>&1; then
-		ip link add "$veth" type veth peer name eth0 netns "$ns"
-	fi
-	ip link set "$veth" master "$HOST_BRIDGE" up
-	ip -n "$ns" link set lo up
-	ip -n "$ns" -4 addr show dev eth0 | grep -q "inet $addr/" ||
-		ip -n "$ns" addr add "$addr/$PUBLIC_PREFIX_LEN" dev eth0
-	ip -n "$ns" link set eth0 up
-	# The host does not forward (ip_forward=0), so this route only gives
-	# containers a gateway that ends at the host: nothing leaves the machine.
-	ip -n "$ns" route replace default via "$HOST_ADDR"
-}
+# setup_host_bridge and setup_provider_net live in common.sh
+# (provider-nocriu.sh uses them too).
 
 # --- CRIU config for runc ----------------------------------------------------
 
@@ -73,64 +41,112 @@ ensure_runc_conf() {
 	done
 }
 
+# --- TLS ----------------------------------------------------------------------
+
+# True when every TLS file exists, the certificates chain to their CA, the
+# server certificate names every TLS provider's address, and none expires
+# within a day: then nothing is regenerated.
+tls_ok() {
+	local f p
+	for f in "$TLS_CA" "$TLS_CA_KEY" "$TLS_SERVER_CERT" "$TLS_SERVER_KEY" "$TLS_CLIENT_CERT" \
+		"$TLS_CLIENT_KEY" "$TLS_WRONG_CA" "$TLS_WRONG_CA_KEY" "$TLS_WRONG_CLIENT_CERT" "$TLS_WRONG_CLIENT_KEY"; do
+		[[ -s $f ]] || return 1
+	done
+	openssl verify -CAfile "$TLS_CA" "$TLS_SERVER_CERT" "$TLS_CLIENT_CERT" >/dev/null 2>&1 || return 1
+	openssl verify -CAfile "$TLS_WRONG_CA" "$TLS_WRONG_CLIENT_CERT" >/dev/null 2>&1 || return 1
+	for f in "$TLS_CA" "$TLS_SERVER_CERT" "$TLS_CLIENT_CERT" "$TLS_WRONG_CA" "$TLS_WRONG_CLIENT_CERT"; do
+		openssl x509 -noout -checkend 86400 -in "$f" >/dev/null 2>&1 || return 1
+	done
+	for p in "${!P_TLS[@]}"; do
+		openssl x509 -noout -checkip "${P_ADDR[$p]}" -in "$TLS_SERVER_CERT" 2>/dev/null | grep -q 'does match' || return 1
+	done
+}
+
+# Writes a fresh P-256 key (PKCS#8 PEM) to $1; keys are never printed.
+tls_key() {
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null
+}
+
+# A self-signed CA: tls_ca DIR BASENAME CN (writes BASENAME.pem, BASENAME-key.pem).
+tls_ca() {
+	local dir=$1 name=$2 cn=$3
+	tls_key "$dir/$name-key.pem"
+	openssl req -x509 -new -key "$dir/$name-key.pem" -subj "/CN=$cn" -days 825 \
+		-config "$dir/openssl.cnf" -extensions v3_ca -out "$dir/$name.pem" 2>/dev/null
+}
+
+# A leaf certificate signed by a CA: tls_leaf DIR CA_BASENAME CERT KEY CN SECTION.
+tls_leaf() {
+	local dir=$1 ca=$2 cert=$3 key=$4 cn=$5 ext=$6
+	tls_key "$dir/$key"
+	openssl req -new -key "$dir/$key" -subj "/CN=$cn" -config "$dir/openssl.cnf" -out "$dir/req.csr" 2>/dev/null
+	openssl x509 -req -in "$dir/req.csr" -CA "$dir/$ca.pem" -CAkey "$dir/$ca-key.pem" \
+		-set_serial "0x$(openssl rand -hex 16)" -days 825 \
+		-extfile "$dir/openssl.cnf" -extensions "$ext" -out "$dir/$cert" 2>/dev/null
+	rm -f "$dir/req.csr"
+}
+
+# Generates the lab's TLS material once: a lab CA, the TLS providers' server
+# certificate, a client certificate, and an unrelated "wrong" CA with a client
+# certificate of its own for negative tests. Sets TLS_REGENERATED when it had
+# to, so that running TLS providers are restarted onto the new certificates.
+TLS_REGENERATED=
+ensure_tls() {
+	tls_ok && return 0
+	local tmp="$TLS_DIR.new" sans="" p
+	for p in "${!P_TLS[@]}"; do sans+="IP:${P_ADDR[$p]},"; done
+	log "tls: generating the lab CA and certificates in $TLS_DIR"
+	rm -rf "$tmp"
+	(
+		# Keys are private from the moment they exist.
+		umask 077
+		mkdir -p "$tmp"
+		# v3 extensions matter: rustls (webpki) rejects v1 leaf certificates and
+		# CA certificates used as leaves; dockerd wants clientAuth on clients.
+		cat >"$tmp/openssl.cnf" <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[v3_ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = ${sans}DNS:$TLS_SERVER_DNS
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+		tls_ca "$tmp" ca "vimigrate lab CA"
+		tls_leaf "$tmp" ca server-cert.pem server-key.pem "$TLS_SERVER_DNS" server
+		tls_leaf "$tmp" ca cert.pem key.pem vimigrate-lab-client client
+		tls_ca "$tmp" wrong-ca "vimigrate lab wrong CA (unrelated)"
+		tls_leaf "$tmp" wrong-ca wrong-cert.pem wrong-key.pem vimigrate-lab-client client
+		rm -f "$tmp/openssl.cnf"
+	) || die "tls: openssl failed to generate the lab certificates"
+	chmod 755 "$tmp"
+	chmod 644 "$tmp"/*.pem
+	chmod 600 "$tmp"/*key.pem
+	rm -rf "$TLS_DIR"
+	mv "$tmp" "$TLS_DIR"
+	tls_ok || die "tls: the generated certificates do not verify"
+	TLS_REGENERATED=1
+}
+
 # --- providers ---------------------------------------------------------------
 
-declare -A STARTED=()
-
-start_dockerd() {
-	local p=$1 pid
-	pid=$(live_pid "$(p_pidfile "$p")" dockerd)
-	if [[ -n $pid ]] && p_ping "$p"; then
-		log "$p: dockerd already running (pid $pid)"
-		return
-	fi
-	if [[ -n $pid ]]; then
-		# Alive but not answering: it may still be starting; wait_dockerd decides.
-		STARTED[$p]=$pid
-		return
-	fi
-	# A dockerd that died may have left its containerd, shims and mounts.
-	stop_provider "$p"
-	mkdir -p "$(p_run_dir "$p")" "$(p_exec_root "$p")" "$(p_data_root "$p")"
-	# An empty config of its own, so /etc/docker/daemon.json (if any) never
-	# leaks into the lab.
-	echo '{}' >"$(p_run_dir "$p")/daemon.json"
-	log "$p: starting dockerd in netns ${P_NETNS[$p]}"
-	# nsenter, not `ip netns exec`: the latter remounts /sys and hides the
-	# cgroup mounts dockerd needs. setsid detaches it from this script's
-	# session (a Ctrl-C on `make` must not kill the lab); env -i keeps the
-	# caller's DOCKER_* and proxy variables out. --dns 127.0.0.1: no container
-	# query may leave the machine; on the default bridge it is refused at once.
-	# (On user-defined networks Docker 20.10's embedded DNS never answers a
-	# name it cannot forward: the client times out, see the web image.)
-	nsenter --net="/run/netns/${P_NETNS[$p]}" -- \
-		env -i PATH="$LAB_PATH" HOME=/root setsid dockerd \
-		--experimental \
-		--config-file "$(p_run_dir "$p")/daemon.json" \
-		--data-root "$(p_data_root "$p")" \
-		--exec-root "$(p_exec_root "$p")" \
-		--pidfile "$(p_pidfile "$p")" \
-		-H "unix://$(p_sock "$p")" \
-		--bip "${P_BIP[$p]}" \
-		--default-address-pool "base=${P_POOL[$p]},size=24" \
-		--dns 127.0.0.1 \
-		>>"$(p_log "$p")" 2>&1 </dev/null &
-	STARTED[$p]=$!
-}
-
-wait_dockerd() {
-	local p=$1 deadline=$((SECONDS + 60))
-	[[ -n ${STARTED[$p]:-} ]] || return 0
-	until p_ping "$p"; do
-		if ! kill -0 "${STARTED[$p]}" 2>/dev/null && [[ -z $(live_pid "$(p_pidfile "$p")" dockerd) ]]; then
-			tail -n 20 "$(p_log "$p")" >&2
-			die "$p: dockerd exited (log: $(p_log "$p"))"
-		fi
-		((SECONDS < deadline)) || die "$p: dockerd does not answer on $(p_sock "$p") (log: $(p_log "$p"))"
-		sleep 0.2
-	done
-	log "$p: dockerd ready (pid $(live_pid "$(p_pidfile "$p")" dockerd))"
-}
+# start_dockerd and wait_dockerd live in common.sh; a daemon running with
+# other flags than these (e.g. provider-b from before it served TLS) is
+# restarted there.
 
 # --- DNS -----------------------------------------------------------------------
 
@@ -281,6 +297,15 @@ write_lab_json() {
 			'. + {($p): {name: $p, docker_host: $host, public_address: $addr,
 			  netns: $ns, data_root: $root, bridge_subnet: $subnet, pid: $pid}}' \
 			<<<"$providers")
+		if [[ -n ${P_TLS[$p]:-} ]]; then
+			# Paths only: the keys stay in their 0600 files.
+			providers=$(jq -c --arg p "$p" --arg host "tcp://${P_ADDR[$p]}:$TLS_PORT" \
+				--arg ca "$TLS_CA" --arg cert "$TLS_CLIENT_CERT" --arg key "$TLS_CLIENT_KEY" \
+				--arg wrong_ca "$TLS_WRONG_CA" --arg wrong_cert "$TLS_WRONG_CLIENT_CERT" \
+				--arg wrong_key "$TLS_WRONG_CLIENT_KEY" \
+				'.[$p].tls = {docker_host: $host, ca: $ca, cert: $cert, key: $key, wrong_ca: $wrong_ca,
+				  wrong_cert: $wrong_cert, wrong_key: $wrong_key}' <<<"$providers")
+		fi
 	done
 	criu_v=$(criu_version "$CRIU_WRAPPER")
 	jq -n --argjson seconds "$seconds" --arg host "$HOST_ADDR" \
@@ -305,6 +330,16 @@ write_lab_json() {
 setup_host_bridge
 for p in "${PROVIDERS[@]}"; do setup_provider_net "$p"; done
 ensure_runc_conf
+ensure_tls
+if [[ -n $TLS_REGENERATED ]]; then
+	# dockerd reads its certificates at start only.
+	for p in "${!P_TLS[@]}"; do
+		if [[ -n $(live_pid "$(p_pidfile "$p")" dockerd) ]]; then
+			log "$p: new TLS certificates; restarting dockerd"
+			stop_dockerd_only "$p"
+		fi
+	done
+fi
 # Start both daemons and named before waiting on any: they boot in parallel.
 for p in "${PROVIDERS[@]}"; do start_dockerd "$p"; done
 start_named

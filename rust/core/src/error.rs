@@ -127,6 +127,9 @@ pub enum ErrorKind {
     Conflict,
     /// A provider lacks a capability vimigrate needs.
     Unsuitable,
+    /// The provider and vimigrate do not trust each other (TLS: unknown CA, refused client
+    /// certificate); retrying with the same credentials cannot help.
+    AccessDenied,
     /// The provider refused or failed the request for another reason.
     Failed,
 }
@@ -143,6 +146,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Input(_) => ErrorKind::InvalidInput,
+            Error::Provider(ProviderError::Connect { source, .. }) if is_tls_trust_failure(source) => ErrorKind::AccessDenied,
             Error::Provider(ProviderError::Connect { .. }) => ErrorKind::Unavailable,
             Error::Provider(ProviderError::Api { source, .. }) => docker_error_kind(source),
             Error::Provider(ProviderError::Unsuitable { .. }) => ErrorKind::Unsuitable,
@@ -186,6 +190,20 @@ pub(crate) fn docker_error_kind(err: &bollard::errors::Error) -> ErrorKind {
         | E::SocketNotFoundError(_) => ErrorKind::Unavailable,
         _ => ErrorKind::Failed,
     }
+}
+
+/// Whether a connection failed because one side did not trust the other's certificate. The TLS
+/// stack reports it only in its message (through hyper's error), so the cause chain is read.
+fn is_tls_trust_failure(err: &bollard::errors::Error) -> bool {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(inner) = cause {
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    ["invalid peer certificate", "BadCertificate", "UnknownIssuer", "CertificateRequired", "certificate unknown"]
+        .iter()
+        .any(|needle| text.contains(needle))
 }
 
 /// Whether a Docker client error is the daemon's "no such object" answer.

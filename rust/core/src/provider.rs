@@ -3,7 +3,7 @@
 use bollard::Docker;
 
 use crate::endpoint::{Endpoint, ProviderConfig};
-use crate::error::{Error, ProviderError};
+use crate::error::{Error, InputError, ProviderError};
 
 /// One provider: a Docker Engine reached through its API, with the API version negotiated.
 ///
@@ -21,6 +21,15 @@ impl Provider {
     /// (Docker 20.10 speaks at most 1.41, older than the client's default).
     pub async fn connect(config: &ProviderConfig) -> Result<Provider, Error> {
         let endpoint = config.endpoint()?;
+        if let Endpoint::Tcp { tls: Some(tls), .. } = &endpoint {
+            // The TLS stack reads these only during the handshake, where a missing client
+            // certificate shows up as the server's "bad certificate": check them first.
+            for (field, path) in [("tls.ca", &tls.ca), ("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if let Err(e) = std::fs::File::open(path) {
+                    return Err(InputError::new(field, "a readable PEM file", format!("{} ({e})", path.display())).into());
+                }
+            }
+        }
         let connect_error =
             |source| ProviderError::Connect { provider: config.name.clone(), endpoint: endpoint.to_string(), source };
         let version = bollard::API_DEFAULT_VERSION;

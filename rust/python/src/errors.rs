@@ -30,6 +30,12 @@ create_exception!(
 create_exception!(vimigrate._native, OperationFailedError, VimigrateError, "A provider refused or failed a request.");
 create_exception!(
     vimigrate._native,
+    AccessDeniedError,
+    VimigrateError,
+    "The provider and vimigrate do not trust each other (TLS CA or client certificate); retrying cannot help."
+);
+create_exception!(
+    vimigrate._native,
     MigrationFailedError,
     VimigrateError,
     "A migration failed. `phase` names the phase, `rollback` says where the service runs now \
@@ -45,6 +51,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConflictError", py.get_type::<ConflictError>())?;
     m.add("ProviderUnsuitableError", py.get_type::<ProviderUnsuitableError>())?;
     m.add("OperationFailedError", py.get_type::<OperationFailedError>())?;
+    m.add("AccessDeniedError", py.get_type::<AccessDeniedError>())?;
     m.add("MigrationFailedError", py.get_type::<MigrationFailedError>())?;
     Ok(())
 }
@@ -60,6 +67,7 @@ pub(crate) fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
         ErrorKind::Conflict => ConflictError::new_err(message),
         ErrorKind::Unsuitable => ProviderUnsuitableError::new_err(message),
         ErrorKind::Failed => OperationFailedError::new_err(message),
+        ErrorKind::AccessDenied => AccessDeniedError::new_err(message),
     };
     if let Error::Input(input) = &err {
         // Best effort: the message already names the field.
