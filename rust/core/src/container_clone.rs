@@ -1,17 +1,18 @@
 //! The destination container of a migration: created (never started) on the destination with
 //! the source container's configuration, so that a checkpoint of the source restores into it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, NetworkConnectRequest,
-    NetworkingConfig,
+    ContainerCreateBody, ContainerInspectResponse, EndpointIpamConfig, EndpointSettings, HostConfig,
+    NetworkConnectRequest, NetworkingConfig,
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use serde::Serialize;
 
+use crate::container_files::rewrite_addresses;
 use crate::error::{Error, InputError};
-use crate::network::NetworkSpec;
+use crate::network_map::NetworkDecision;
 use crate::provider::Provider;
 
 /// Docker's built-in networks: present on every daemon, never created by vimigrate.
@@ -24,6 +25,25 @@ pub struct VolumeMount {
     pub name: String,
     /// Mount point inside the container.
     pub destination: String,
+}
+
+/// The container on one user-defined network of the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SourceEndpoint {
+    pub network: String,
+    pub aliases: Vec<String>,
+    pub ipv4: Option<String>,
+}
+
+/// What the destination container changes from the source's configuration.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CloneChanges {
+    /// Networks whose subnet the destination keeps: the container keeps its address there.
+    pub preserved: BTreeSet<String>,
+    /// Source host port -> destination host port, for published ports taken on the destination.
+    pub port_map: BTreeMap<u16, u16>,
+    /// Old peer address -> new, rewritten in environment values and extra hosts entries.
+    pub address_map: BTreeMap<String, String>,
 }
 
 /// What the migration needs to know about the source container, read once from its inspect.
@@ -42,8 +62,10 @@ pub(crate) struct SourceContainer {
     /// Host paths bind-mounted into the container: they cannot follow it to another host.
     pub host_binds: Vec<String>,
     pub volumes: Vec<VolumeMount>,
-    /// User-defined networks with the container's aliases on each, in a stable order.
-    pub networks: Vec<(String, Vec<String>)>,
+    /// Published host ports with their protocol (forwarding rules to recreate).
+    pub host_ports: Vec<(u16, String)>,
+    /// User-defined networks with the container's aliases and address on each, in a stable order.
+    pub networks: Vec<SourceEndpoint>,
     inspect: ContainerInspectResponse,
 }
 
@@ -66,7 +88,7 @@ impl SourceContainer {
             }
         }
         let short_id: String = inspect.id.clone().unwrap_or_default().chars().take(12).collect();
-        let mut networks: Vec<(String, Vec<String>)> = inspect
+        let mut networks: Vec<SourceEndpoint> = inspect
             .network_settings
             .clone()
             .and_then(|n| n.networks)
@@ -77,10 +99,25 @@ impl SourceContainer {
                 // Docker adds the short container id as an alias by itself; carrying it over would
                 // make the destination answer to the source's id.
                 let aliases = endpoint.aliases.unwrap_or_default().into_iter().filter(|a| *a != short_id).collect();
-                (name, aliases)
+                SourceEndpoint { network: name, aliases, ipv4: endpoint.ip_address.filter(|ip| !ip.is_empty()) }
             })
             .collect();
-        networks.sort();
+        networks.sort_by(|a, b| a.network.cmp(&b.network));
+        let mut host_ports: Vec<(u16, String)> = host
+            .port_bindings
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|(key, bindings)| {
+                let protocol = key.split_once('/').map_or("tcp", |(_, p)| p).to_string();
+                bindings
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(move |b| Some((b.host_port?.parse::<u16>().ok()?, protocol.clone())))
+            })
+            .collect();
+        host_ports.sort();
+        host_ports.dedup();
         SourceContainer {
             id: inspect.id.clone().unwrap_or_default(),
             name: inspect.name.clone().unwrap_or_default().trim_start_matches('/').to_string(),
@@ -91,28 +128,16 @@ impl SourceContainer {
             auto_remove: host.auto_remove.unwrap_or(false),
             host_binds,
             volumes,
+            host_ports,
             networks,
             inspect,
         }
     }
 
-    /// The networks to create on the destination (same names; addresses chosen there).
-    pub(crate) fn network_specs(&self) -> Vec<NetworkSpec> {
-        self.networks
-            .iter()
-            .map(|(name, _)| NetworkSpec {
-                name: name.clone(),
-                subnet: None,
-                gateway: None,
-                labels: Default::default(),
-            })
-            .collect()
-    }
-
     /// The create request for the destination: the source's configuration (command, entrypoint,
     /// environment, labels, hostname, working dir, user, resources, volumes, port bindings, ...)
     /// with what only made sense on the source host left out.
-    pub(crate) fn clone_body(&self) -> Result<ContainerCreateBody, Error> {
+    pub(crate) fn clone_body(&self, changes: &CloneChanges) -> Result<ContainerCreateBody, Error> {
         let config = self.inspect.config.clone().unwrap_or_default();
         // ContainerConfig and the create body are the same JSON object in Docker's API: go
         // through JSON so that every field Docker reports is carried over, not just the ones
@@ -125,21 +150,46 @@ impl SourceContainer {
         // host-path binds were refused by the preflight.
         host.container_id_file = None;
         host.binds = host.binds.map(|binds| binds.into_iter().filter(|b| !b.starts_with('/')).collect());
+        if let Some(bindings) = host.port_bindings.as_mut() {
+            for binding in bindings.values_mut().flatten().flatten() {
+                let port = binding.host_port.as_deref().and_then(|p| p.parse::<u16>().ok());
+                if let Some(new) = port.and_then(|p| changes.port_map.get(&p)) {
+                    binding.host_port = Some(new.to_string());
+                }
+            }
+        }
+        if !changes.address_map.is_empty() {
+            let rewrite = |values: Vec<String>| -> Vec<String> {
+                values.into_iter().map(|v| rewrite_addresses(&v, &changes.address_map).0).collect()
+            };
+            body.env = body.env.map(rewrite);
+            host.extra_hosts = host.extra_hosts.map(rewrite);
+        }
         let first = self.networks.first();
         host.network_mode = match first {
-            Some((name, _)) => Some(name.clone()),
+            Some(ep) => Some(ep.network.clone()),
             None => host.network_mode,
         };
         body.host_config = Some(host);
-        body.networking_config = first.map(|(name, aliases)| NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(name.clone(), endpoint(aliases))])),
+        body.networking_config = first.map(|ep| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(ep.network.clone(), endpoint(ep, changes))])),
         });
         Ok(body)
     }
 }
 
-fn endpoint(aliases: &[String]) -> EndpointSettings {
-    EndpointSettings { aliases: (!aliases.is_empty()).then(|| aliases.to_vec()), ..Default::default() }
+/// The destination endpoint: the same aliases, and the same address where the network keeps
+/// its subnet.
+fn endpoint(source: &SourceEndpoint, changes: &CloneChanges) -> EndpointSettings {
+    let keep = changes.preserved.contains(&source.network);
+    EndpointSettings {
+        aliases: (!source.aliases.is_empty()).then(|| source.aliases.clone()),
+        ipam_config: source.ipv4.clone().filter(|_| keep).map(|ip| EndpointIpamConfig {
+            ipv4_address: Some(ip),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn clone_error(part: &str, err: serde_json::Error) -> Error {
@@ -148,23 +198,28 @@ fn clone_error(part: &str, err: serde_json::Error) -> Error {
 
 impl Provider {
     /// Creates, without starting it, the destination container for `source`, with the same name
-    /// and configuration, joined to its networks (created here when missing). Returns its id.
-    pub(crate) async fn create_clone(&self, source: &SourceContainer) -> Result<String, Error> {
-        for network in source.network_specs() {
-            self.ensure_network(&network).await?;
+    /// and configuration (as `changes` adapt it), joined to its networks, which are created here
+    /// as `decisions` say when missing. Returns its id.
+    pub(crate) async fn create_clone(
+        &self,
+        source: &SourceContainer,
+        decisions: &[NetworkDecision],
+        changes: &CloneChanges,
+    ) -> Result<String, Error> {
+        for network in decisions.iter().filter_map(|d| d.create.as_ref()) {
+            self.ensure_network(network).await?;
         }
         let options = CreateContainerOptionsBuilder::default().name(&source.name).build();
         let created =
-            self.docker().create_container(Some(options), source.clone_body()?).await.map_err(
+            self.docker().create_container(Some(options), source.clone_body(changes)?).await.map_err(
                 self.api_error(format!("create container `{}` as the migration's destination", source.name)),
             )?;
-        for (network, aliases) in source.networks.iter().skip(1) {
+        for ep in source.networks.iter().skip(1) {
             let request =
-                NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint(aliases)) };
-            self.docker()
-                .connect_network(network, request)
-                .await
-                .map_err(self.api_error(format!("connect container `{}` to network `{network}`", source.name)))?;
+                NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint(ep, changes)) };
+            self.docker().connect_network(&ep.network, request).await.map_err(
+                self.api_error(format!("connect container `{}` to network `{}`", source.name, ep.network)),
+            )?;
         }
         Ok(created.id)
     }
@@ -180,7 +235,7 @@ mod tests {
             "Name": "/web",
             "State": {"Running": true, "Status": "running"},
             "Config": {
-                "Hostname": "web", "Image": "vimigrate-lab/web:latest", "Env": ["A=1"], "Cmd": ["/web"],
+                "Hostname": "web", "Image": "vimigrate-lab/web:latest", "Env": ["A=1", "PEER=10.0.0.9:6379"], "Cmd": ["/web"],
                 "WorkingDir": "/srv", "User": "1000", "Labels": {"io.vimigrate.managed": "true"},
                 "ExposedPorts": {"8080/tcp": {}},
             },
@@ -194,7 +249,7 @@ mod tests {
                 {"Type": "bind", "Source": "/srv/host", "Destination": "/host"},
             ],
             "NetworkSettings": {"Networks": {
-                "app": {"Aliases": ["web", "0123456789ab"]},
+                "app": {"Aliases": ["web", "0123456789ab"], "IPAddress": "172.29.0.5"},
                 "bridge": {},
             }},
         }))
@@ -209,25 +264,35 @@ mod tests {
         assert_eq!(source.image, "vimigrate-lab/web:latest");
         assert_eq!(source.host_binds, vec!["/srv/host".to_string()]);
         assert_eq!(source.volumes, vec![VolumeMount { name: "data".into(), destination: "/data".into() }]);
-        assert_eq!(source.networks, vec![("app".to_string(), vec!["web".to_string()])], "id alias and bridge dropped");
+        assert_eq!(
+            source.networks,
+            vec![SourceEndpoint { network: "app".into(), aliases: vec!["web".into()], ipv4: Some("172.29.0.5".into()) }],
+            "id alias and bridge dropped"
+        );
     }
 
     #[test]
     fn clone_keeps_the_configuration_and_drops_host_specifics() {
-        let body = SourceContainer::from_inspect(inspect()).clone_body().unwrap();
+        let changes = CloneChanges {
+            preserved: BTreeSet::from(["app".to_string()]),
+            port_map: BTreeMap::from([(8080, 18080)]),
+            address_map: BTreeMap::from([("10.0.0.9".to_string(), "10.1.0.9".to_string())]),
+        };
+        let body = SourceContainer::from_inspect(inspect()).clone_body(&changes).unwrap();
         assert_eq!(body.hostname.as_deref(), Some("web"));
         assert_eq!(body.cmd, Some(vec!["/web".to_string()]));
         assert_eq!(body.working_dir.as_deref(), Some("/srv"));
         assert_eq!(body.user.as_deref(), Some("1000"));
-        assert_eq!(body.env, Some(vec!["A=1".to_string()]));
+        assert_eq!(body.env, Some(vec!["A=1".to_string(), "PEER=10.1.0.9:6379".to_string()]));
         let host = body.host_config.unwrap();
         assert_eq!(host.memory, Some(268435456));
         assert_eq!(host.nano_cpus, Some(500000000));
         assert_eq!(host.binds, Some(vec!["data:/data".to_string()]));
         assert_eq!(host.container_id_file, None);
         assert_eq!(host.network_mode.as_deref(), Some("app"));
-        assert!(host.port_bindings.unwrap().contains_key("8080/tcp"));
+        assert_eq!(host.port_bindings.unwrap()["8080/tcp"].as_ref().unwrap()[0].host_port.as_deref(), Some("18080"));
         let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
         assert_eq!(endpoints["app"].aliases, Some(vec!["web".to_string()]));
+        assert_eq!(endpoints["app"].ipam_config.as_ref().unwrap().ipv4_address.as_deref(), Some("172.29.0.5"));
     }
 }

@@ -212,6 +212,27 @@ impl Provider {
         Ok(self.inspect_container_raw(name).await?.map(|c| deployed_from(self.name(), c)))
     }
 
+    /// Host ports published by running containers, with the container that holds each:
+    /// `(port, protocol) -> container name`.
+    pub async fn published_ports(&self) -> Result<HashMap<(u16, String), String>, Error> {
+        let containers = self
+            .docker()
+            .list_containers(None::<bollard::query_parameters::ListContainersOptions>)
+            .await
+            .map_err(self.api_error("list running containers"))?;
+        let mut taken = HashMap::new();
+        for container in containers {
+            let name = container.names.and_then(|n| n.first().cloned()).unwrap_or_default();
+            for port in container.ports.unwrap_or_default() {
+                if let Some(public) = port.public_port {
+                    let protocol = port.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".to_string());
+                    taken.insert((public, protocol), name.trim_start_matches('/').to_string());
+                }
+            }
+        }
+        Ok(taken)
+    }
+
     pub(crate) async fn inspect_container_raw(&self, name: &str) -> Result<Option<ContainerInspectResponse>, Error> {
         match self.docker().inspect_container(name, None).await {
             Ok(c) => Ok(Some(c)),

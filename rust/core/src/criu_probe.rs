@@ -112,37 +112,10 @@ pub(crate) fn probe_elf() -> Vec<u8> {
     elf
 }
 
-/// A ustar header block for `path` (no leading slash). Owner root, mtime 0 so that the tar, and
-/// thus the imported image, is the same bytes on every build.
-fn ustar_header(path: &str, mode: u32, size: usize, typeflag: u8) -> [u8; 512] {
-    fn octal(field: &mut [u8], value: u64) {
-        // Zero-padded octal digits followed by a NUL, filling the field.
-        let text = format!("{value:0width$o}\0", width = field.len() - 1);
-        field.copy_from_slice(text.as_bytes());
-    }
-    let mut header = [0u8; 512];
-    header[..path.len()].copy_from_slice(path.as_bytes());
-    octal(&mut header[100..108], u64::from(mode));
-    octal(&mut header[108..116], 0); // uid
-    octal(&mut header[116..124], 0); // gid
-    octal(&mut header[124..136], size as u64);
-    octal(&mut header[136..148], 0); // mtime
-    header[156] = typeflag;
-    header[257..263].copy_from_slice(b"ustar\0");
-    header[263..265].copy_from_slice(b"00");
-    header[265..269].copy_from_slice(b"root");
-    header[297..301].copy_from_slice(b"root");
-    // The checksum is the sum of all header bytes with its own field counted as spaces,
-    // stored as six octal digits, a NUL and a space.
-    header[148..156].copy_from_slice(b"        ");
-    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    header
-}
-
 /// The probe image's root filesystem as a tar: `/probe` (0755) and the empty directories a
 /// container's mounts go on.
 pub(crate) fn probe_rootfs_tar() -> Vec<u8> {
+    use crate::tar_writer::ustar_header;
     let program = probe_elf();
     let mut tar = Vec::new();
     for dir in ["dev/", "etc/", "proc/", "sys/"] {

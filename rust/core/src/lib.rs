@@ -12,6 +12,7 @@ mod archive;
 mod checkpoint;
 mod container_clone;
 mod container_deploy;
+mod container_files;
 mod container_remove;
 mod container_spec;
 mod criu_probe;
@@ -24,15 +25,18 @@ mod labels;
 mod layer_sync;
 mod migrate;
 mod network;
+mod network_map;
 mod probe;
 mod provider;
 mod strict;
 mod tar_manifest;
+mod tar_writer;
 
 pub use archive::{copy_archive, read_manifest, verify_copy, CopyReport};
 pub use container_clone::VolumeMount;
 pub use container_deploy::{DeployedContainer, PublishedPort};
 pub use container_spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol, VolumeSpec};
+pub use container_files::CriuTcp;
 pub use criu_probe::CriuCheck;
 pub use criu_stats::{
     parse_dump_stats, parse_restore_stats, DumpStats, RestoreStats, DUMP_STATS_FILE, RESTORE_STATS_FILE,
@@ -45,6 +49,7 @@ pub use migrate::{
     migrate, MigrationError, MigrationOptions, MigrationReport, MigrationStats, Phase, ProgressEvent, Rollback,
 };
 pub use network::{NetworkInfo, NetworkSpec};
+pub use network_map::{AddressMode, NetworkDecision};
 pub use probe::ProviderReport;
 pub use provider::Provider;
 pub use tar_manifest::{Entry, TarManifest, TarManifestBuilder, CAPTURE_LIMIT};

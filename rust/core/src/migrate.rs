@@ -6,13 +6,16 @@
 //! must move does (the layer's delta, volumes, checkpoint images), and any failure from the
 //! freeze on resumes the service on the source from the same checkpoint.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{copy_archive, verify_copy};
-use crate::container_clone::SourceContainer;
+use crate::container_clone::{CloneChanges, SourceContainer};
+use crate::container_files::{rewrite_addresses, CriuTcp};
+use crate::network_map::{self, AddressMode, NetworkDecision};
 use crate::criu_stats::{parse_dump_stats, DumpStats};
 use crate::error::{Error, InputError, ProviderError};
 use crate::image_transfer::{ensure_image, image_platform};
@@ -39,6 +42,20 @@ pub struct MigrationOptions {
     /// Checkpoint name; default `vimigrate-<unix time in ms>`.
     #[serde(default)]
     pub checkpoint_name: Option<String>,
+    /// Published host ports taken on the destination, moved to other ports there:
+    /// `{"8080": 18080}`.
+    #[serde(default)]
+    pub port_map: BTreeMap<String, u16>,
+    /// Peer addresses that changed (old -> new, as `"172.29.0.2"` or `"172.29.0.2:6379"`),
+    /// rewritten in the environment, extra hosts entries and `peer_files` before the restore.
+    #[serde(default)]
+    pub address_map: BTreeMap<String, String>,
+    /// Files inside the container that hold peer addresses (absolute paths).
+    #[serde(default)]
+    pub peer_files: Vec<String>,
+    /// What CRIU does with established TCP connections (see [`CriuTcp`]).
+    #[serde(default)]
+    pub criu_tcp: CriuTcp,
 }
 
 fn yes() -> bool {
@@ -54,6 +71,10 @@ impl MigrationOptions {
             verify: true,
             check_criu: true,
             checkpoint_name: None,
+            port_map: BTreeMap::new(),
+            address_map: BTreeMap::new(),
+            peer_files: Vec::new(),
+            criu_tcp: CriuTcp::Auto,
         }
     }
 }
@@ -179,6 +200,16 @@ pub struct MigrationReport {
     /// Cleanup steps that failed after the service already ran on the destination; the
     /// migration still succeeded.
     pub warnings: Vec<String>,
+    /// How each user-defined network mapped to the destination.
+    pub networks: Vec<NetworkDecision>,
+    /// The container's addresses that changed, old -> new (empty when all were kept): what
+    /// peers that name it by address need rewritten.
+    pub address_changes: BTreeMap<String, String>,
+    /// The TCP option CRIU ran with on both hosts (`tcp-established`, `tcp-close`), unless the
+    /// hosts' own configuration was left alone.
+    pub criu_tcp_option: Option<String>,
+    /// Declared peer files rewritten on the destination, with the number of addresses replaced.
+    pub rewrites: Vec<(String, usize)>,
 }
 
 /// What happened to the service after a failure.
@@ -234,6 +265,8 @@ struct Undo {
     destination_id: Option<String>,
     helpers: Vec<(bool, String)>,
     checkpoint_taken: bool,
+    /// Hosts' CRIU options as found, to put back: (on the source?, previous content).
+    criu_options: Vec<(bool, Option<Vec<u8>>)>,
 }
 
 fn ms(since: Instant) -> u64 {
@@ -255,7 +288,19 @@ pub async fn migrate(
     progress: &(dyn Fn(&ProgressEvent) + Send + Sync),
 ) -> Result<MigrationReport, MigrationError> {
     let checkpoint = options.checkpoint_name.clone().unwrap_or_else(default_checkpoint_name);
-    Migration { src, dst, options, progress, checkpoint, undo: Undo::default() }.run().await
+    Migration {
+        src,
+        dst,
+        options,
+        progress,
+        checkpoint,
+        decisions: Vec::new(),
+        changes: CloneChanges::default(),
+        image: String::new(),
+        undo: Undo::default(),
+    }
+    .run()
+    .await
 }
 
 struct Migration<'a> {
@@ -264,6 +309,10 @@ struct Migration<'a> {
     options: &'a MigrationOptions,
     progress: &'a (dyn Fn(&ProgressEvent) + Send + Sync),
     checkpoint: String,
+    decisions: Vec<NetworkDecision>,
+    changes: CloneChanges,
+    /// The image both helpers and the destination run (see `SourceContainer::image`).
+    image: String,
     undo: Undo,
 }
 
@@ -334,6 +383,13 @@ impl Migration<'_> {
         }
         stats.precopy_ms = ms(t);
 
+        let tcp_option = self.tcp_option();
+        if let Some(option) = tcp_option {
+            if let Err(e) = self.set_tcp_option(option).await {
+                return Err(self.fail(Phase::Prepare, &source, e).await);
+            }
+        }
+
         // The service stops answering from here until the restore.
         let frozen = self.phase(Phase::Checkpoint);
         self.undo.checkpoint_taken = true;
@@ -355,6 +411,10 @@ impl Migration<'_> {
         stats.transfer_bytes = sent.total_bytes;
         stats.checkpoint_bytes = sent.checkpoint_bytes;
         stats.criu_dump = sent.dump_stats;
+        let rewrites = match self.rewrite_peer_files(&source, &destination_id).await {
+            Ok(rewrites) => rewrites,
+            Err(e) => return Err(self.fail(Phase::Transfer, &source, e).await),
+        };
 
         if self.options.verify {
             let t = self.phase(Phase::Verify);
@@ -372,8 +432,10 @@ impl Migration<'_> {
         stats.restore_ms = ms(t);
         stats.downtime_ms = ms(frozen);
 
+        let address_changes = self.address_changes(&source, &destination_id).await;
         let t = self.phase(Phase::Cleanup);
-        let warnings = self.clean_up(&source, &destination_id, &checkpoint).await;
+        let mut warnings = self.clean_up(&source, &destination_id, &checkpoint).await;
+        warnings.extend(self.restore_host_options().await);
         stats.cleanup_ms = ms(t);
         stats.total_ms = ms(started);
         Ok(MigrationReport {
@@ -386,11 +448,85 @@ impl Migration<'_> {
             source_kept: self.options.keep_source,
             stats,
             warnings,
+            networks: self.decisions.clone(),
+            address_changes,
+            criu_tcp_option: tcp_option.map(str::to_string),
+            rewrites,
         })
     }
 
+    /// The TCP option for this migration: connections can only survive when every network
+    /// keeps its addresses.
+    fn tcp_option(&self) -> Option<&'static str> {
+        let all_kept = self.decisions.iter().all(|d| d.mode == AddressMode::Preserve);
+        match self.options.criu_tcp {
+            CriuTcp::Host => None,
+            CriuTcp::Established => Some("tcp-established"),
+            CriuTcp::Close => Some("tcp-close"),
+            CriuTcp::Auto if all_kept && !self.decisions.is_empty() => Some("tcp-established"),
+            CriuTcp::Auto => Some("tcp-close"),
+        }
+    }
+
+    async fn set_tcp_option(&mut self, option: &str) -> Result<(), Error> {
+        let previous = self.src.set_criu_tcp_option(&self.image, option).await?;
+        self.undo.criu_options.push((true, previous));
+        let previous = self.dst.set_criu_tcp_option(&self.image, option).await?;
+        self.undo.criu_options.push((false, previous));
+        Ok(())
+    }
+
+    /// Puts the hosts' CRIU options back, last set first (both may be the same host).
+    async fn restore_host_options(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        while let Some((on_source, previous)) = self.undo.criu_options.pop() {
+            let provider = if on_source { self.src } else { self.dst };
+            if let Err(e) = provider.restore_criu_options(&self.image, previous).await {
+                warnings.push(e.report());
+            }
+        }
+        warnings
+    }
+
+    /// Declared peer files, read from the frozen source, addresses rewritten, written into the
+    /// destination before its restore (the process reads the new addresses when it reconnects).
+    async fn rewrite_peer_files(
+        &self,
+        source: &SourceContainer,
+        destination_id: &str,
+    ) -> Result<Vec<(String, usize)>, Error> {
+        let mut done = Vec::new();
+        for path in &self.options.peer_files {
+            let Some(content) = self.src.read_file(&source.id, path).await? else {
+                return Err(InputError::new("peer_files", "files that exist in the container", path).into());
+            };
+            let text = String::from_utf8_lossy(&content);
+            let (rewritten, count) = rewrite_addresses(&text, &self.options.address_map);
+            self.dst.write_file(destination_id, path, rewritten.as_bytes()).await?;
+            done.push((path.clone(), count));
+        }
+        Ok(done)
+    }
+
+    /// Old address -> new address of the container on each network whose address changed.
+    async fn address_changes(&self, source: &SourceContainer, destination_id: &str) -> BTreeMap<String, String> {
+        let now = match self.dst.inspect_deployed(destination_id).await {
+            Ok(Some(found)) => found.addresses,
+            _ => return BTreeMap::new(),
+        };
+        source
+            .networks
+            .iter()
+            .filter_map(|ep| {
+                let old = ep.ipv4.clone()?;
+                let new = now.get(&ep.network)?.clone();
+                (old != new).then_some((old, new))
+            })
+            .collect()
+    }
+
     /// Every check that can fail before anything changes.
-    async fn preflight(&self, checkpoint: &str) -> Result<SourceContainer, Error> {
+    async fn preflight(&mut self, checkpoint: &str) -> Result<SourceContainer, Error> {
         if !crate::container_spec::is_valid_docker_name(checkpoint) {
             return Err(
                 InputError::new("checkpoint_name", "a name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*", checkpoint).into()
@@ -464,15 +600,80 @@ impl Migration<'_> {
             }
             .into());
         }
+        self.plan_networks(&source).await?;
+        self.check_ports(&source).await?;
+        for (i, path) in self.options.peer_files.iter().enumerate() {
+            if !path.starts_with('/') || self.src.read_file(&source.id, path).await?.is_none() {
+                return Err(InputError::new(
+                    format!("peer_files[{i}]"),
+                    "an absolute path of a file in the container",
+                    path,
+                )
+                .into());
+            }
+        }
         if self.options.check_criu {
             tokio::try_join!(self.src.check_criu(), self.dst.check_criu())?;
         }
+        self.image = source.image.clone();
         Ok(source)
+    }
+
+    /// Decides, for each network of the container, whether the destination keeps its subnet.
+    async fn plan_networks(&mut self, source: &SourceContainer) -> Result<(), Error> {
+        let existing = self.dst.list_networks().await?;
+        self.decisions.clear();
+        for ep in &source.networks {
+            let info = self.src.inspect_network(&ep.network).await?.ok_or_else(|| {
+                InputError::new("container", format!("a container whose network `{}` exists", ep.network), &source.name)
+            })?;
+            let decision = network_map::decide(&info, &existing);
+            tracing::info!(network = %decision.name, mode = ?decision.mode, reason = %decision.reason, "network mapping");
+            if decision.mode == AddressMode::Preserve {
+                self.changes.preserved.insert(decision.name.clone());
+            }
+            self.decisions.push(decision);
+        }
+        self.changes.address_map = self.options.address_map.clone();
+        Ok(())
+    }
+
+    /// Every published host port must be free on the destination, or mapped to one that is.
+    async fn check_ports(&mut self, source: &SourceContainer) -> Result<(), Error> {
+        for (key, port) in &self.options.port_map {
+            let from = key
+                .parse::<u16>()
+                .map_err(|_| InputError::new(format!("port_map.{key}"), "a host port number as the key", key))?;
+            if *port == 0 {
+                return Err(InputError::new(format!("port_map.{key}"), "a port in 1..=65535", port).into());
+            }
+            self.changes.port_map.insert(from, *port);
+        }
+        let taken = self.dst.published_ports().await?;
+        for (port, protocol) in &source.host_ports {
+            let wanted = self.changes.port_map.get(port).copied().unwrap_or(*port);
+            if let Some(owner) = taken.get(&(wanted, protocol.clone())) {
+                let reason = if wanted == *port {
+                    "is already published there (free it, or map it with port_map)"
+                } else {
+                    "is already published there (port_map points at a taken port)"
+                };
+                tracing::warn!(owner = %owner, port = wanted, "port conflict on the destination");
+                return Err(ProviderError::NameTaken {
+                    provider: self.dst.name().to_string(),
+                    what: "published port",
+                    name: format!("{wanted}/{protocol} (used by container `{owner}`)"),
+                    reason,
+                }
+                .into());
+            }
+        }
+        Ok(())
     }
 
     /// The destination container and the two helpers that carry the checkpoint.
     async fn prepare(&mut self, source: &SourceContainer) -> Result<(String, String), Error> {
-        let destination_id = self.dst.create_clone(source).await?;
+        let destination_id = self.dst.create_clone(source, &self.decisions, &self.changes).await?;
         self.undo.destination_id = Some(destination_id.clone());
         let src_dir = self.src.checkpoint_parent_dir(&source.id).await?;
         let dst_dir = self.dst.checkpoint_parent_dir(&destination_id).await?;
@@ -589,12 +790,18 @@ impl Migration<'_> {
             keep(provider.force_remove(&helper).await);
         }
         if !self.undo.checkpoint_taken {
+            for warning in self.restore_host_options().await {
+                tracing::warn!(warning = %warning, "CRIU options not restored after the rollback");
+            }
             return match first_error {
                 None => Rollback::Undone,
                 Some(e) => Rollback::Failed(Box::new(e)),
             };
         }
         let resumed = self.resume_source(source).await;
+        for warning in self.restore_host_options().await {
+            tracing::warn!(warning = %warning, "CRIU options not restored after the rollback");
+        }
         match (resumed, first_error) {
             (Ok(()), None) => Rollback::Resumed { provider: self.src.name().to_string() },
             (Ok(()), Some(cleanup)) => {

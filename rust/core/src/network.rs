@@ -106,6 +106,28 @@ impl Provider {
         })
     }
 
+    /// Every network on the provider, with its subnets.
+    pub async fn list_networks(&self) -> Result<Vec<NetworkInfo>, Error> {
+        let networks = self
+            .docker()
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(self.api_error("list networks"))?;
+        Ok(networks
+            .into_iter()
+            .map(|network| {
+                let configs = network.ipam.and_then(|i| i.config).unwrap_or_default();
+                NetworkInfo {
+                    id: network.id.unwrap_or_default(),
+                    name: network.name.unwrap_or_default(),
+                    subnets: configs.iter().filter_map(|c| c.subnet.clone()).collect(),
+                    gateways: configs.iter().filter_map(|c| c.gateway.clone()).collect(),
+                    managed: labels::is_managed(network.labels.as_ref()),
+                }
+            })
+            .collect())
+    }
+
     /// The network called `name`, or `None` if there is none.
     pub async fn inspect_network(&self, name: &str) -> Result<Option<NetworkInfo>, Error> {
         let network = match self.docker().inspect_network(name, None).await {

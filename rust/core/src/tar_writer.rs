@@ -1,0 +1,55 @@
+//! Writing small tar archives by hand: what the archive endpoints take to place a file.
+
+/// A ustar header block for `path` (no leading slash). Owner root, mtime 0 so that the tar, and
+/// thus the imported image, is the same bytes on every build.
+pub(crate) fn ustar_header(path: &str, mode: u32, size: usize, typeflag: u8) -> [u8; 512] {
+    fn octal(field: &mut [u8], value: u64) {
+        // Zero-padded octal digits followed by a NUL, filling the field.
+        let text = format!("{value:0width$o}\0", width = field.len() - 1);
+        field.copy_from_slice(text.as_bytes());
+    }
+    let mut header = [0u8; 512];
+    header[..path.len()].copy_from_slice(path.as_bytes());
+    octal(&mut header[100..108], u64::from(mode));
+    octal(&mut header[108..116], 0); // uid
+    octal(&mut header[116..124], 0); // gid
+    octal(&mut header[124..136], size as u64);
+    octal(&mut header[136..148], 0); // mtime
+    header[156] = typeflag;
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[265..269].copy_from_slice(b"root");
+    header[297..301].copy_from_slice(b"root");
+    // The checksum is the sum of all header bytes with its own field counted as spaces,
+    // stored as six octal digits, a NUL and a space.
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    header
+}
+
+/// A tar holding one regular file at `path` (no leading slash) with `content`.
+pub(crate) fn single_file_tar(path: &str, mode: u32, content: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::with_capacity(512 + content.len() + 1536);
+    tar.extend_from_slice(&ustar_header(path, mode, content.len(), b'0'));
+    tar.extend_from_slice(content);
+    tar.resize(tar.len().div_ceil(512) * 512, 0);
+    // End of archive: two zero blocks.
+    tar.resize(tar.len() + 1024, 0);
+    tar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tar_manifest::{Entry, TarManifestBuilder};
+
+    #[test]
+    fn a_single_file_tar_reads_back() {
+        let tar = single_file_tar("etc/app.conf", 0o644, b"redis=10.0.0.5:6379\n");
+        let mut reader = TarManifestBuilder::new();
+        reader.update(&tar).unwrap();
+        let manifest = reader.finish().unwrap();
+        assert!(matches!(manifest.entries["etc/app.conf"], Entry::File { size: 20, .. }));
+    }
+}
