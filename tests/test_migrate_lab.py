@@ -195,27 +195,52 @@ def test_image_absent_on_b_is_transferred(lab, providers, name):
             docker(lab, provider, "rmi", "-f", image, check=False)
 
 
-def test_restore_failure_resumes_on_a_with_counter_continuity(lab, providers, name):
+def test_restore_failure_resumes_on_a_with_counter_continuity(lab, providers, name, tmp_path):
+    a, b = providers
+    run_counter(lab, name)
+    # Right before the restore, the destination's busybox (which the counter's shell maps) is
+    # replaced by a file of another size: CRIU refuses to restore a mapping whose file changed.
+    impostor = tmp_path / "busybox"
+    impostor.write_bytes(b"\x7fELF not busybox")
+    injected = []
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "phase" and event["phase"] == "restore" and not injected:
+            docker(lab, "provider-b", "cp", str(impostor), f"{name}:/bin/busybox")
+            injected.append(True)
+
+    with pytest.raises(vimigrate.MigrationFailedError) as caught:
+        vimigrate.migrate(a, b, {"container": name}, on_event)
+    err = caught.value
+    assert injected and err.phase == "restore" and err.rollback == "resumed", str(err)
+    assert "phase restore" in str(err) and "provider-a again" in str(err)
+    before = numbers(docker(lab, "provider-a", "logs", name))
+    time.sleep(2.5)
+    after = numbers(docker(lab, "provider-a", "logs", name))
+    assert a.inspect_container(name)["running"] is True
+    assert after == list(range(after[0], after[0] + len(after))), "no restart, no gap: restored"
+    assert len(after) > len(before)
+    assert b.inspect_container(name) is None, "nothing left on B"
+    assert docker(lab, "provider-a", "checkpoint", "ls", name).strip().splitlines()[1:] == []
+
+
+def test_a_port_taken_on_b_is_found_in_preflight(lab, providers, name):
     a, b = providers
     port = 16601
     blocker = f"{name}-blocker"
     try:
-        # Provider-b's port is taken: the restore (which binds it) fails after the freeze.
         docker(lab, "provider-b", "run", "-d", "--name", blocker, "-p", f"{port}:6379", lab["images"]["redis"])
         run_counter(lab, name, "-p", f"{port}:6379")
         with pytest.raises(vimigrate.MigrationFailedError) as caught:
             vimigrate.migrate(a, b, {"container": name})
         err = caught.value
-        assert err.phase == "restore" and err.rollback == "resumed", str(err)
-        assert "phase restore" in str(err) and "provider-a again" in str(err)
-        before = numbers(docker(lab, "provider-a", "logs", name))
-        time.sleep(2.5)
-        after = numbers(docker(lab, "provider-a", "logs", name))
-        assert a.inspect_container(name)["running"] is True
-        assert after == list(range(after[0], after[0] + len(after))), "no restart, no gap: restored"
-        assert len(after) > len(before)
-        assert b.inspect_container(name) is None, "nothing left on B"
-        assert docker(lab, "provider-a", "checkpoint", "ls", name).strip().splitlines()[1:] == []
+        assert err.phase == "preflight" and err.rollback == "nothing_to_undo", str(err)
+        assert f"port {port}/tcp is already published there by container `{blocker}`" in str(err)
+        assert b.inspect_container(name) is None
+        # An explicit mapping moves the forwarding rule to a free port on B.
+        report = vimigrate.migrate(a, b, {"container": name, "port_map": {str(port): port + 1}})
+        assert [p["host_port"] for p in b.inspect_container(name)["ports"]] in ([port + 1], [port + 1, port + 1])
+        assert report["destination"] == "provider-b"
     finally:
         docker(lab, "provider-b", "rm", "-f", blocker, check=False)
 
@@ -223,7 +248,8 @@ def test_restore_failure_resumes_on_a_with_counter_continuity(lab, providers, na
 def test_destination_daemon_stopped_after_the_freeze_rolls_back(lab, name):
     a = connect(lab, "provider-a")
     b = connect(lab, "provider-b", timeout=5)
-    pid = lab["providers"]["provider-b"]["pid"]
+    # The pidfile, not lab.json: lab.json is per checkout, the daemon host-wide.
+    pid = int(open("/run/vimigrate-lab/provider-b/dockerd.pid").read())
     run_counter(lab, name)
     stopped = []
 

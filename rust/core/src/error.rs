@@ -99,6 +99,22 @@ pub enum IntegrityError {
     },
 }
 
+/// A published port the destination cannot offer.
+#[derive(Debug, thiserror::Error)]
+#[error("provider `{provider}`: port {port}/{protocol} is already published there by container `{owner}`; {advice}")]
+pub struct PortTaken {
+    /// The destination provider.
+    pub provider: String,
+    /// The host port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// The container holding it.
+    pub owner: String,
+    /// What the user can do.
+    pub advice: &'static str,
+}
+
 /// Every error the engine returns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -111,6 +127,9 @@ pub enum Error {
     /// Data was corrupted or malformed on its way.
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
+    /// A forwarding rule cannot be recreated on the destination.
+    #[error(transparent)]
+    PortTaken(#[from] PortTaken),
 }
 
 /// Coarse classes of [`Error`], for callers that map errors to their own types
@@ -154,6 +173,7 @@ impl Error {
             // A corrupted transfer may well succeed when repeated.
             Error::Integrity(IntegrityError::Mismatch { .. }) => ErrorKind::Unavailable,
             Error::Integrity(_) => ErrorKind::Failed,
+            Error::PortTaken(_) => ErrorKind::Conflict,
         }
     }
 

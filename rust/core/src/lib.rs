@@ -42,7 +42,7 @@ pub use criu_stats::{
     parse_dump_stats, parse_restore_stats, DumpStats, RestoreStats, DUMP_STATS_FILE, RESTORE_STATS_FILE,
 };
 pub use endpoint::{Endpoint, ProviderConfig, TlsFiles};
-pub use error::{Error, ErrorKind, InputError, IntegrityError, ProviderError};
+pub use error::{Error, ErrorKind, InputError, IntegrityError, PortTaken, ProviderError};
 pub use image_transfer::{ensure_image, image_platform, ImageTransfer};
 pub use labels::MANAGED_LABEL;
 pub use migrate::{

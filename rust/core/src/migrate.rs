@@ -17,7 +17,7 @@ use crate::container_clone::{CloneChanges, SourceContainer};
 use crate::container_files::{rewrite_addresses, CriuTcp};
 use crate::network_map::{self, AddressMode, NetworkDecision};
 use crate::criu_stats::{parse_dump_stats, DumpStats};
-use crate::error::{Error, InputError, ProviderError};
+use crate::error::{Error, InputError, PortTaken, ProviderError};
 use crate::image_transfer::{ensure_image, image_platform};
 use crate::layer_sync::LayerSync;
 use crate::provider::Provider;
@@ -653,17 +653,17 @@ impl Migration<'_> {
         for (port, protocol) in &source.host_ports {
             let wanted = self.changes.port_map.get(port).copied().unwrap_or(*port);
             if let Some(owner) = taken.get(&(wanted, protocol.clone())) {
-                let reason = if wanted == *port {
-                    "is already published there (free it, or map it with port_map)"
+                let advice = if wanted == *port {
+                    "free it, or publish the container on another port there with port_map"
                 } else {
-                    "is already published there (port_map points at a taken port)"
+                    "port_map points at a taken port: choose a free one"
                 };
-                tracing::warn!(owner = %owner, port = wanted, "port conflict on the destination");
-                return Err(ProviderError::NameTaken {
+                return Err(PortTaken {
                     provider: self.dst.name().to_string(),
-                    what: "published port",
-                    name: format!("{wanted}/{protocol} (used by container `{owner}`)"),
-                    reason,
+                    port: wanted,
+                    protocol: protocol.clone(),
+                    owner: owner.clone(),
+                    advice,
                 }
                 .into());
             }
