@@ -1,0 +1,149 @@
+"""The virtual network after a move, on the lab's real providers: a web server and its Redis
+move together; addresses are kept where the destination has the subnet free (and their open
+connection survives), remapped where it does not (names still resolve, declared config files
+are rewritten)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+import vimigrate
+from test_migrate_lab import connect, docker
+
+pytestmark = pytest.mark.lab
+
+
+def http(address: str, port: int, path: str = "/", timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=3) as response:
+                return response.read().decode()
+        except OSError as err:
+            last = err
+            time.sleep(0.2)
+    raise AssertionError(f"http://{address}:{port}{path} never answered: {last}")
+
+
+def visits(text: str) -> int:
+    return int(text.split("visits=")[1].split()[0])
+
+
+@pytest.fixture
+def vi(lab):
+    """A web server and its Redis on a user-defined network of provider-a with its own subnet;
+    everything removed from both providers afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    third = random.randint(100, 250)
+    names = {"net": f"vmtest-net-{tag}", "redis": f"vmtest-redis-{tag}", "web": f"vmtest-web-{tag}",
+             "subnet": f"172.28.{third}.0/24", "port": 17000 + third, "blocker": f"vmtest-block-{tag}"}
+    yield names
+    for provider in ("provider-a", "provider-b"):
+        docker(lab, provider, "rm", "-f", names["web"], names["redis"], check=False)
+        docker(lab, provider, "network", "rm", names["net"], names["blocker"], check=False)
+
+
+def start_vi(lab, vi, web_command: list[str] | None = None, web_env: tuple[str, ...] = ()):
+    docker(lab, "provider-a", "network", "create", "--subnet", vi["subnet"], "--label", "io.vimigrate.managed=true",
+           vi["net"])
+    docker(lab, "provider-a", "run", "-d", "--name", vi["redis"], "--network", vi["net"], "--network-alias", "redis",
+           "--label", "io.vimigrate.managed=true", lab["images"]["redis"])
+    env = [arg for pair in (("-e", e) for e in web_env) for arg in pair]
+    docker(lab, "provider-a", "run", "-d", "--name", vi["web"], "--network", vi["net"], "-p", f"{vi['port']}:8080",
+           "--label", "io.vimigrate.managed=true", "-e", "REDIS_ADDR=redis:6379", *env,
+           *(["--entrypoint", web_command[0]] if web_command else []), lab["images"]["web"],
+           *(web_command[1:] if web_command else []))
+
+
+def stats(address: str, port: int) -> dict:
+    return json.loads(http(address, port, "/stats"))
+
+
+def test_kept_subnet_keeps_addresses_and_the_open_connection(lab, vi):
+    a, b = connect(lab, "provider-a"), connect(lab, "provider-b")
+    start_vi(lab, vi)
+    address_a = lab["providers"]["provider-a"]["public_address"]
+    address_b = lab["providers"]["provider-b"]["public_address"]
+    first = visits(http(address_a, vi["port"]))
+    before = stats(address_a, vi["port"])
+    assert before["redis_connects"] == 1
+    ips_before = {n: a.inspect_container(vi[n])["addresses"][vi["net"]] for n in ("redis", "web")}
+
+    moved_redis = vimigrate.migrate(a, b, {"container": vi["redis"]})
+    moved_web = vimigrate.migrate(a, b, {"container": vi["web"]})
+
+    for report in (moved_redis, moved_web):
+        assert report["networks"][0]["mode"] == "preserve", report["networks"]
+        assert report["address_changes"] == {}
+        assert report["criu_tcp_option"] == "tcp-established"
+    assert {n: b.inspect_container(vi[n])["addresses"][vi["net"]] for n in ("redis", "web")} == ips_before
+    assert visits(http(address_b, vi["port"])) == first + 1
+    after = stats(address_b, vi["port"])
+    assert after["redis_connects"] == 1, f"the web server reconnected: {after}"
+    assert after["redis_peer"] == before["redis_peer"]
+
+
+def test_taken_subnet_remaps_and_names_still_resolve(lab, vi):
+    a, b = connect(lab, "provider-a"), connect(lab, "provider-b")
+    start_vi(lab, vi)
+    docker(lab, "provider-b", "network", "create", "--subnet", vi["subnet"], vi["blocker"])
+    address_a = lab["providers"]["provider-a"]["public_address"]
+    address_b = lab["providers"]["provider-b"]["public_address"]
+    first = visits(http(address_a, vi["port"]))
+
+    moved_redis = vimigrate.migrate(a, b, {"container": vi["redis"]})
+    moved_web = vimigrate.migrate(a, b, {"container": vi["web"]})
+
+    assert moved_redis["networks"][0]["mode"] == "remap"
+    assert "taken there by network" in moved_redis["networks"][0]["reason"]
+    assert moved_redis["criu_tcp_option"] == "tcp-close"
+    assert len(moved_redis["address_changes"]) == 1 and len(moved_web["address_changes"]) == 1
+    subnet_b = b.inspect_network(vi["net"])["subnets"][0]
+    assert subnet_b != vi["subnet"]
+    assert visits(http(address_b, vi["port"])) == first + 1, "the web server reaches Redis by name on B"
+
+
+def test_declared_config_file_is_rewritten_and_the_reader_follows(lab, vi):
+    a, b = connect(lab, "provider-a"), connect(lab, "provider-b")
+    docker(lab, "provider-a", "network", "create", "--subnet", vi["subnet"], "--label", "io.vimigrate.managed=true",
+           vi["net"])
+    docker(lab, "provider-a", "run", "-d", "--name", vi["redis"], "--network", vi["net"],
+           "--label", "io.vimigrate.managed=true", lab["images"]["redis"])
+    redis_ip = a.inspect_container(vi["redis"])["addresses"][vi["net"]]
+    script = "mkdir -p /etc/web && echo redis=$REDIS_IP:6379 > /etc/web/web.conf && exec /usr/local/bin/vimigrate-labapp"
+    docker(lab, "provider-a", "run", "-d", "--name", vi["web"], "--network", vi["net"], "-p", f"{vi['port']}:8080",
+           "--label", "io.vimigrate.managed=true", "-e", f"REDIS_IP={redis_ip}", "--entrypoint", "sh",
+           lab["images"]["web"], "-c", script)
+    docker(lab, "provider-b", "network", "create", "--subnet", vi["subnet"], vi["blocker"])
+    address_a = lab["providers"]["provider-a"]["public_address"]
+    address_b = lab["providers"]["provider-b"]["public_address"]
+    first = visits(http(address_a, vi["port"]))
+    assert stats(address_a, vi["port"])["redis_addr"] == f"{redis_ip}:6379"
+
+    moved_redis = vimigrate.migrate(a, b, {"container": vi["redis"]})
+    [(old, new)] = moved_redis["address_changes"].items()
+    assert old == redis_ip and new != redis_ip
+    moved_web = vimigrate.migrate(a, b, {"container": vi["web"], "address_map": moved_redis["address_changes"],
+                                         "peer_files": ["/etc/web/web.conf"]})
+    assert moved_web["rewrites"] == [("/etc/web/web.conf", 1)] or moved_web["rewrites"] == [["/etc/web/web.conf", 1]]
+    assert docker(lab, "provider-b", "exec", vi["web"], "cat", "/etc/web/web.conf").strip() == f"redis={new}:6379"
+    # The environment held the old address too: rewritten the same way.
+    assert f"REDIS_IP={new}" in docker(lab, "provider-b", "inspect", "-f", "{{.Config.Env}}", vi["web"])
+    assert visits(http(address_b, vi["port"])) == first + 1
+    assert stats(address_b, vi["port"])["redis_addr"] == f"{new}:6379", "the reader reconnected to the new address"
+
+
+def test_dry_plan_of_a_missing_peer_file_is_refused_before_anything_changes(lab, vi):
+    a, b = connect(lab, "provider-a"), connect(lab, "provider-b")
+    start_vi(lab, vi)
+    with pytest.raises(vimigrate.MigrationFailedError) as caught:
+        vimigrate.migrate(a, b, {"container": vi["web"], "peer_files": ["/etc/nope.conf"]})
+    assert caught.value.phase == "preflight" and caught.value.field == "peer_files[0]"
+    assert b.inspect_container(vi["web"]) is None
