@@ -157,3 +157,44 @@ def test_migrate_there_and_back_keeps_the_visit_count(lab: dict, cfy: str, cfy_e
         for name in names:
             assert provider.inspect_container(name) is None, f"{name} left on {provider.name}"
         assert provider.inspect_network(f"{blueprint_id}-app_net") is None, f"network left on {provider.name}"
+
+
+def test_partial_migration_links_across_providers_then_internal_again(lab: dict, cfy: str, cfy_env: dict,
+                                                                      tmp_path: Path):
+    blueprint_id = f"part-{uuid.uuid4().hex[:6]}"
+    port, redis_port = 18095, 18379
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({
+        "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
+        "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
+        "web_public_port": port, "redis_public_port": redis_port,
+    }))
+    a_addr, b_addr = (lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b"))
+    visits = lambda text: int(text.split("visits=")[1].split()[0])  # noqa: E731
+    stats = lambda address: json.loads(_get(f"http://{address}:{port}/stats"))  # noqa: E731
+    _cfy(cfy, cfy_env, "init", str(ROOT / "blueprints/webapp.yaml"), "-b", blueprint_id, "-i", str(inputs))
+    try:
+        _cfy(cfy, cfy_env, "executions", "start", "install", "-b", blueprint_id)
+        first = visits(_get(f"http://{a_addr}:{port}/"))
+
+        plan = _cfy(cfy, cfy_env, "executions", "start", "migrate", "-b", blueprint_id, "-p", "target_provider=provider_b",
+                    "-p", "node_ids=[web]", "-p", "dry_run=true")
+        assert f"redis:6379 -> {a_addr}:{redis_port}" in plan, plan
+
+        # Only the web server moves: it reaches Redis through provider-a's public address.
+        _cfy(cfy, cfy_env, "executions", "start", "migrate", "-b", blueprint_id, "-p", "target_provider=provider_b",
+             "-p", "node_ids=[web]")
+        assert visits(_get(f"http://{b_addr}:{port}/")) == first + 1
+        assert stats(b_addr)["redis_addr"] == f"{a_addr}:{redis_port}"
+
+        # Redis follows: the link becomes internal again.
+        _cfy(cfy, cfy_env, "executions", "start", "migrate", "-b", blueprint_id, "-p", "target_provider=provider_b",
+             "-p", "node_ids=[redis]")
+        deadline = time.monotonic() + 20
+        while stats(b_addr)["redis_addr"] != "redis:6379" and time.monotonic() < deadline:
+            _get(f"http://{b_addr}:{port}/")
+            time.sleep(0.5)
+        assert stats(b_addr)["redis_addr"] == "redis:6379"
+        assert visits(_get(f"http://{b_addr}:{port}/")) > first + 1
+    finally:
+        _cfy(cfy, cfy_env, "executions", "start", "uninstall", "-b", blueprint_id)

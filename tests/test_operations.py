@@ -188,7 +188,9 @@ def test_migration_records_where_the_container_runs_now(fake_native, monkeypatch
         progress({"event": "phase", "phase": "checkpoint"})
         progress({"event": "bytes", "phase": "transfer", "bytes": 4096})
         return {"source": "provider-a", "destination": "provider-b", "destination_id": "b" * 64, "warnings": [],
-                "stats": {"downtime_ms": 700, "transfer_bytes": 4096, "total_ms": 2000}}
+                "stats": {"downtime_ms": 700, "transfer_bytes": 4096, "total_ms": 2000},
+                "networks": [{"name": "dep1-app", "mode": "remap", "reason": "subnet taken"}],
+                "address_changes": {"172.29.0.3": "172.30.0.7"}, "rewrites": []}
 
     def inspect_container(self, name):
         return {"addresses": {"app": "172.30.0.5"},
@@ -202,13 +204,15 @@ def test_migration_records_where_the_container_runs_now(fake_native, monkeypatch
                           "provider_node": "provider_a", "container_name": "dep1-web", "networks": ["dep1-app"]})
     target = {"name": "provider-b", "docker_host": "unix:///run/b.sock", "public_address": "10.231.0.12"}
     migration.migrate(target_provider_node="provider_b", target_provider=target, keep_source=False)
-    assert calls == [("provider-a", "provider-b", {"container": "dep1-web", "keep_source": False})]
+    assert calls == [("provider-a", "provider-b", {"container": "dep1-web", "keep_source": False, "address_map": {},
+                                                    "peer_files": [], "port_map": {}})]
     props = ctx.instance.runtime_properties
     assert props["provider_node"] == "provider_b" and props["provider"] == "provider-b"
     assert props["provider_config"] == target
     assert props["container_id"] == "b" * 64
     assert props["public_endpoints"] == ["10.231.0.12:8080"]
     assert props["migrations"][-1]["to"] == "provider-b" and props["last_migration"]["downtime_ms"] == 700
+    assert props["last_address_changes"] == {"172.29.0.3": "172.30.0.7"}
     assert ("remove_network", ("dep1-app", True)) in fake_native.calls, "the source's network is cleaned"
 
 

@@ -27,7 +27,8 @@ def ok(**overrides):
     ({"target_provider": None}, "target_provider"),
     ({"target_provider": "web"}, "target_provider"),
     ({"node_ids": ["nope"]}, "node_ids"),
-    ({"node_ids": "web"}, "node_ids"),
+    ({"node_ids": "nope,web"}, "node_ids"),
+    ({"node_ids": [1]}, "node_ids"),
     ({"keep_source": "yes"}, "keep_source"),
     ({"dry_run": 1}, "dry_run"),
     ({"timeout": 0}, "timeout"),
@@ -50,6 +51,8 @@ def test_selection_defaults_to_every_container():
     assert ok() is None
     assert ok(node_ids=[]) is None
     assert ok(node_ids=["web"]) == ["web"]
+    assert ok(node_ids="web, redis") == ["web", "redis"]
+    assert ok(node_ids="[web]") == ["web"]
 
 
 def test_dependencies_move_first():

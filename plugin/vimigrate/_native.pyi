@@ -77,6 +77,8 @@ class Provider:
         """Create a network unless it exists; returns its id, subnets and gateways."""
     def inspect_network(self, name: str) -> dict[str, Any] | None:
         """The network called `name` (id, name, subnets, gateways, managed), or None."""
+    def rewrite_file(self, container: str, path: str, address_map: dict[str, str]) -> int:
+        """Rewrite peer addresses (old -> new) in a file of a running container; returns the count."""
     def remove_network(self, name: str, only_if_unused: bool = False) -> bool:
         """Remove a network vimigrate created; False if it was already gone or, with
         only_if_unused, still in use."""

@@ -25,7 +25,9 @@ def _log_phases(events: list[tuple[float, dict]], logger: Any) -> None:
 
 @operation(resumable=False)
 @map_errors
-def migrate(target_provider_node: str, target_provider: dict, keep_source: bool = False, **_: Any) -> None:
+def migrate(target_provider_node: str, target_provider: dict, keep_source: bool = False,
+            address_map: dict | None = None, peer_files: list | None = None, port_map: dict | None = None,
+            **_: Any) -> None:
     """Live-migrates this container to `target_provider` (the engine's provider configuration,
     paths only, no secret) and records where it runs now."""
     props = ctx.instance.runtime_properties
@@ -37,8 +39,9 @@ def migrate(target_provider_node: str, target_provider: dict, keep_source: bool 
     events: list[tuple[float, dict]] = []
     name = props["container_name"]
     try:
-        report = _native.migrate(source, target, {"container": name, "keep_source": bool(keep_source)},
-                                 lambda event: events.append((time.monotonic(), event)))
+        options = {"container": name, "keep_source": bool(keep_source), "address_map": dict(address_map or {}),
+                   "peer_files": list(peer_files or []), "port_map": dict(port_map or {})}
+        report = _native.migrate(source, target, options, lambda event: events.append((time.monotonic(), event)))
     except _native.MigrationFailedError as err:
         _log_phases(events, ctx.logger)
         # The engine already rolled this container back (or says why it could not).
@@ -71,3 +74,23 @@ def migrate(target_provider_node: str, target_provider: dict, keep_source: bool 
     props["public_endpoints"] = [f"{public}:{port}" for port in host_ports] if public else []
     props["migrations"] = history
     props["last_migration"] = stats
+    props["last_address_changes"] = report["address_changes"]
+    for decision in report["networks"]:
+        ctx.logger.info("network %s: %s (%s)", decision["name"], decision["mode"], decision["reason"])
+    for path, count in report["rewrites"]:
+        ctx.logger.info("rewrote %d peer address(es) in %s", count, path)
+
+
+@operation(resumable=True)
+@map_errors
+def relink(address_map: dict | None = None, **_: Any) -> None:
+    """Points this (staying) container's declared peer files at where its peers run now, in
+    place; its processes read them when they reconnect."""
+    props = ctx.instance.runtime_properties
+    config = props.get("provider_config")
+    if config is None or not address_map:
+        return
+    provider = _native.Provider.connect(config)
+    for path in ctx.node.properties.get("peer_files") or []:
+        count = provider.rewrite_file(props["container_name"], path, dict(address_map))
+        ctx.logger.info("%s: rewrote %d peer address(es) in %s", props["container_name"], count, path)

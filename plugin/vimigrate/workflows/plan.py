@@ -31,6 +31,17 @@ class ContainerState:
     depends_on: tuple[str, ...] = ()
     networks: tuple[str, ...] = ()
     host_ports: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+    port_pairs: tuple[tuple[int, int], ...] = ()
+    peer_files: tuple[str, ...] = ()
+
+    def peer(self, provider_node: str | None = None) -> "Peer":
+        """This container as its dependants see it (on `provider_node` when given)."""
+        from .links import Peer
+
+        return Peer(self.node_id, provider_node or self.provider_node or "", self.names, self.addresses,
+                    self.port_pairs)
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class Step:
     endpoints_before: list[str] = field(default_factory=list)
     endpoints_after: list[str] = field(default_factory=list)
     skip: str | None = None
+    rewrites: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         if self.skip:
@@ -66,6 +78,8 @@ class Step:
             text += f"; networks on {self.target}: {', '.join(self.networks)}"
         if self.endpoints_before:
             text += f"; published {', '.join(self.endpoints_before)} -> {', '.join(self.endpoints_after)}"
+        for rewrite in self.rewrites:
+            text += f"\n     rewrite {rewrite}"
         return text
 
 
@@ -83,7 +97,8 @@ class Plan:
     def describe(self) -> list[str]:
         lines = [f"migration plan to {self.target_node}: {len(self.moves)} container(s) move"]
         lines += [f"  {i}. {step.describe()}" for i, step in enumerate(self.steps, 1)]
-        lines.append("  address rewrites: none (containers keep their names; addresses come from the target)")
+        lines.append("  internal addresses: kept where the target has the subnet free, else chosen there and "
+                     "rewritten in the environment and peer files of the containers that name them")
         lines.append("  DNS records: none declared")
         return lines
 
@@ -106,6 +121,9 @@ def validate_parameters(target_provider: Any, node_ids: Any, keep_source: Any, d
     if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 3600:
         raise PlanError("timeout", "seconds in 1..3600", timeout)
     known = sorted(container_nodes)
+    if isinstance(node_ids, str):
+        # `cfy ... -p node_ids=web,redis` (or `=[web,redis]`) arrives as one string.
+        node_ids = [n.strip() for n in node_ids.strip().strip("[]").split(",") if n.strip()]
     if node_ids in (None, [], ""):
         return None
     if not isinstance(node_ids, list) or not all(isinstance(n, str) for n in node_ids):
@@ -141,6 +159,34 @@ def order_by_dependencies(containers: list[ContainerState]) -> list[ContainerSta
     return ordered
 
 
+def _simulate_links(steps: list[Step], containers: list[ContainerState], providers: dict[str, ProviderInfo]) -> None:
+    """Fills each step's rewrites: the links of the moving container to its dependencies, and
+    of the dependants left elsewhere to it, as they will be after that step."""
+    from .links import link_map
+
+    public = {p.node_id: p.public_address for p in providers.values()}
+    where = {c.node_id: c.provider_node for c in containers}
+    by_node = {c.node_id: c for c in containers}
+    for step in steps:
+        if step.skip:
+            continue
+        moving = by_node[step.node_id]
+        where[moving.node_id] = step.target_node
+        for dep in moving.depends_on:
+            if dep in by_node:
+                plan = link_map(by_node[dep].peer(where[dep]), step.target_node, public)
+                step.rewrites += [f"{step.container}: {old} -> {new}" for old, new in sorted(plan.address_map.items())
+                                  if not old.startswith(tuple(f"{a}:" for a in public.values()))]
+                step.rewrites += [f"{step.container}: cannot reach {u}" for u in plan.unreachable]
+        for user in containers:
+            if moving.node_id in user.depends_on and user.node_id != moving.node_id and user.peer_files:
+                plan = link_map(moving.peer(step.target_node), where[user.node_id] or "", public)
+                if where[user.node_id] != step.target_node:
+                    step.rewrites += [f"{user.container_name or user.node_id} (stays): {old} -> {new}"
+                                      for old, new in sorted(plan.address_map.items())
+                                      if not old.startswith(tuple(f"{a}:" for a in public.values()))]
+
+
 def build_plan(target_node: str, selected: list[str] | None, containers: list[ContainerState],
                providers: dict[str, ProviderInfo]) -> Plan:
     """The steps for moving the selected containers (all when `selected` is None) to
@@ -162,4 +208,5 @@ def build_plan(target_node: str, selected: list[str] | None, containers: list[Co
         elif c.provider_node == target_node:
             step.skip = "already there"
         steps.append(step)
+    _simulate_links(steps, containers, providers)
     return Plan(target_node=target_node, steps=steps)

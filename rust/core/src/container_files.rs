@@ -75,6 +75,25 @@ impl Provider {
             .map_err(self.api_error(format!("write `{path}` into container `{container}`")))
     }
 
+    /// Rewrites the peer addresses of `map` in the file at `path` of a (running) container, in
+    /// place: how a container that stays learns where a peer went. Returns how many addresses
+    /// were replaced; the file is not touched when there were none.
+    pub async fn rewrite_file(
+        &self,
+        container: &str,
+        path: &str,
+        map: &std::collections::BTreeMap<String, String>,
+    ) -> Result<usize, Error> {
+        let Some(content) = self.read_file(container, path).await? else {
+            return Err(crate::error::InputError::new("path", "a file in the container", path).into());
+        };
+        let (rewritten, count) = rewrite_addresses(&String::from_utf8_lossy(&content), map);
+        if count > 0 {
+            self.write_file(container, path, rewritten.as_bytes()).await?;
+        }
+        Ok(count)
+    }
+
     /// Sets the TCP option of runc-driven CRIU runs on this provider's host to `option`
     /// (`tcp-established` or `tcp-close`) through a helper container that bind-mounts
     /// `/etc/criu` (Docker 20.10 passes no per-container CRIU options; this file is what runc's

@@ -110,6 +110,18 @@ impl Provider {
         self.run(py, |p| async move { p.remove_network(&name, only_if_unused).await })
     }
 
+    /// Rewrites the peer addresses of `address_map` (old -> new) in a file of a running
+    /// container, in place; returns how many were replaced.
+    fn rewrite_file(
+        &self,
+        py: Python<'_>,
+        container: String,
+        path: String,
+        address_map: std::collections::BTreeMap<String, String>,
+    ) -> PyResult<usize> {
+        self.run(py, |p| async move { p.rewrite_file(&container, &path, &address_map).await })
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "<vimigrate Provider {} at {} (API {})>",
