@@ -59,7 +59,16 @@ cfy executions start migrate -b "$BLUEPRINT_ID" -p target_provider=provider_a
 where
 for _ in 1 2; do visit provider-a; done
 
+say "9. a partial move: only the web server goes to provider-b; it reaches Redis through provider-a's public address"
+cfy executions start migrate -b "$BLUEPRINT_ID" -p target_provider=provider_b -p node_ids=web
+where
+for _ in 1 2; do visit provider-b; done
+
+say "10. Redis follows: the link between them is internal again"
+cfy executions start migrate -b "$BLUEPRINT_ID" -p target_provider=provider_b -p node_ids=redis
+for _ in 1 2; do visit provider-b; done
+
 say "done"
-echo "The web server and its Redis moved provider-a -> provider-b -> provider-a while running;"
-echo "the visit count (in Redis's memory) continued across both moves."
+echo "The web server and its database moved provider-a -> provider-b -> provider-a while running,"
+echo "then one at a time to provider-b; the visit count (in Redis's memory) continued throughout."
 echo "Clean up: CFY_WORKDIR=$CFY_WORKDIR .venv/bin/cfy executions start uninstall -b $BLUEPRINT_ID; make lab-down"
