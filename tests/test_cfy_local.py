@@ -72,7 +72,7 @@ def test_webapp_installs_on_provider_a_answers_and_uninstalls_cleanly(lab: dict,
     inputs.write_text(json.dumps({
         "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
         "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
-        "web_public_port": port,
+        "web_public_port": port, "redis_public_port": port + 300,
     }))
     _cfy(cfy, cfy_env, "init", str(ROOT / "blueprints/webapp.yaml"), "-b", blueprint_id, "-i", str(inputs))
     provider_a = vimigrate.Provider.connect({"name": "provider-a",
@@ -110,7 +110,7 @@ def test_migrate_there_and_back_keeps_the_visit_count(lab: dict, cfy: str, cfy_e
     inputs.write_text(json.dumps({
         "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
         "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
-        "web_public_port": port,
+        "web_public_port": port, "redis_public_port": port + 300,
     }))
     address = {p: lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b")}
     connect = lambda p: vimigrate.Provider.connect({"name": p, "docker_host": lab["providers"][p]["docker_host"]})  # noqa: E731
