@@ -72,7 +72,7 @@ def test_webapp_installs_on_provider_a_answers_and_uninstalls_cleanly(lab: dict,
     inputs.write_text(json.dumps({
         "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
         "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
-        "web_public_port": port, "redis_public_port": port + 300,
+        "web_public_port": port, "redis_public_port": port + 300, "dns_name": blueprint_id, "dns_ttl": 2,
     }))
     _cfy(cfy, cfy_env, "init", str(ROOT / "blueprints/webapp.yaml"), "-b", blueprint_id, "-i", str(inputs))
     provider_a = vimigrate.Provider.connect({"name": "provider-a",
@@ -97,6 +97,20 @@ def test_webapp_installs_on_provider_a_answers_and_uninstalls_cleanly(lab: dict,
     assert provider_a.inspect_network(f"{blueprint_id}-app_net") is None
 
 
+def _dig(lab: dict, name: str) -> list[str]:
+    """What the authoritative server answers for NAME.vi.test. A (clients follow this)."""
+    dns = lab["dns"]
+    out = run(["dig", "+short", f"@{dns['server']}", "-p", str(dns["port"]), f"{name}.{dns['zone']}", "A"]).stdout
+    return out.split()
+
+
+def _dig_ttl(lab: dict, name: str) -> int | None:
+    dns = lab["dns"]
+    out = run(["dig", "+noall", "+answer", f"@{dns['server']}", "-p", str(dns["port"]), f"{name}.{dns['zone']}",
+               "A"]).stdout.split()
+    return int(out[1]) if len(out) > 1 else None
+
+
 def _cfy_fails(cfy: str, env: dict, *args: str) -> str:
     result = run([cfy, *args], env=env, timeout=600)
     assert result.returncode != 0, f"cfy {' '.join(args)} should have failed:\n{result.stdout}"
@@ -110,7 +124,7 @@ def test_migrate_there_and_back_keeps_the_visit_count(lab: dict, cfy: str, cfy_e
     inputs.write_text(json.dumps({
         "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
         "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
-        "web_public_port": port, "redis_public_port": port + 300,
+        "web_public_port": port, "redis_public_port": port + 300, "dns_name": blueprint_id, "dns_ttl": 2,
     }))
     address = {p: lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b")}
     connect = lambda p: vimigrate.Provider.connect({"name": p, "docker_host": lab["providers"][p]["docker_host"]})  # noqa: E731
@@ -126,6 +140,7 @@ def test_migrate_there_and_back_keeps_the_visit_count(lab: dict, cfy: str, cfy_e
     try:
         _cfy(cfy, cfy_env, "executions", "start", "install", "-b", blueprint_id)
         first = visits(_get(f"http://{address['provider-a']}:{port}/"))
+        assert _dig(lab, blueprint_id) == [address["provider-a"]], "the public name points at provider-a"
 
         plan = _cfy(cfy, cfy_env, "executions", "start", "migrate", "-b", blueprint_id,
                     "-p", "target_provider=provider_b", "-p", "dry_run=true")
@@ -142,6 +157,8 @@ def test_migrate_there_and_back_keeps_the_visit_count(lab: dict, cfy: str, cfy_e
                    "-p", "target_provider=provider_b")
         assert "phase checkpoint" in out and "now runs on provider-b" in out
         assert where() == {n: ["provider-b"] for n in names}
+        assert _dig(lab, blueprint_id) == [address["provider-b"]], "clients follow the service to provider-b"
+        assert _dig_ttl(lab, blueprint_id) == 2, "the normal TTL is back after the move"
         on_b = visits(_get(f"http://{address['provider-b']}:{port}/"))
         assert on_b == first + 1, "the visit count lives on in the migrated Redis"
         [web] = _instances(cfy, cfy_env, blueprint_id, "web")
@@ -150,9 +167,11 @@ def test_migrate_there_and_back_keeps_the_visit_count(lab: dict, cfy: str, cfy_e
 
         _cfy(cfy, cfy_env, "executions", "start", "migrate", "-b", blueprint_id, "-p", "target_provider=provider_a")
         assert where() == {n: ["provider-a"] for n in names}
+        assert _dig(lab, blueprint_id) == [address["provider-a"]]
         assert visits(_get(f"http://{address['provider-a']}:{port}/")) == on_b + 1
     finally:
         _cfy(cfy, cfy_env, "executions", "start", "uninstall", "-b", blueprint_id)
+    assert _dig(lab, blueprint_id) == [], "uninstall removed the record"
     for provider in providers.values():
         for name in names:
             assert provider.inspect_container(name) is None, f"{name} left on {provider.name}"
@@ -167,7 +186,7 @@ def test_partial_migration_links_across_providers_then_internal_again(lab: dict,
     inputs.write_text(json.dumps({
         "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
         "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
-        "web_public_port": port, "redis_public_port": redis_port,
+        "web_public_port": port, "redis_public_port": redis_port, "dns_name": blueprint_id, "dns_ttl": 2,
     }))
     a_addr, b_addr = (lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b"))
     visits = lambda text: int(text.split("visits=")[1].split()[0])  # noqa: E731
@@ -198,3 +217,52 @@ def test_partial_migration_links_across_providers_then_internal_again(lab: dict,
         assert visits(_get(f"http://{b_addr}:{port}/")) > first + 1
     finally:
         _cfy(cfy, cfy_env, "executions", "start", "uninstall", "-b", blueprint_id)
+
+
+def test_dns_server_down_during_migrate_leaves_the_service_on_b_and_reconcile_fixes_it(
+        lab: dict, cfy: str, cfy_env: dict, tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+
+    blueprint_id = f"dns-{uuid.uuid4().hex[:6]}"
+    port = 18097
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({
+        "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
+        "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
+        "web_public_port": port, "redis_public_port": port + 300, "dns_name": blueprint_id, "dns_ttl": 4,
+    }))
+    a_addr, b_addr = (lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b"))
+    named = int(open("/run/vimigrate-lab/dns/named.pid").read())
+    _cfy(cfy, cfy_env, "init", str(ROOT / "blueprints/webapp.yaml"), "-b", blueprint_id, "-i", str(inputs))
+    stopped = False
+    try:
+        _cfy(cfy, cfy_env, "executions", "start", "install", "-b", blueprint_id)
+        migrate = subprocess.Popen([cfy, "executions", "start", "migrate", "-b", blueprint_id,
+                                    "-p", "target_provider=provider_b"], env=cfy_env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        # The workflow lowers the TTL to 5 s, then waits out the old one (4 s): stop the DNS server
+        # in that window, so the switch after the move finds it unreachable.
+        deadline = time.monotonic() + 30
+        while _dig_ttl(lab, blueprint_id) != 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(named, signal.SIGSTOP)
+        stopped = True
+        out, _ = migrate.communicate(timeout=300)
+        assert migrate.returncode != 0, out
+        assert "still points at" in out and "reconcile_dns" in out, out
+        os.kill(named, signal.SIGCONT)
+        stopped = False
+        assert visits_at(b_addr, port) > 0, "the service runs on provider-b"
+        assert _dig(lab, blueprint_id) == [a_addr], "the record still points at provider-a"
+        _cfy(cfy, cfy_env, "executions", "start", "reconcile_dns", "-b", blueprint_id)
+        assert _dig(lab, blueprint_id) == [b_addr]
+    finally:
+        if stopped:
+            os.kill(named, signal.SIGCONT)
+        _cfy(cfy, cfy_env, "executions", "start", "uninstall", "-b", blueprint_id)
+
+
+def visits_at(address: str, port: int) -> int:
+    return int(_get(f"http://{address}:{port}/").split("visits=")[1].split()[0])

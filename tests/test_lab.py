@@ -1,12 +1,15 @@
 """The lab itself, as the demo and every end-to-end test rely on it: two experimental Docker
-providers in their own namespaces with CRIU >= 4.2, the test images on both, and a DNS server
-that takes TSIG-signed dynamic updates."""
+providers in their own namespaces with CRIU >= 4.2, the test images on both, a DNS server
+that takes TSIG-signed dynamic updates, and a PowerDNS server changed through its HTTP API."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -109,3 +112,69 @@ def test_lab_json_holds_no_secret(lab: dict):
     key_text = open(lab["dns"]["tsig_key_file"]).read()
     secret = re.search(r'secret\s+"([^"]+)"', key_text)[1]
     assert secret not in (ROOT / ".lab" / "lab.json").read_text()
+
+
+def _pdns_api(pdns: dict, method: str, path: str, key: str, body: dict | None = None) -> tuple[int, bytes]:
+    """One call to the PowerDNS HTTP API (loopback); returns the status and the body."""
+    request = urllib.request.Request(
+        pdns["api_url"] + path, method=method, headers={"X-API-Key": key, "Content-Type": "application/json"},
+        data=None if body is None else json.dumps(body).encode())
+    # No proxy handler: the API is on loopback, whatever *_proxy the environment sets.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def _pdns_dig(pdns: dict, name: str, rtype: str) -> str:
+    return run(["dig", "+short", f"@{pdns['server']}", "-p", str(pdns["port"]), name, rtype]).stdout.strip()
+
+
+def test_powerdns_answers_soa(lab: dict):
+    pdns = lab["dns"]["powerdns"]
+    soa = _pdns_dig(pdns, pdns["zone"], "SOA").split()
+    assert soa[:2] == [f"ns1.{pdns['zone']}", f"hostmaster.{pdns['zone']}"], soa
+    assert soa[3:] == ["5", "5", "60", "5"], soa
+
+
+def test_powerdns_api_patch_with_the_key_changes_a_record_that_dig_returns(lab: dict):
+    pdns = lab["dns"]["powerdns"]
+    key = open(pdns["api_key_file"]).read().strip()
+    name = f"t-{uuid.uuid4().hex[:8]}.{pdns['zone']}"
+    zone_path = f"/api/v1/servers/{pdns['server_id']}/zones/{pdns['zone']}"
+
+    def patch(changetype: str, address: str | None = None) -> int:
+        records = [{"content": address, "disabled": False}] if address else []
+        rrset = {"name": name, "type": "A", "ttl": 5, "changetype": changetype, "records": records}
+        status, body = _pdns_api(pdns, "PATCH", zone_path, key, {"rrsets": [rrset]})
+        assert status == 204, body
+        return status
+
+    try:
+        patch("REPLACE", "10.231.0.11")
+        assert _pdns_dig(pdns, name, "A") == "10.231.0.11"
+        patch("REPLACE", "10.231.0.12")
+        assert _pdns_dig(pdns, name, "A") == "10.231.0.12"
+    finally:
+        patch("DELETE")
+    assert _pdns_dig(pdns, name, "A") == ""
+
+
+def test_powerdns_api_refuses_a_wrong_key(lab: dict):
+    pdns = lab["dns"]["powerdns"]
+    name = f"t-{uuid.uuid4().hex[:8]}.{pdns['zone']}"
+    status, _ = _pdns_api(pdns, "GET", f"/api/v1/servers/{pdns['server_id']}", "not-the-key")
+    assert status == 401
+    rrset = {"name": name, "type": "A", "ttl": 5, "changetype": "REPLACE",
+             "records": [{"content": "10.231.0.11", "disabled": False}]}
+    status, _ = _pdns_api(pdns, "PATCH", f"/api/v1/servers/{pdns['server_id']}/zones/{pdns['zone']}",
+                          "not-the-key", {"rrsets": [rrset]})
+    assert status == 401
+    assert _pdns_dig(pdns, name, "A") == ""
+
+
+def test_lab_json_holds_no_powerdns_api_key(lab: dict):
+    key = open(lab["dns"]["powerdns"]["api_key_file"]).read().strip()
+    assert key and key not in (ROOT / ".lab" / "lab.json").read_text()

@@ -33,7 +33,7 @@ class OperationFailedError(VimigrateError):
     """A provider refused or failed a request."""
 
 class AccessDeniedError(VimigrateError):
-    """The provider and vimigrate do not trust each other (TLS); retrying cannot help."""
+    """The provider and vimigrate do not trust each other (TLS; DNS TSIG or API key); retrying cannot help."""
 
 class MigrationFailedError(VimigrateError):
     """A migration failed; `rollback` says where the service runs now."""
@@ -82,3 +82,23 @@ class Provider:
     def remove_network(self, name: str, only_if_unused: bool = False) -> bool:
         """Remove a network vimigrate created; False if it was already gone or, with
         only_if_unused, still in use."""
+
+def dns_plan(
+    server: dict[str, Any],
+    desired: list[dict[str, Any]],
+    delete: list[tuple[str, str]] | list[list[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """The changes making the zone hold `desired` ({name, rtype, ttl, value}; name fully qualified
+    with a trailing dot, rtype A | AAAA | CNAME) and none of `delete` ([name, rtype] pairs), read
+    from the authoritative server by DNS. Each change: {name, rtype, before, after}, before/after
+    being (value, ttl) or None. Empty when the zone already matches. server: {"kind": "rfc2136",
+    server, zone, tsig_key_name, tsig_algorithm, tsig_secret, timeout_secs} or {"kind": "powerdns",
+    api_url, server_id, zone, api_key, dns_server, timeout_secs}."""
+
+def dns_apply(server: dict[str, Any], changes: list[dict[str, Any]]) -> None:
+    """Apply the changes of `dns_plan` in one request (RFC 2136 UPDATE signed with TSIG, or one
+    PowerDNS PATCH). Wrong credentials raise AccessDeniedError, an unreachable server
+    ProviderUnavailableError, a refusal OperationFailedError."""
+
+def dns_lookup(server: dict[str, Any], name: str, rtype: str) -> list[tuple[str, int]]:
+    """The (value, ttl) pairs the authoritative server answers for `name` and `rtype`."""

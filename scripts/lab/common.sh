@@ -71,6 +71,25 @@ TSIG_KEY_NAME=vimigrate-lab
 TSIG_KEY_FILE="$DNS_DIR/tsig.key"
 NAMED_PIDFILE="$DNS_DIR/named.pid"
 
+# The second authoritative server: PowerDNS (gsqlite3 backend) for the same
+# zone, driven over its HTTP API rather than RFC 2136. Its config, database,
+# control socket and pidfile all live in PDNS_DIR (pdns_server --config-dir and
+# --socket-dir); /etc/powerdns is never read. The API key is generated once;
+# it and the config holding it are 0600.
+PDNS_DIR="$LAB_RUN/pdns"
+PDNS_PORT=5301
+PDNS_API_PORT=8081
+PDNS_API_URL="http://127.0.0.1:$PDNS_API_PORT"
+PDNS_SERVER_ID=localhost
+PDNS_CONF="$PDNS_DIR/pdns.conf"
+PDNS_DB="$PDNS_DIR/pdns.sqlite3"
+PDNS_API_KEY_FILE="$PDNS_DIR/api.key"
+# pdns_server names its pidfile after itself, in its socket-dir.
+PDNS_PIDFILE="$PDNS_DIR/pdns.pid"
+# The real file; /usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql is only
+# a symlink to it, and images that exclude /usr/share/doc drop that.
+PDNS_SCHEMA=/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql
+
 CRIU_PREFIX=/opt/vimigrate-criu
 CRIU_WRAPPER=/usr/local/sbin/criu
 CRIU_MIN_VERSION=4.2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stops what up.sh started, by the pids it recorded: each provider's containers,
 # dockerd and its containerd (and any shim, proxy or mount they left), also
-# provider-nocriu if a test left it running, named;
+# provider-nocriu if a test left it running, named, pdns_server;
 # then removes the veths, the vmlab0 bridge and the namespaces. Images persist
 # in the data-roots unless --purge is given. Idempotent.
 set -euo pipefail
@@ -25,6 +25,9 @@ done
 pid=$(live_pid "$NAMED_PIDFILE" named)
 [[ -z $pid ]] || stop_pids 10 "$pid"
 rm -f "$NAMED_PIDFILE"
+pid=$(live_pid "$PDNS_PIDFILE" pdns_server)
+[[ -z $pid ]] || stop_pids 10 "$pid"
+rm -f "$PDNS_PIDFILE"
 
 for p in "${ALL_PROVIDERS[@]}"; do remove_provider_net "$p"; done
 ip link del "$HOST_BRIDGE" 2>/dev/null || true
@@ -51,7 +54,7 @@ if [[ -n $purge ]]; then
 			rm -rf "${LAB_DATA:?}/$p"
 		fi
 	done
-	rm -rf "$IMAGES_DIR" "$DNS_DIR" "$TLS_DIR"
-	log "purged data-roots, image tars, the DNS state (TSIG key) and the TLS certificates"
+	rm -rf "$IMAGES_DIR" "$DNS_DIR" "$PDNS_DIR" "$TLS_DIR"
+	log "purged data-roots, image tars, the DNS state (TSIG key, PowerDNS database and API key) and the TLS certificates"
 fi
 echo "lab-down: stopped"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the provider lab needs on Debian 12 (root): Docker 20.10,
-# networking tools, BIND9, openssl (the lab's TLS certificates), the binaries baked into the test images, and CRIU
+# networking tools, BIND9, PowerDNS Authoritative (the second DNS server,
+# driven over its HTTP API), openssl (the lab's TLS certificates), the binaries baked into the test images, and CRIU
 # >= 4.2 (through install-criu.sh). Idempotent: a second run only checks.
 set -euo pipefail
 # shellcheck source=scripts/lab/common.sh
@@ -10,9 +11,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # redis-tools carries the real redis-server binary (redis-server's package
 # only adds a symlink to it and a system service we do not want).
+# pdns-server's own config in /etc/powerdns is never used: up.sh runs
+# pdns_server with --config-dir in the lab's state directory.
+# sqlite3 initialises the PowerDNS database from Debian's schema.
 PACKAGES=(
 	docker.io iproute2 iptables bind9 bind9-dnsutils busybox-static
 	redis-tools curl jq netcat-openbsd util-linux procps openssl
+	pdns-server pdns-backend-sqlite3 sqlite3
 )
 
 missing=()
@@ -59,9 +64,11 @@ fi
 # stop them so only the lab's own daemons exist (they would otherwise own
 # /var/run/docker.sock or port 53).
 if [[ -d /run/systemd/system ]]; then
-	for unit in docker.socket docker.service containerd.service named.service; do
+	for unit in docker.socket docker.service containerd.service named.service pdns.service; do
 		systemctl disable --now "$unit" >/dev/null 2>&1 || true
 	done
 fi
+# Debian 12's pdns-server ships no sysvinit script, only pdns.service (handled
+# above): without systemd nothing of the package can be running.
 
 bash "$LAB_SCRIPTS_DIR/install-criu.sh"

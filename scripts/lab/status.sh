@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shows the provider lab: each provider's dockerd (pid, versions, experimental,
-# TLS listener, running containers), the DNS server, the images and CRIU.
+# TLS listener, running containers), the DNS servers (named, PowerDNS and its
+# API), the images and CRIU.
 # Exits non-zero when any part is down.
 set -euo pipefail
 # shellcheck source=scripts/lab/common.sh
@@ -53,6 +54,28 @@ else
 		echo "  named pid $pid: SOA $soa"
 	else
 		bad "named pid $pid does not answer SOA $DNS_ZONE"
+	fi
+fi
+
+echo "powerdns (127.0.0.1:$PDNS_PORT, zone $DNS_ZONE, API $PDNS_API_URL)"
+pid=$(live_pid "$PDNS_PIDFILE" pdns_server)
+if [[ -z $pid ]]; then
+	bad "pdns_server not running"
+else
+	soa=$(dig +short +time=1 +tries=1 @127.0.0.1 -p "$PDNS_PORT" SOA "$DNS_ZONE" || true)
+	if [[ -n $soa ]]; then
+		echo "  pdns_server pid $pid: SOA $soa"
+	else
+		bad "pdns_server pid $pid does not answer SOA $DNS_ZONE"
+	fi
+	# The key goes in as a header read from stdin: not on the command line.
+	api=$(printf 'X-API-Key: %s\n' "$(cat "$PDNS_API_KEY_FILE" 2>/dev/null)" |
+		curl -s --noproxy '*' --max-time 2 -H @- "$PDNS_API_URL/api/v1/servers/$PDNS_SERVER_ID" 2>/dev/null |
+		jq -r 'select(.daemon_type == "authoritative") | .version' 2>/dev/null || true)
+	if [[ -n $api ]]; then
+		echo "  API: $PDNS_API_URL answers with the key ($PDNS_API_KEY_FILE), version $api"
+	else
+		bad "the PowerDNS API at $PDNS_API_URL does not answer GET /api/v1/servers/$PDNS_SERVER_ID with the key"
 	fi
 fi
 

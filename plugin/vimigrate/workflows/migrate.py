@@ -27,6 +27,42 @@ from .plan import (
 MIGRATE_OPERATION = "vimigrate.interfaces.migration.migrate"
 #: The container interface operation that points a staying container's peer files elsewhere.
 RELINK_OPERATION = "vimigrate.interfaces.migration.relink"
+#: The DNS record operation that points a record at where its container runs now.
+SWITCH_OPERATION = "vimigrate.interfaces.dns.switch"
+DNS_RECORD_TYPE = "vimigrate.nodes.DnsRecord"
+NAMES_CONTAINER = "vimigrate.relationships.record_names_container"
+#: Attempts at switching a record before the execution fails (the service stays where it moved).
+DNS_ATTEMPTS = 3
+
+
+def _records(ctx: Any) -> list[tuple[Any, str]]:
+    """Every DNS record instance with the node id of the container it names."""
+    found = []
+    for node in ctx.nodes:
+        if DNS_RECORD_TYPE not in node.type_hierarchy:
+            continue
+        named = [r.target_id for r in node.relationships if r.is_derived_from(NAMES_CONTAINER)]
+        for instance in node.instances:
+            found.extend((instance, container) for container in named)
+    return found
+
+
+def _switch(ctx: Any, record: Any, ttl: int | None) -> None:
+    """Runs the record's switch, retried: a DNS server that is down must not undo a move."""
+    last: Exception | None = None
+    for attempt in range(1, DNS_ATTEMPTS + 1):
+        try:
+            record.execute_operation(SWITCH_OPERATION, kwargs={"ttl": ttl}, allow_kwargs_override=True).get()
+            return
+        except Exception as err:  # noqa: BLE001 - retried, then reported with where things stand
+            last = err
+            ctx.logger.warning("DNS switch of %s failed (attempt %d of %d): %s", record.node_id, attempt,
+                               DNS_ATTEMPTS, err)
+            time.sleep(2 * attempt)
+    raise NonRecoverableError(
+        f"migrate: DNS record {record.node_id} could not be switched: {last}; the containers run where they "
+        f"were moved and the record still points at their previous provider: run migrate again or the "
+        f"reconcile_dns workflow once the DNS server answers")
 
 
 def _providers(ctx: Any) -> dict[str, ProviderInfo]:
@@ -102,7 +138,8 @@ def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeo
 
 @workflow
 def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_source: Any = False,
-            dry_run: Any = False, timeout: Any = 120, port_map: Any = None, **_: Any) -> None:
+            dry_run: Any = False, timeout: Any = 120, port_map: Any = None, dns_wait_ttl: Any = True,
+            **_: Any) -> None:
     """Moves the virtual infrastructure's containers to `target_provider`."""
     port_map = port_map or {}
     if not isinstance(port_map, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
@@ -120,9 +157,23 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
         raise NonRecoverableError(f"migrate: {err}; nothing was changed") from None
     for line in plan.describe():
         ctx.logger.info(line)
+    moving = {step.node_id for step in plan.moves}
+    records = [(r, c) for r, c in _records(ctx) if c in moving]
+    for record, container in records:
+        props = record.node.properties
+        ctx.logger.info("  DNS %s.%s %s: -> %s, TTL %s s lowered to %s s during the move", props.get("name"),
+                        props.get("zone"), props.get("type", "A"), providers[target_provider].public_address,
+                        props.get("ttl"), props.get("migration_ttl"))
     if dry_run:
         ctx.logger.info("dry run: nothing was changed")
         return
+    if records:
+        for record, _ in records:
+            _switch(ctx, record, int(record.node.properties.get("migration_ttl", 5)))
+        wait = max(int(r.node.properties.get("ttl", 0)) for r, _ in records)
+        if dns_wait_ttl is not False and wait > 0:
+            ctx.send_event(f"waiting out the previous DNS TTL ({wait} s) so resolvers hold the lowered one").get()
+            time.sleep(wait)
     moved = []
     changed: dict[str, str] = {}
     for step in plan.moves:
@@ -139,7 +190,22 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
         moved.append(step)
         ctx.send_event(f"{step.container} now runs on {step.target} "
                        f"({time.monotonic() - started:.1f} s)").get()
+        for record, container in records:
+            if container == step.node_id:
+                _switch(ctx, record, int(record.node.properties.get("migration_ttl", 5)))
+                ctx.send_event(f"DNS {record.node_id} now points at {step.target}").get()
+    for record, _ in records:
+        _switch(ctx, record, None)
     ctx.logger.info("migration done: %d container(s) on %s", len(moved), providers[target_provider].name)
+
+
+@workflow
+def reconcile_dns(ctx: Any, **_: Any) -> None:
+    """Points every DNS record at the provider its container runs on now, with its own TTL
+    (after a DNS server was unreachable during a migration)."""
+    for record, _ in _records(ctx):
+        _switch(ctx, record, None)
+        ctx.send_event(f"DNS {record.node_id} reconciled").get()
 
 
 def _roll_back(ctx: Any, moved: list, keep_source: bool, timeout: int, changed: dict[str, str]) -> str:

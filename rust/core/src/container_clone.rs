@@ -184,10 +184,11 @@ fn endpoint(source: &SourceEndpoint, changes: &CloneChanges) -> EndpointSettings
     let keep = changes.preserved.contains(&source.network);
     EndpointSettings {
         aliases: (!source.aliases.is_empty()).then(|| source.aliases.clone()),
-        ipam_config: source.ipv4.clone().filter(|_| keep).map(|ip| EndpointIpamConfig {
-            ipv4_address: Some(ip),
-            ..Default::default()
-        }),
+        ipam_config: source
+            .ipv4
+            .clone()
+            .filter(|_| keep)
+            .map(|ip| EndpointIpamConfig { ipv4_address: Some(ip), ..Default::default() }),
         ..Default::default()
     }
 }
@@ -217,9 +218,10 @@ impl Provider {
         for ep in source.networks.iter().skip(1) {
             let request =
                 NetworkConnectRequest { container: created.id.clone(), endpoint_config: Some(endpoint(ep, changes)) };
-            self.docker().connect_network(&ep.network, request).await.map_err(
-                self.api_error(format!("connect container `{}` to network `{}`", source.name, ep.network)),
-            )?;
+            self.docker()
+                .connect_network(&ep.network, request)
+                .await
+                .map_err(self.api_error(format!("connect container `{}` to network `{}`", source.name, ep.network)))?;
         }
         Ok(created.id)
     }
@@ -266,7 +268,11 @@ mod tests {
         assert_eq!(source.volumes, vec![VolumeMount { name: "data".into(), destination: "/data".into() }]);
         assert_eq!(
             source.networks,
-            vec![SourceEndpoint { network: "app".into(), aliases: vec!["web".into()], ipv4: Some("172.29.0.5".into()) }],
+            vec![SourceEndpoint {
+                network: "app".into(),
+                aliases: vec!["web".into()],
+                ipv4: Some("172.29.0.5".into())
+            }],
             "id alias and bridge dropped"
         );
     }

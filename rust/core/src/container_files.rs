@@ -154,9 +154,12 @@ pub(crate) fn rewrite_addresses(text: &str, map: &std::collections::BTreeMap<Str
             let after = rest[at + old.len()..].chars().next();
             let continues = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit() || c == '.');
             result.push_str(&rest[..at]);
-            if continues(before) || (continues(after) && after != Some('.')) || (after == Some('.') && {
-                rest[at + old.len() + 1..].chars().next().is_some_and(|c| c.is_ascii_digit())
-            }) {
+            if continues(before)
+                || (continues(after) && after != Some('.'))
+                || (after == Some('.') && {
+                    rest[at + old.len() + 1..].chars().next().is_some_and(|c| c.is_ascii_digit())
+                })
+            {
                 result.push_str(old);
             } else {
                 result.push_str(new);

@@ -130,6 +130,9 @@ pub enum Error {
     /// A forwarding rule cannot be recreated on the destination.
     #[error(transparent)]
     PortTaken(#[from] PortTaken),
+    /// A DNS server or API failed or refused a request.
+    #[error(transparent)]
+    Dns(#[from] crate::dns_error::DnsError),
 }
 
 /// Coarse classes of [`Error`], for callers that map errors to their own types
@@ -147,7 +150,7 @@ pub enum ErrorKind {
     /// A provider lacks a capability vimigrate needs.
     Unsuitable,
     /// The provider and vimigrate do not trust each other (TLS: unknown CA, refused client
-    /// certificate); retrying with the same credentials cannot help.
+    /// certificate; DNS: wrong TSIG key or API key); retrying with the same credentials cannot help.
     AccessDenied,
     /// The provider refused or failed the request for another reason.
     Failed,
@@ -165,7 +168,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Input(_) => ErrorKind::InvalidInput,
-            Error::Provider(ProviderError::Connect { source, .. }) if is_tls_trust_failure(source) => ErrorKind::AccessDenied,
+            Error::Provider(ProviderError::Connect { source, .. }) if is_tls_trust_failure(source) => {
+                ErrorKind::AccessDenied
+            }
             Error::Provider(ProviderError::Connect { .. }) => ErrorKind::Unavailable,
             Error::Provider(ProviderError::Api { source, .. }) => docker_error_kind(source),
             Error::Provider(ProviderError::Unsuitable { .. }) => ErrorKind::Unsuitable,
@@ -174,6 +179,7 @@ impl Error {
             Error::Integrity(IntegrityError::Mismatch { .. }) => ErrorKind::Unavailable,
             Error::Integrity(_) => ErrorKind::Failed,
             Error::PortTaken(_) => ErrorKind::Conflict,
+            Error::Dns(err) => err.kind(),
         }
     }
 

@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::archive::{copy_archive, verify_copy};
 use crate::container_clone::{CloneChanges, SourceContainer};
 use crate::container_files::{rewrite_addresses, CriuTcp};
-use crate::network_map::{self, AddressMode, NetworkDecision};
 use crate::criu_stats::{parse_dump_stats, DumpStats};
 use crate::error::{Error, InputError, PortTaken, ProviderError};
 use crate::image_transfer::{ensure_image, image_platform};
 use crate::layer_sync::LayerSync;
+use crate::network_map::{self, AddressMode, NetworkDecision};
 use crate::provider::Provider;
 
 /// What to migrate and how.

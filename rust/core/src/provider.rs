@@ -26,7 +26,9 @@ impl Provider {
             // certificate shows up as the server's "bad certificate": check them first.
             for (field, path) in [("tls.ca", &tls.ca), ("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if let Err(e) = std::fs::File::open(path) {
-                    return Err(InputError::new(field, "a readable PEM file", format!("{} ({e})", path.display())).into());
+                    return Err(
+                        InputError::new(field, "a readable PEM file", format!("{} ({e})", path.display())).into()
+                    );
                 }
             }
         }

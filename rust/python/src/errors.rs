@@ -32,7 +32,8 @@ create_exception!(
     vimigrate._native,
     AccessDeniedError,
     VimigrateError,
-    "The provider and vimigrate do not trust each other (TLS CA or client certificate); retrying cannot help."
+    "The provider and vimigrate do not trust each other (TLS CA or client certificate; DNS TSIG or API key); \
+     retrying cannot help."
 );
 create_exception!(
     vimigrate._native,

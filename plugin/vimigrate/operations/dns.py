@@ -1,0 +1,145 @@
+"""Operations of ``vimigrate.nodes.DnsRecord``: a public name that points at the provider where
+its container runs. Created by install, deleted by uninstall, switched by migrate (with a lowered
+TTL around the move) and by ``reconcile``. Secrets (TSIG secret, API key) are read here from
+the node's properties (inputs or ``get_secret``) and key files, and never stored or logged."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from cloudify import ctx
+from cloudify.decorators import operation
+from cloudify.exceptions import NonRecoverableError, RecoverableError
+
+from .. import _native
+from ._support import map_errors, targets
+
+#: Relationship from a DNS record to the container whose published endpoint it names.
+NAMES_CONTAINER = "vimigrate.relationships.record_names_container"
+
+#: Verifying a switch: how long to wait for the authoritative server to answer the new value.
+VERIFY_SECONDS = 10
+
+
+def _bind_key_secret(path: str) -> str:
+    """The secret of a BIND key file (`key "name" { algorithm ...; secret "..."; };`)."""
+    found = re.search(r'secret\s+"([^"]+)"', Path(path).read_text())
+    if not found:
+        raise NonRecoverableError(f"invalid `server.tsig_key_file`: expected a BIND key file with a secret, got {path}")
+    return found[1]
+
+
+def server_config(properties: dict[str, Any]) -> dict[str, Any]:
+    """The engine's DNS server configuration from a record node's `server` property."""
+    server = dict(properties.get("server") or {})
+    kind = server.get("kind", "rfc2136")
+    if kind == "rfc2136":
+        config = {"kind": "rfc2136", "server": server.get("server", ""), "zone": properties.get("zone", ""),
+                  "tsig_key_name": server.get("tsig_key_name", ""),
+                  "tsig_algorithm": server.get("tsig_algorithm", "hmac-sha256"),
+                  "tsig_secret": server.get("tsig_secret") or (
+                      _bind_key_secret(server["tsig_key_file"]) if server.get("tsig_key_file") else ""),
+                  "timeout_secs": server.get("timeout", 5)}
+    elif kind == "powerdns":
+        key = server.get("api_key") or (
+            Path(server["api_key_file"]).read_text().strip() if server.get("api_key_file") else "")
+        config = {"kind": "powerdns", "api_url": server.get("api_url", ""),
+                  "server_id": server.get("server_id", "localhost"), "zone": properties.get("zone", ""),
+                  "api_key": key, "dns_server": server.get("dns_server", ""), "timeout_secs": server.get("timeout", 5)}
+    else:
+        raise NonRecoverableError(f"invalid `server.kind`: expected rfc2136 or powerdns, got {kind!r}")
+    return config
+
+
+def _fqdn() -> str:
+    name = ctx.node.properties["name"].rstrip(".")
+    zone = ctx.node.properties["zone"].rstrip(".")
+    return name + "." if name.endswith(zone) else f"{name}.{zone}."
+
+
+def _target_address() -> str:
+    container = next(iter(targets(ctx, NAMES_CONTAINER)), None)
+    if container is None:
+        raise NonRecoverableError(f"node `{ctx.node.id}` needs a relationship {NAMES_CONTAINER} to a container")
+    config = container.instance.runtime_properties.get("provider_config") or {}
+    address = config.get("public_address")
+    if not address:
+        raise NonRecoverableError(f"the container of `{ctx.node.id}` runs on a provider without a public_address")
+    return address
+
+
+def _set(address: str, ttl: int) -> list[dict]:
+    props = ctx.node.properties
+    server = server_config(props)
+    record = {"name": _fqdn(), "rtype": props.get("type", "A"), "ttl": ttl, "value": address}
+    changes = _native.dns_plan(server, [record])
+    if changes:
+        _native.dns_apply(server, changes)
+    return changes
+
+
+def _verify(address: str) -> None:
+    server = server_config(ctx.node.properties)
+    deadline = time.monotonic() + VERIFY_SECONDS
+    seen: list = []
+    while time.monotonic() < deadline:
+        seen = _native.dns_lookup(server, _fqdn(), ctx.node.properties.get("type", "A"))
+        if [value for value, _ in seen] == [address]:
+            return
+        time.sleep(0.2)
+    raise RecoverableError(f"{_fqdn()} answers {seen} at its authoritative server, not {address}")
+
+
+def _record_state(address: str, ttl: int) -> None:
+    rp = ctx.instance.runtime_properties
+    rp["fqdn"] = _fqdn()
+    rp["type"] = ctx.node.properties.get("type", "A")
+    rp["value"] = address
+    rp["ttl"] = ttl
+
+
+@operation(resumable=True)
+@map_errors
+def create(**_: Any) -> None:
+    """Points the record at the public address of the provider its container runs on."""
+    address = _target_address()
+    changes = _set(address, int(ctx.node.properties.get("ttl", 60)))
+    _verify(address)
+    _record_state(address, int(ctx.node.properties.get("ttl", 60)))
+    ctx.logger.info("%s %s -> %s (%d change(s))", _fqdn(), ctx.node.properties.get("type", "A"), address, len(changes))
+
+
+@operation(resumable=True)
+@map_errors
+def delete(**_: Any) -> None:
+    """Removes the record."""
+    props = ctx.node.properties
+    server = server_config(props)
+    changes = _native.dns_plan(server, [], [[_fqdn(), props.get("type", "A")]])
+    if changes:
+        _native.dns_apply(server, changes)
+    ctx.logger.info("%s removed", _fqdn())
+    for key in ("fqdn", "type", "value", "ttl"):
+        ctx.instance.runtime_properties.pop(key, None)
+
+
+@operation(resumable=True)
+@map_errors
+def switch(ttl: int | None = None, **_: Any) -> None:
+    """Points the record at where its container runs now, with `ttl` (the node's own TTL when
+    not given), and verifies the authoritative server answers it."""
+    address = _target_address()
+    ttl = int(ttl if ttl is not None else ctx.node.properties.get("ttl", 60))
+    try:
+        changes = _set(address, ttl)
+        _verify(address)
+    except _native.ProviderUnavailableError as err:
+        previous = ctx.instance.runtime_properties.get("value")
+        raise RecoverableError(
+            f"DNS server unreachable; {_fqdn()} still points at {previous}, the service runs at {address}: {err}"
+        ) from None
+    _record_state(address, ttl)
+    ctx.logger.info("%s -> %s, TTL %d s (%d change(s))", _fqdn(), address, ttl, len(changes))
