@@ -266,3 +266,35 @@ def test_dns_server_down_during_migrate_leaves_the_service_on_b_and_reconcile_fi
 
 def visits_at(address: str, port: int) -> int:
     return int(_get(f"http://{address}:{port}/").split("visits=")[1].split()[0])
+
+
+def test_the_public_name_follows_through_powerdns(lab: dict, cfy: str, cfy_env: dict, tmp_path: Path):
+    pdns = lab["dns"]["powerdns"]
+    blueprint_id = f"pdns-{uuid.uuid4().hex[:6]}"
+    port = 18099
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({
+        "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
+        "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
+        "web_public_port": port, "redis_public_port": port + 300, "dns_name": blueprint_id, "dns_ttl": 2,
+        "dns_server": {"kind": "powerdns", "api_url": pdns["api_url"], "server_id": pdns["server_id"],
+                       "api_key_file": pdns["api_key_file"], "dns_server": f"{pdns['server']}:{pdns['port']}"},
+    }))
+    a_addr, b_addr = (lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b"))
+
+    def dig() -> list[str]:
+        return run(["dig", "+short", f"@{pdns['server']}", "-p", str(pdns["port"]), f"{blueprint_id}.{pdns['zone']}",
+                    "A"]).stdout.split()
+
+    _cfy(cfy, cfy_env, "init", str(ROOT / "blueprints/webapp.yaml"), "-b", blueprint_id, "-i", str(inputs))
+    try:
+        _cfy(cfy, cfy_env, "executions", "start", "install", "-b", blueprint_id)
+        assert dig() == [a_addr]
+        out = _cfy(cfy, cfy_env, "executions", "start", "migrate", "-b", blueprint_id,
+                   "-p", "target_provider=provider_b", "-p", "dns_wait_ttl=false")
+        assert dig() == [b_addr], out
+        key = open(pdns["api_key_file"]).read().strip()
+        assert key not in out, "the API key never appears in the execution's output"
+    finally:
+        _cfy(cfy, cfy_env, "executions", "start", "uninstall", "-b", blueprint_id)
+    assert dig() == []
