@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default (Cloudify local mode): start the lab (two providers and a
 # DNS server), build the plugin, install the example blueprint (a web server and its Redis) on
-# provider-a, show it answering, migrate it live to provider-b and back, showing the visit count
-# continue at each provider's public address.
+# provider-a with its public name web.vi.test, show it answering, migrate it live to provider-b and
+# back (the name follows), showing the visit count continue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,11 +34,14 @@ for instance in json.load(sys.stdin):
     p = instance["runtime_properties"]
     print("   web runs on", p["provider"], "as", p["container_id"][:12], "published at", ", ".join(p["public_endpoints"]))'
 }
-visit() { # provider-name
-    local address
-    address=$(python3 -c 'import json, sys; print(json.load(open(".lab/lab.json"))["providers"][sys.argv[1]]["public_address"])' "$1")
-    printf '   GET http://%s:8080/ -> ' "$address"
-    curl -fsS --max-time 5 --retry 10 --retry-connrefused --retry-delay 1 "http://$address:8080/"
+visit() { # expected provider-name: clients resolve the public name at the zone's server
+    local expected address
+    expected=$(python3 -c 'import json, sys; print(json.load(open(".lab/lab.json"))["providers"][sys.argv[1]]["public_address"])' "$1")
+    address=$(dig +short @127.0.0.1 -p 5300 web.vi.test A)
+    printf '   web.vi.test -> %s (%s)  GET http://web.vi.test:8080/ -> ' "$address" "$1"
+    [[ $address == "$expected" ]] || { echo "DNS answers $address, not $expected" >&2; exit 1; }
+    curl -fsS --max-time 5 --retry 10 --retry-connrefused --retry-delay 1 \
+        --resolve "web.vi.test:8080:$address" "http://web.vi.test:8080/"
 }
 
 say "4. the application answers at provider-a's public address"

@@ -99,7 +99,6 @@ class Plan:
         lines += [f"  {i}. {step.describe()}" for i, step in enumerate(self.steps, 1)]
         lines.append("  internal addresses: kept where the target has the subnet free, else chosen there and "
                      "rewritten in the environment and peer files of the containers that name them")
-        lines.append("  DNS records: none declared")
         return lines
 
 
