@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help deps lab-up lab-down lab-status python demo test test-rust test-python test-lab clean
+.PHONY: help deps lab-up lab-down lab-status python demo test bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,6 +28,10 @@ demo: ## the main job on the embedded default: lab, plugin, blueprint install
 
 test: ## every test: cargo, pytest, and the lab-based end-to-end tests
 	bash scripts/test.sh
+
+bench: ## migration downtime benchmark on the lab (not a test: prints figures and ratios)
+	bash scripts/python-env.sh && bash scripts/lab/up.sh
+	.venv/bin/python scripts/bench/migration_bench.py --sizes 10,100,500 --runs 3
 
 clean: lab-down ## stop the lab and remove build outputs
 	rm -rf target .venv .lab

@@ -37,7 +37,9 @@ ensure_runc_conf() {
 	local conf=/etc/criu/runc.conf line
 	mkdir -p /etc/criu
 	[[ -e $conf ]] || printf '# vimigrate lab: options for runc-driven CRIU runs\n' >"$conf"
-	for line in "log-file $LAB_LOG/criu-runc.log" "tcp-close"; do
+	# - skip-in-flight: connections still in a listening socket's accept queue
+	#   (a server under load) would make every dump fail; they are dropped.
+	for line in "log-file $LAB_LOG/criu-runc.log" "tcp-close" "skip-in-flight"; do
 		grep -qxF "$line" "$conf" || printf '%s\n' "$line" >>"$conf"
 	done
 }

@@ -103,9 +103,15 @@ impl Provider {
         let result = async {
             let previous = self.read_file(&helper, &format!("/vimigrate-criu/{RUNC_CRIU_FILE}")).await?;
             let text = previous.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            let mut lines: Vec<&str> =
-                text.lines().filter(|l| !matches!(l.trim(), "tcp-established" | "tcp-close")).collect();
+            let mut lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !matches!(l.trim(), "tcp-established" | "tcp-close" | "skip-in-flight"))
+                .collect();
             lines.push(option);
+            // A server under load always has connections in its accept queue; CRIU refuses to
+            // dump those ("In-flight connection") unless told to drop them. Their clients see a
+            // reset or retry, as with any restart, while the accepted connections follow `option`.
+            lines.push("skip-in-flight");
             let content = format!("{}\n", lines.join("\n"));
             self.write_file(&helper, &format!("/vimigrate-criu/{RUNC_CRIU_FILE}"), content.as_bytes()).await?;
             Ok(previous)
