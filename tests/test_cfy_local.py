@@ -52,6 +52,15 @@ def test_install_stores_what_the_native_module_returned(lab: dict, cfy: str, cfy
         assert name in props["provider"]["docker_root_dir"]
 
 
+def _webapp_inputs(lab: dict, tmp_path: Path, extra: dict) -> Path:
+    """An inputs file for blueprints/webapp.yaml on the lab's two providers, plus `extra`."""
+    inputs = tmp_path / "inputs.json"
+    providers = {f"provider_{p[-1]}": {k: lab["providers"][p][k] for k in ("docker_host", "public_address")}
+                 for p in ("provider-a", "provider-b")}
+    inputs.write_text(json.dumps({**providers, **extra}))
+    return inputs
+
+
 def _get(url: str) -> str:
     last: Exception | None = None
     for _ in range(50):
@@ -68,12 +77,9 @@ def test_webapp_installs_on_provider_a_answers_and_uninstalls_cleanly(lab: dict,
                                                                       tmp_path: Path):
     blueprint_id = f"web-{uuid.uuid4().hex[:6]}"
     port = 18080
-    inputs = tmp_path / "inputs.json"
-    inputs.write_text(json.dumps({
-        "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
-        "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
+    inputs = _webapp_inputs(lab, tmp_path, {
         "web_public_port": port, "redis_public_port": port + 300, "dns_name": blueprint_id, "dns_ttl": 2,
-    }))
+    })
     _cfy(cfy, cfy_env, "init", str(ROOT / "blueprints/webapp.yaml"), "-b", blueprint_id, "-i", str(inputs))
     provider_a = vimigrate.Provider.connect({"name": "provider-a",
                                              "docker_host": lab["providers"]["provider-a"]["docker_host"]})
@@ -120,12 +126,9 @@ def _cfy_fails(cfy: str, env: dict, *args: str) -> str:
 def test_migrate_there_and_back_keeps_the_visit_count(lab: dict, cfy: str, cfy_env: dict, tmp_path: Path):
     blueprint_id = f"mig-{uuid.uuid4().hex[:6]}"
     port = 18090
-    inputs = tmp_path / "inputs.json"
-    inputs.write_text(json.dumps({
-        "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
-        "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
+    inputs = _webapp_inputs(lab, tmp_path, {
         "web_public_port": port, "redis_public_port": port + 300, "dns_name": blueprint_id, "dns_ttl": 2,
-    }))
+    })
     address = {p: lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b")}
     connect = lambda p: vimigrate.Provider.connect({"name": p, "docker_host": lab["providers"][p]["docker_host"]})  # noqa: E731
     providers = {p: connect(p) for p in ("provider-a", "provider-b")}
@@ -182,12 +185,9 @@ def test_partial_migration_links_across_providers_then_internal_again(lab: dict,
                                                                       tmp_path: Path):
     blueprint_id = f"part-{uuid.uuid4().hex[:6]}"
     port, redis_port = 18095, 18379
-    inputs = tmp_path / "inputs.json"
-    inputs.write_text(json.dumps({
-        "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
-        "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
+    inputs = _webapp_inputs(lab, tmp_path, {
         "web_public_port": port, "redis_public_port": redis_port, "dns_name": blueprint_id, "dns_ttl": 2,
-    }))
+    })
     a_addr, b_addr = (lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b"))
     visits = lambda text: int(text.split("visits=")[1].split()[0])  # noqa: E731
     stats = lambda address: json.loads(_get(f"http://{address}:{port}/stats"))  # noqa: E731
@@ -227,12 +227,9 @@ def test_dns_server_down_during_migrate_leaves_the_service_on_b_and_reconcile_fi
 
     blueprint_id = f"dns-{uuid.uuid4().hex[:6]}"
     port = 18097
-    inputs = tmp_path / "inputs.json"
-    inputs.write_text(json.dumps({
-        "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
-        "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
+    inputs = _webapp_inputs(lab, tmp_path, {
         "web_public_port": port, "redis_public_port": port + 300, "dns_name": blueprint_id, "dns_ttl": 4,
-    }))
+    })
     a_addr, b_addr = (lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b"))
     named = int(open("/run/vimigrate-lab/dns/named.pid").read())
     _cfy(cfy, cfy_env, "init", str(ROOT / "blueprints/webapp.yaml"), "-b", blueprint_id, "-i", str(inputs))
@@ -272,14 +269,11 @@ def test_the_public_name_follows_through_powerdns(lab: dict, cfy: str, cfy_env: 
     pdns = lab["dns"]["powerdns"]
     blueprint_id = f"pdns-{uuid.uuid4().hex[:6]}"
     port = 18099
-    inputs = tmp_path / "inputs.json"
-    inputs.write_text(json.dumps({
-        "provider_a": {k: lab["providers"]["provider-a"][k] for k in ("docker_host", "public_address")},
-        "provider_b": {k: lab["providers"]["provider-b"][k] for k in ("docker_host", "public_address")},
+    inputs = _webapp_inputs(lab, tmp_path, {
         "web_public_port": port, "redis_public_port": port + 300, "dns_name": blueprint_id, "dns_ttl": 2,
         "dns_server": {"kind": "powerdns", "api_url": pdns["api_url"], "server_id": pdns["server_id"],
                        "api_key_file": pdns["api_key_file"], "dns_server": f"{pdns['server']}:{pdns['port']}"},
-    }))
+    })
     a_addr, b_addr = (lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b"))
 
     def dig() -> list[str]:

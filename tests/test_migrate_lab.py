@@ -13,20 +13,12 @@ import uuid
 import pytest
 
 import vimigrate
-from conftest import run
+from conftest import docker, numbers, run, wait_for
 
 pytestmark = pytest.mark.lab
 
-DOCKER = "/usr/bin/docker"
 
 
-def docker(lab: dict, provider: str, *args: str, check: bool = True) -> str:
-    env = dict(os.environ, DOCKER_API_VERSION="1.41")
-    host = lab["providers"][provider]["docker_host"]
-    result = run([DOCKER, "-H", host, *args], env=env, timeout=120)
-    if check:
-        assert result.returncode == 0, f"docker {' '.join(args)} on {provider}: {result.stderr}"
-    return result.stdout
 
 
 def connect(lab: dict, name: str, timeout: int = 60) -> vimigrate.Provider:
@@ -49,18 +41,8 @@ def name(lab: dict):
         docker(lab, provider, "rm", "-f", container, check=False)
 
 
-def numbers(logs: str) -> list[int]:
-    return [int(line) for line in logs.split() if line.strip().isdigit()]
 
 
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def run_counter(lab: dict, name: str, *extra: str, command: list[str] | None = None, image: str | None = None):

@@ -14,7 +14,8 @@ import uuid
 import pytest
 
 import vimigrate
-from test_migrate_lab import connect, docker
+from conftest import docker
+from test_migrate_lab import connect
 
 pytestmark = pytest.mark.lab
 

@@ -6,18 +6,16 @@ the destination is left without any container (the engine's CRIU probe cleans up
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 
 import pytest
 
 import vimigrate
-from conftest import ROOT, run
+from conftest import ROOT, docker_at, numbers, run, wait_for
 
 pytestmark = pytest.mark.lab
 
-DOCKER = "/usr/bin/docker"
 NOCRIU_SCRIPT = ROOT / "scripts/lab/provider-nocriu.sh"
 NOCRIU_JSON = ROOT / ".lab/provider-nocriu.json"
 
@@ -36,12 +34,6 @@ def nocriu(lab: dict):
     assert result.returncode == 0, f"provider-nocriu.sh down: {result.stdout}{result.stderr}"
 
 
-def docker(host: str, *args: str, check: bool = True) -> str:
-    env = dict(os.environ, DOCKER_API_VERSION="1.41")
-    result = run([DOCKER, "-H", host, *args], env=env, timeout=120)
-    if check:
-        assert result.returncode == 0, f"docker -H {host} {' '.join(args)}: {result.stderr}"
-    return result.stdout
 
 
 def connect(facts: dict) -> vimigrate.Provider:
@@ -49,18 +41,8 @@ def connect(facts: dict) -> vimigrate.Provider:
                                        "public_address": facts["public_address"], "timeout_secs": 60})
 
 
-def numbers(logs: str) -> list[int]:
-    return [int(line) for line in logs.split() if line.strip().isdigit()]
 
 
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -68,23 +50,23 @@ def counter(lab: dict):
     """A counter running on provider-a, removed afterwards whatever happened."""
     host = lab["providers"]["provider-a"]["docker_host"]
     name = f"vmtest-pre-{uuid.uuid4().hex[:8]}"
-    docker(host, "run", "-d", "--name", name, "--label", "io.vimigrate.managed=true", lab["images"]["counter"])
-    wait_for(lambda: len(numbers(docker(host, "logs", name))) >= 3, what="the counter on provider-a")
+    docker_at(host, "run", "-d", "--name", name, "--label", "io.vimigrate.managed=true", lab["images"]["counter"])
+    wait_for(lambda: len(numbers(docker_at(host, "logs", name))) >= 3, what="the counter on provider-a")
     yield name
-    docker(host, "rm", "-f", name, check=False)
+    docker_at(host, "rm", "-f", name, check=False)
 
 
 def assert_untouched(lab: dict, nocriu: dict, name: str) -> None:
     """The counter still runs on A and counts without a gap; the destination holds no container."""
     host = lab["providers"]["provider-a"]["docker_host"]
-    assert json.loads(docker(host, "inspect", "-f", "{{json .State.Running}}", name)) is True
-    before = numbers(docker(host, "logs", name))
+    assert json.loads(docker_at(host, "inspect", "-f", "{{json .State.Running}}", name)) is True
+    before = numbers(docker_at(host, "logs", name))
     time.sleep(2.5)
-    after = numbers(docker(host, "logs", name))
+    after = numbers(docker_at(host, "logs", name))
     assert len(after) > len(before), "the counter goes on counting on A"
     assert after == list(range(after[0], after[0] + len(after))), f"a gap or a restart on A: {after}"
     assert after[0] == 0, "the same process since the start (never restarted)"
-    assert docker(nocriu["docker_host"], "ps", "-aq").split() == [], "no container left on the destination"
+    assert docker_at(nocriu["docker_host"], "ps", "-aq").split() == [], "no container left on the destination"
 
 
 def test_provider_nocriu_has_no_criu_in_its_path(nocriu):

@@ -8,17 +8,15 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 import uuid
 
 import pytest
 
 import vimigrate
-from conftest import LAB_JSON, run
+from conftest import LAB_JSON, docker, numbers, run, wait_for
 
 pytestmark = pytest.mark.lab
 
-DOCKER = "/usr/bin/docker"
 ENDPOINT = "tcp://10.231.0.12:2376"
 
 
@@ -40,26 +38,10 @@ def config(lab: dict, tls: dict, **tls_files) -> dict:
             "public_address": lab["providers"]["provider-b"]["public_address"], "timeout_secs": 20}
 
 
-def docker(lab: dict, provider: str, *args: str, check: bool = True) -> str:
-    env = dict(os.environ, DOCKER_API_VERSION="1.41")
-    result = run([DOCKER, "-H", lab["providers"][provider]["docker_host"], *args], env=env, timeout=120)
-    if check:
-        assert result.returncode == 0, f"docker {' '.join(args)} on {provider}: {result.stderr}"
-    return result.stdout
 
 
-def numbers(logs: str) -> list[int]:
-    return [int(line) for line in logs.split() if line.strip().isdigit()]
 
 
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_tls_material_is_paths_only_with_private_keys(tls):

@@ -126,8 +126,9 @@ def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeo
     ctx.refresh_node_instances()
     moved_instance = ctx.get_node_instance(instance_id)
     changed.update(moved_instance.runtime_properties.get("last_address_changes") or {})
-    moved = {s.node_id: s for s in _containers(ctx)}[moving.node_id]
-    for user in _containers(ctx):
+    after = _containers(ctx)
+    moved = next(s for s in after if s.instance_id == moving.instance_id)
+    for user in after:
         if moving.node_id not in user.depends_on or not user.peer_files or user.node_id == moving.node_id:
             continue
         relink = link_map(moved.peer(), user.provider_node or "", public)

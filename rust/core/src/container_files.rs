@@ -36,7 +36,8 @@ fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-fn parent(path: &str) -> &str {
+/// The directory holding `path` (`/` for a top-level entry): where the archive endpoints put it.
+pub(crate) fn parent(path: &str) -> &str {
     match path.rfind('/') {
         Some(0) | None => "/",
         Some(i) => &path[..i],

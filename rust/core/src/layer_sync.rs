@@ -9,6 +9,7 @@ use bollard::models::ChangeType;
 use bollard::query_parameters::ContainerArchiveInfoOptionsBuilder;
 
 use crate::archive::copy_archive;
+use crate::container_files::parent;
 use crate::error::{is_not_found, Error};
 use crate::provider::Provider;
 
@@ -41,13 +42,6 @@ struct Stat {
 pub(crate) struct PassReport {
     pub bytes: u64,
     pub paths: usize,
-}
-
-fn parent(path: &str) -> &str {
-    match path.rfind('/') {
-        Some(0) | None => "/",
-        Some(i) => &path[..i],
-    }
 }
 
 fn is_under(path: &str, dir: &str) -> bool {
@@ -252,9 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn parents_and_prefixes() {
-        assert_eq!(parent("/a/b"), "/a");
-        assert_eq!(parent("/a"), "/");
+    fn prefixes() {
         assert!(is_under("/data/x", "/data"));
         assert!(!is_under("/database", "/data"));
     }

@@ -709,12 +709,9 @@ impl Migration<'_> {
         for volume in &source.volumes {
             let done = total;
             let each = |bytes: u64| progress(done + bytes);
-            let parent = match volume.destination.rfind('/') {
-                Some(0) | None => "/".to_string(),
-                Some(i) => volume.destination[..i].to_string(),
-            };
+            let parent = crate::container_files::parent(&volume.destination);
             let copied =
-                copy_archive(self.src, &source.id, &volume.destination, self.dst, destination_id, &parent, &each)
+                copy_archive(self.src, &source.id, &volume.destination, self.dst, destination_id, parent, &each)
                     .await?;
             total += copied.bytes;
         }

@@ -42,10 +42,21 @@ pub struct NetworkInfo {
     pub managed: bool,
 }
 
-fn parse_cidr(value: &str) -> Option<(std::net::Ipv4Addr, u8)> {
-    let (addr, len) = value.split_once('/')?;
-    let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
-    Some((addr.parse().ok()?, len))
+/// A network's facts from the parts Docker's list and inspect answers share.
+fn network_info(
+    id: Option<String>,
+    name: String,
+    ipam: Option<bollard::models::Ipam>,
+    label_set: Option<&std::collections::HashMap<String, String>>,
+) -> NetworkInfo {
+    let configs = ipam.and_then(|i| i.config).unwrap_or_default();
+    NetworkInfo {
+        id: id.unwrap_or_default(),
+        name,
+        subnets: configs.iter().filter_map(|c| c.subnet.clone()).collect(),
+        gateways: configs.iter().filter_map(|c| c.gateway.clone()).collect(),
+        managed: labels::is_managed(label_set),
+    }
 }
 
 impl NetworkSpec {
@@ -55,7 +66,7 @@ impl NetworkSpec {
             return Err(InputError::new("name", "a network name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*", &self.name));
         }
         if let Some(subnet) = &self.subnet {
-            if parse_cidr(subnet).is_none() {
+            if crate::network_map::parse_cidr(subnet).is_none() {
                 return Err(InputError::new("subnet", "an IPv4 subnet in CIDR form, e.g. 10.10.0.0/24", subnet));
             }
         }
@@ -115,16 +126,7 @@ impl Provider {
             .map_err(self.api_error("list networks"))?;
         Ok(networks
             .into_iter()
-            .map(|network| {
-                let configs = network.ipam.and_then(|i| i.config).unwrap_or_default();
-                NetworkInfo {
-                    id: network.id.unwrap_or_default(),
-                    name: network.name.unwrap_or_default(),
-                    subnets: configs.iter().filter_map(|c| c.subnet.clone()).collect(),
-                    gateways: configs.iter().filter_map(|c| c.gateway.clone()).collect(),
-                    managed: labels::is_managed(network.labels.as_ref()),
-                }
-            })
+            .map(|n| network_info(n.id, n.name.unwrap_or_default(), n.ipam, n.labels.as_ref()))
             .collect())
     }
 
@@ -135,14 +137,12 @@ impl Provider {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(self.api_error(format!("inspect network `{name}`"))(e)),
         };
-        let configs = network.ipam.and_then(|i| i.config).unwrap_or_default();
-        Ok(Some(NetworkInfo {
-            id: network.id.unwrap_or_default(),
-            name: network.name.unwrap_or_else(|| name.to_string()),
-            subnets: configs.iter().filter_map(|c| c.subnet.clone()).collect(),
-            gateways: configs.iter().filter_map(|c| c.gateway.clone()).collect(),
-            managed: labels::is_managed(network.labels.as_ref()),
-        }))
+        Ok(Some(network_info(
+            network.id,
+            network.name.unwrap_or_else(|| name.to_string()),
+            network.ipam,
+            network.labels.as_ref(),
+        )))
     }
 
     /// Removes a network vimigrate created. Returns `false` when it was already gone, or when
