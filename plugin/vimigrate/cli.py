@@ -21,6 +21,11 @@ def _provider_config(args: argparse.Namespace, prefix: str = "") -> dict:
         config["tls"] = {"ca": get("tls_ca"), "cert": get("tls_cert"), "key": get("tls_key")}
     if get("allow_plain_tcp"):
         config["allow_plain_tcp"] = True
+    for key in ("public_address", "transfer_address"):
+        if get(key):
+            config[key] = get(key)
+    if get("transfer_port"):
+        config["transfer_port"] = get("transfer_port")
     return config
 
 
@@ -34,6 +39,12 @@ def _add_provider_args(parser: argparse.ArgumentParser, prefix: str = "", defaul
     parser.add_argument(f"{flag}tls-key", dest=f"{prefix}tls_key", help="client key (PEM file) for tcp://")
     parser.add_argument(f"{flag}allow-plain-tcp", dest=f"{prefix}allow_plain_tcp", action="store_true",
                         help="allow tcp:// without TLS")
+    parser.add_argument(f"{flag}public-address", dest=f"{prefix}public_address",
+                        help="address where the provider's published ports answer")
+    parser.add_argument(f"{flag}transfer-address", dest=f"{prefix}transfer_address",
+                        help="address the other host reaches this host's vimigrate-runtime at (default: public address)")
+    parser.add_argument(f"{flag}transfer-port", dest=f"{prefix}transfer_port", type=int, default=0,
+                        help="port this host's vimigrate-runtime receives on (default: any free port)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--no-verify", action="store_true", help="skip reading the checkpoint back before restoring")
     migrate.add_argument("--no-criu-check", action="store_true", help="skip the CRIU probe on both hosts")
     migrate.add_argument("--checkpoint-name", help="checkpoint name (default vimigrate-<time>)")
+    migrate.add_argument("--method", choices=["auto", "direct", "docker"], default="auto",
+                         help="direct: host to host through vimigrate-runtime; docker: Docker's checkpoint API; "
+                              "auto (default): direct when both hosts offer it")
     migrate.add_argument("--timeout", type=int, default=120, help="seconds per API call")
     return parser
 
@@ -82,11 +96,14 @@ def _print_stats(report: dict) -> None:
     stats = report["stats"]
     print(f"migrated {report['container']} from {report['source']} to {report['destination']} "
           f"({report['destination_id'][:12]})", file=sys.stderr)
-    rows = [(k, v) for k, v in stats.items() if k != "criu_dump"]
+    print(f"  {'method':<18} {report['method']}" + (f" ({report['method_reason']})" if report.get("method_reason") else ""),
+          file=sys.stderr)
+    rows = [(k, v) for k, v in stats.items() if not k.startswith("criu_")]
     for key, value in rows:
         print(f"  {key:<18} {value}", file=sys.stderr)
-    for key, value in (stats.get("criu_dump") or {}).items():
-        print(f"  criu.{key:<13} {value}", file=sys.stderr)
+    for group in ("criu_dump", "criu_restore"):
+        for key, value in (stats.get(group) or {}).items():
+            print(f"  {group.replace('_', '.')}.{key:<13} {value}", file=sys.stderr)
     for warning in report["warnings"]:
         print(f"  warning: {warning}", file=sys.stderr)
 
@@ -104,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             source = _native.Provider.connect(_provider_config(args, "from_"))
             destination = _native.Provider.connect(_provider_config(args, "to_"))
             options = {"container": args.container, "keep_source": args.keep_source,
-                       "verify": not args.no_verify, "check_criu": not args.no_criu_check}
+                       "verify": not args.no_verify, "check_criu": not args.no_criu_check, "method": args.method}
             if args.checkpoint_name:
                 options["checkpoint_name"] = args.checkpoint_name
             result = _native.migrate(source, destination, options, _Progress())

@@ -113,6 +113,14 @@ LAB_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 NOCRIU_PATH=/usr/sbin:/usr/bin:/sbin:/bin
 declare -A P_PATH=([provider-nocriu]=$NOCRIU_PATH)
 
+# vimigrate-runtime, the OCI runtime wrapper that gives a provider the direct
+# migration path (rust/runtime), built from this checkout and installed here;
+# provider-a and provider-b register it with dockerd as runtime `vimigrate`
+# (provider-nocriu does not: it stands for a provider without it).
+RUNTIME_BIN=/usr/local/libexec/vimigrate/vimigrate-runtime
+RUNC_BIN=/usr/sbin/runc
+declare -A P_RUNTIME=([provider-a]=1 [provider-b]=1)
+
 log() { printf '%s\n' "lab: $*" >&2; }
 die() { printf '%s\n' "lab: error: $*" >&2; exit 1; }
 
@@ -372,10 +380,22 @@ p_dockerd_args() {
 
 p_path() { echo "${P_PATH[$1]:-$LAB_PATH}"; }
 
-# True when the running dockerd $2 of provider $1 has exactly the arguments and
-# PATH it would be started with now.
+# Provider $1's daemon.json: the vimigrate runtime where the lab offers it. Its
+# own file, so /etc/docker/daemon.json (if any) never leaks into the lab.
+p_daemon_json() {
+	if [[ -n ${P_RUNTIME[$1]:-} ]]; then
+		printf '{"runtimes": {"vimigrate": {"path": "%s", "runtimeArgs": ["--vimigrate-runc=%s"]}}}\n' \
+			"$RUNTIME_BIN" "$RUNC_BIN"
+	else
+		echo '{}'
+	fi
+}
+
+# True when the running dockerd $2 of provider $1 has exactly the arguments,
+# PATH and daemon.json it would be started with now.
 p_dockerd_current() {
 	local p=$1 pid=$2 running=() want
+	[[ "$(cat "$(p_run_dir "$p")/daemon.json" 2>/dev/null)" == "$(p_daemon_json "$p")" ]] || return 1
 	mapfile -d '' -t running <"/proc/$pid/cmdline" || return 1
 	p_dockerd_args "$p"
 	[[ "${running[*]:1}" == "${DOCKERD_ARGS[*]}" ]] || return 1
@@ -420,9 +440,7 @@ start_dockerd() {
 	# A dockerd that died may have left its containerd, shims and mounts.
 	stop_provider "$p"
 	mkdir -p "$(p_run_dir "$p")" "$(p_exec_root "$p")" "$(p_data_root "$p")" "$LAB_LOG"
-	# An empty config of its own, so /etc/docker/daemon.json (if any) never
-	# leaks into the lab.
-	echo '{}' >"$(p_run_dir "$p")/daemon.json"
+	p_daemon_json "$p" >"$(p_run_dir "$p")/daemon.json"
 	p_dockerd_args "$p"
 	log "$p: starting dockerd in netns ${P_NETNS[$p]}"
 	# nsenter, not `ip netns exec`: the latter remounts /sys and hides the

@@ -78,8 +78,11 @@ def provider_config(node_id: str, properties: dict[str, Any], deployment_id: str
         "allow_plain_tcp": properties.get("allow_plain_tcp", False),
         "timeout_secs": properties.get("timeout", 120),
     }
-    if properties.get("public_address"):
-        config["public_address"] = properties["public_address"]
+    for key in ("public_address", "transfer_address"):
+        if properties.get(key):
+            config[key] = properties[key]
+    if properties.get("transfer_port"):
+        config["transfer_port"] = properties["transfer_port"]
     tls = properties.get("tls") or {}
     if any(tls.get(k) for k in ("ca_file", "cert_file", "key_file", "ca_cert", "client_cert", "client_key")):
         config["tls"] = _materialize_tls(deployment_id, node_id, tls)

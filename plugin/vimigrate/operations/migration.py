@@ -27,7 +27,7 @@ def _log_phases(events: list[tuple[float, dict]], logger: Any) -> None:
 @map_errors
 def migrate(target_provider_node: str, target_provider: dict, keep_source: bool = False,
             address_map: dict | None = None, peer_files: list | None = None, port_map: dict | None = None,
-            **_: Any) -> None:
+            method: str = "auto", **_: Any) -> None:
     """Live-migrates this container to `target_provider` (the engine's provider configuration,
     paths only, no secret) and records where it runs now."""
     props = ctx.instance.runtime_properties
@@ -40,7 +40,7 @@ def migrate(target_provider_node: str, target_provider: dict, keep_source: bool 
     name = props["container_name"]
     try:
         options = {"container": name, "keep_source": bool(keep_source), "address_map": dict(address_map or {}),
-                   "peer_files": list(peer_files or []), "port_map": dict(port_map or {})}
+                   "peer_files": list(peer_files or []), "port_map": dict(port_map or {}), "method": method}
         report = _native.migrate(source, target, options, lambda event: events.append((time.monotonic(), event)))
     except _native.MigrationFailedError as err:
         _log_phases(events, ctx.logger)
@@ -51,6 +51,8 @@ def migrate(target_provider_node: str, target_provider: dict, keep_source: bool 
     ctx.logger.info("%s moved from %s to %s: downtime %d ms, %d bytes after the freeze, total %d ms",
                     name, report["source"], report["destination"], stats["downtime_ms"], stats["transfer_bytes"],
                     stats["total_ms"])
+    how = "host to host (vimigrate-runtime)" if report["method"] == "direct" else "through Docker's checkpoint API"
+    ctx.logger.info("checkpoint moved %s%s", how, f": {report['method_reason']}" if report.get("method_reason") else "")
     for warning in report["warnings"]:
         ctx.logger.warning("cleanup after the move: %s", warning)
     # Networks this container used on the source go once nothing there uses them any more.

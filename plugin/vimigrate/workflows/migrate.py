@@ -100,7 +100,7 @@ def _public(ctx: Any) -> dict[str, str]:
 
 
 def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeout: int,
-          port_map: dict, changed: dict[str, str]) -> None:
+          port_map: dict, changed: dict[str, str], method: str = "auto") -> None:
     """One container to `target_node`, with the rewrites its links need there; then the
     dependants that stay elsewhere are pointed at where it runs now."""
     target = ctx.get_node(target_node)
@@ -122,6 +122,7 @@ def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeo
         "address_map": address_map,
         "peer_files": list(moving.peer_files),
         "port_map": port_map,
+        "method": method,
     }, allow_kwargs_override=True).get()
     ctx.refresh_node_instances()
     moved_instance = ctx.get_node_instance(instance_id)
@@ -140,7 +141,7 @@ def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeo
 @workflow
 def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_source: Any = False,
             dry_run: Any = False, timeout: Any = 120, port_map: Any = None, dns_wait_ttl: Any = True,
-            **_: Any) -> None:
+            method: Any = "auto", **_: Any) -> None:
     """Moves the virtual infrastructure's containers to `target_provider`."""
     port_map = port_map or {}
     if not isinstance(port_map, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
@@ -152,7 +153,7 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
     containers = _containers(ctx)
     try:
         selected = validate_parameters(target_provider, node_ids, keep_source, dry_run, timeout, providers,
-                                       {c.node_id for c in containers})
+                                       {c.node_id for c in containers}, method)
         plan = build_plan(target_provider, selected, containers, providers)
     except PlanError as err:
         raise NonRecoverableError(f"migrate: {err}; nothing was changed") from None
@@ -181,10 +182,10 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
         ctx.send_event(f"migrating {step.container} from {step.source} to {step.target}").get()
         started = time.monotonic()
         try:
-            _move(ctx, step.instance_id, step.target_node, keep_source, timeout, port_map, changed)
+            _move(ctx, step.instance_id, step.target_node, keep_source, timeout, port_map, changed, method)
         except Exception as err:  # noqa: BLE001 - any failure triggers the VI rollback below
             ctx.send_event(f"migration of {step.container} failed: {err}").get()
-            undone = _roll_back(ctx, moved, keep_source, timeout, changed)
+            undone = _roll_back(ctx, moved, keep_source, timeout, changed, method)
             raise NonRecoverableError(
                 f"migrate: moving {step.container} from {step.source} to {step.target} failed: {err}; {undone}"
             ) from None
@@ -209,7 +210,8 @@ def reconcile_dns(ctx: Any, **_: Any) -> None:
         ctx.send_event(f"DNS {record.node_id} reconciled").get()
 
 
-def _roll_back(ctx: Any, moved: list, keep_source: bool, timeout: int, changed: dict[str, str]) -> str:
+def _roll_back(ctx: Any, moved: list, keep_source: bool, timeout: int, changed: dict[str, str],
+               method: str = "auto") -> str:
     """Migrates the already-moved containers back, last first."""
     if not moved:
         return "no other container had moved: the virtual infrastructure is where it was"
@@ -218,7 +220,7 @@ def _roll_back(ctx: Any, moved: list, keep_source: bool, timeout: int, changed: 
         ctx.send_event(f"rolling back: {step.container} to {step.source}").get()
         try:
             reverse = {new: old for old, new in changed.items()}
-            _move(ctx, step.instance_id, step.source_node, keep_source, timeout, {}, reverse)
+            _move(ctx, step.instance_id, step.source_node, keep_source, timeout, {}, reverse, method)
         except Exception as err:  # noqa: BLE001 - report every failed rollback, go on with the rest
             failures.append(f"{step.container}: {err}")
     if failures:

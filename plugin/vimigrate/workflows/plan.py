@@ -108,13 +108,20 @@ def _as_bool(name: str, value: Any) -> bool:
     raise PlanError(name, "true or false", value)
 
 
+#: Values of the migrate workflow's `method` parameter (the engine's `Method`).
+METHODS = ("auto", "direct", "docker")
+
+
 def validate_parameters(target_provider: Any, node_ids: Any, keep_source: Any, dry_run: Any, timeout: Any,
-                        providers: dict[str, ProviderInfo], container_nodes: Iterable[str]) -> list[str] | None:
+                        providers: dict[str, ProviderInfo], container_nodes: Iterable[str],
+                        method: Any = "auto") -> list[str] | None:
     """Checks every workflow parameter; raises PlanError naming the first wrong one. Returns the
     selected container node ids (None: all of them)."""
     if not isinstance(target_provider, str) or target_provider not in providers:
         raise PlanError("target_provider", f"the id of a {PROVIDER_TYPE} node ({', '.join(sorted(providers))})",
                         target_provider)
+    if method not in METHODS:
+        raise PlanError("method", f"one of {', '.join(METHODS)}", method)
     _as_bool("keep_source", keep_source)
     _as_bool("dry_run", dry_run)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 3600:

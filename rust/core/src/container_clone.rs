@@ -44,6 +44,8 @@ pub(crate) struct CloneChanges {
     pub port_map: BTreeMap<u16, u16>,
     /// Old peer address -> new, rewritten in environment values and extra hosts entries.
     pub address_map: BTreeMap<String, String>,
+    /// The OCI runtime the destination container runs under (`None`: the daemon's default).
+    pub runtime: Option<String>,
 }
 
 /// What the migration needs to know about the source container, read once from its inspect.
@@ -59,6 +61,8 @@ pub(crate) struct SourceContainer {
     pub running: bool,
     pub status: String,
     pub auto_remove: bool,
+    /// The OCI runtime it runs under, as Docker reports it (`runc`, `vimigrate`, ...).
+    pub runtime: Option<String>,
     /// Host paths bind-mounted into the container: they cannot follow it to another host.
     pub host_binds: Vec<String>,
     pub volumes: Vec<VolumeMount>,
@@ -126,6 +130,7 @@ impl SourceContainer {
             running: state.running.unwrap_or(false),
             status: state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
             auto_remove: host.auto_remove.unwrap_or(false),
+            runtime: host.runtime.clone().filter(|r| !r.is_empty()),
             host_binds,
             volumes,
             host_ports,
@@ -149,6 +154,7 @@ impl SourceContainer {
         // Host-specific: a file path on the source host, and named-volume binds are kept while
         // host-path binds were refused by the preflight.
         host.container_id_file = None;
+        host.runtime = changes.runtime.clone();
         host.binds = host.binds.map(|binds| binds.into_iter().filter(|b| !b.starts_with('/')).collect());
         if let Some(bindings) = host.port_bindings.as_mut() {
             for binding in bindings.values_mut().flatten().flatten() {
@@ -283,6 +289,7 @@ mod tests {
             preserved: BTreeSet::from(["app".to_string()]),
             port_map: BTreeMap::from([(8080, 18080)]),
             address_map: BTreeMap::from([("10.0.0.9".to_string(), "10.1.0.9".to_string())]),
+            runtime: Some("vimigrate".to_string()),
         };
         let body = SourceContainer::from_inspect(inspect()).clone_body(&changes).unwrap();
         assert_eq!(body.hostname.as_deref(), Some("web"));
@@ -291,6 +298,7 @@ mod tests {
         assert_eq!(body.user.as_deref(), Some("1000"));
         assert_eq!(body.env, Some(vec!["A=1".to_string(), "PEER=10.1.0.9:6379".to_string()]));
         let host = body.host_config.unwrap();
+        assert_eq!(host.runtime.as_deref(), Some("vimigrate"));
         assert_eq!(host.memory, Some(268435456));
         assert_eq!(host.nano_cpus, Some(500000000));
         assert_eq!(host.binds, Some(vec!["data:/data".to_string()]));

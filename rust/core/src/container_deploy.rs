@@ -55,7 +55,7 @@ fn endpoint_settings(attachment: &NetworkAttachment) -> EndpointSettings {
     }
 }
 
-fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+fn create_body(spec: &ContainerSpec, runtime: Option<String>) -> ContainerCreateBody {
     let port_key = |p: &crate::container_spec::PortSpec| format!("{}/{}", p.container_port, p.protocol.as_str());
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &spec.ports {
@@ -86,6 +86,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                     .collect(),
             ),
             network_mode: first_network.map(|n| n.network.clone()),
+            runtime,
             ..Default::default()
         }),
         networking_config: first_network.map(|n| NetworkingConfig {
@@ -163,9 +164,17 @@ impl Provider {
                 }
             }
             None => {
+                // Under vimigrate-runtime when the provider has it: such a container later
+                // migrates by the direct path.
+                let info = self.docker().info().await.map_err(self.api_error("read system info"))?;
+                let runtime = info
+                    .runtimes
+                    .unwrap_or_default()
+                    .contains_key(crate::runtime_directive::RUNTIME_NAME)
+                    .then(|| crate::runtime_directive::RUNTIME_NAME.to_string());
                 let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
                 self.docker()
-                    .create_container(Some(options), create_body(spec))
+                    .create_container(Some(options), create_body(spec, runtime))
                     .await
                     .map_err(self.api_error(format!("create container `{}`", spec.name)))?;
                 for attachment in spec.networks.iter().skip(1) {
@@ -260,7 +269,7 @@ mod tests {
             ],
             ..serde_json::from_value(serde_json::json!({"name": "web", "image": "img"})).unwrap()
         };
-        let body = create_body(&spec);
+        let body = create_body(&spec, None);
         let host = body.host_config.unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("front"));
         let bindings = host.port_bindings.unwrap();

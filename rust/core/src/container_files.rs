@@ -66,6 +66,15 @@ impl Provider {
         }
     }
 
+    /// Extracts the tar archive `tar` at `path` in `container` (`PUT /containers/{id}/archive`).
+    pub(crate) async fn put_archive(&self, container: &str, path: &str, tar: Vec<u8>) -> Result<(), Error> {
+        let options = UploadToContainerOptionsBuilder::default().path(path).build();
+        self.docker()
+            .upload_to_container(container, Some(options), bollard::body_full(tar.into()))
+            .await
+            .map_err(self.api_error(format!("write into `{path}` of container `{container}`")))
+    }
+
     /// Writes `content` as the file at `path` in `container` (mode 0644).
     pub(crate) async fn write_file(&self, container: &str, path: &str, content: &[u8]) -> Result<(), Error> {
         let tar = single_file_tar(base_name(path), 0o644, content);
@@ -148,7 +157,7 @@ impl Provider {
 /// Replaces every old address of `map` in `text` by its new one, longest first so that
 /// `10.0.0.12` is not half-replaced by a rule for `10.0.0.1`; only whole addresses are replaced
 /// (the characters around a match must not continue a dotted number).
-pub(crate) fn rewrite_addresses(text: &str, map: &std::collections::BTreeMap<String, String>) -> (String, usize) {
+pub fn rewrite_addresses(text: &str, map: &std::collections::BTreeMap<String, String>) -> (String, usize) {
     let mut rules: Vec<(&String, &String)> = map.iter().collect();
     rules.sort_by_key(|(old, _)| std::cmp::Reverse(old.len()));
     let mut out = text.to_string();

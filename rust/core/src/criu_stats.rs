@@ -14,7 +14,7 @@
 //! dockerd-managed containerd the root is `<DockerRootDir>/containerd/daemon`), which lives as
 //! long as the restored task does.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::IntegrityError;
 
@@ -34,7 +34,8 @@ const MAX_GROUP_DEPTH: u32 = 32;
 
 /// What CRIU measured while dumping (`dump_stats_entry`). Times are in microseconds, pages are
 /// counts of memory pages. Optional fields that CRIU did not write read as 0.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DumpStats {
     /// Time to freeze the process tree (Podman's `freezing_time`).
     pub freezing_time_us: u64,
@@ -67,7 +68,8 @@ pub struct DumpStats {
 }
 
 /// What CRIU measured while restoring (`restore_stats_entry`). Times are in microseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RestoreStats {
     /// Pages compared with a parent image.
     pub pages_compared: u64,

@@ -35,9 +35,17 @@ pub struct ProviderConfig {
     /// Seconds a single API call may take before it is abandoned.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
-    /// The provider's public address, where published ports answer (informational for now).
+    /// The provider's public address, where published ports answer.
     #[serde(default)]
     pub public_address: Option<String>,
+    /// Where another provider's host reaches this host's `vimigrate-runtime` for a direct
+    /// transfer (a host name or address); default: `public_address`.
+    #[serde(default)]
+    pub transfer_address: Option<String>,
+    /// The TCP port this host's runtime receives direct transfers on; 0 (default) lets it pick
+    /// a free port for each migration. Set it when a firewall only opens known ports.
+    #[serde(default)]
+    pub transfer_port: u16,
 }
 
 fn default_timeout_secs() -> u64 {
@@ -94,6 +102,8 @@ impl ProviderConfig {
             allow_plain_tcp: false,
             timeout_secs: default_timeout_secs(),
             public_address: None,
+            transfer_address: None,
+            transfer_port: 0,
         }
     }
 

@@ -115,6 +115,22 @@ pub struct PortTaken {
     pub advice: &'static str,
 }
 
+/// The OCI runtime wrapper (`vimigrate-runtime`) on a provider host reported a failed step of
+/// the direct migration path.
+#[derive(Debug, thiserror::Error)]
+#[error("provider `{provider}`: vimigrate-runtime failed at step {step}: {message}")]
+pub struct RuntimeStepError {
+    /// The provider whose host reported it.
+    pub provider: String,
+    /// `connect`, `send`, `receive`, `verify`, `dump`, `restore`, ...
+    pub step: String,
+    /// The wrapper's message, with its causes.
+    pub message: String,
+    /// Whether the wrapper judged that a retry may help (a network failure, a corrupted
+    /// transfer).
+    pub retryable: bool,
+}
+
 /// Every error the engine returns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -133,6 +149,9 @@ pub enum Error {
     /// A DNS server or API failed or refused a request.
     #[error(transparent)]
     Dns(#[from] crate::dns_error::DnsError),
+    /// The runtime wrapper on a provider host failed a step of the direct path.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeStepError),
 }
 
 /// Coarse classes of [`Error`], for callers that map errors to their own types
@@ -180,6 +199,8 @@ impl Error {
             Error::Integrity(_) => ErrorKind::Failed,
             Error::PortTaken(_) => ErrorKind::Conflict,
             Error::Dns(err) => err.kind(),
+            Error::Runtime(err) if err.retryable => ErrorKind::Unavailable,
+            Error::Runtime(_) => ErrorKind::Failed,
         }
     }
 

@@ -168,6 +168,21 @@ impl<'a> LayerSync<'a> {
         self.copy_all(&copies, progress).await
     }
 
+    /// What the destination holds of the layer after the first pass, for the direct path's
+    /// runtime to compare the frozen layer with. A time that does not parse never matches, so
+    /// that file is sent again.
+    pub(crate) fn baseline(&self) -> Vec<crate::runtime_directive::BaselineEntry> {
+        self.first_stats
+            .iter()
+            .map(|(path, stat)| crate::runtime_directive::BaselineEntry {
+                path: path.clone(),
+                size: u64::try_from(stat.size).unwrap_or(u64::MAX),
+                mtime_ns: crate::rfc3339::parse_rfc3339_ns(&stat.mtime).unwrap_or(i128::MIN),
+                mode: stat.mode,
+            })
+            .collect()
+    }
+
     /// The delta pass, once the source is frozen: new subtrees, and leaves whose size, time or
     /// mode changed since the first pass.
     pub(crate) async fn delta_pass(&mut self, progress: &(dyn Fn(u64) + Send + Sync)) -> Result<PassReport, Error> {

@@ -17,6 +17,7 @@ mod container_remove;
 mod container_spec;
 mod criu_probe;
 mod criu_stats;
+mod direct_path;
 mod dns_error;
 mod dns_plan;
 mod dns_powerdns;
@@ -35,6 +36,8 @@ mod network;
 mod network_map;
 mod probe;
 mod provider;
+pub mod rfc3339;
+pub mod runtime_directive;
 mod strict;
 mod tar_manifest;
 mod tar_writer;
@@ -42,7 +45,7 @@ mod tar_writer;
 pub use archive::{copy_archive, read_manifest, verify_copy, CopyReport};
 pub use container_clone::VolumeMount;
 pub use container_deploy::{DeployedContainer, PublishedPort};
-pub use container_files::CriuTcp;
+pub use container_files::{rewrite_addresses, CriuTcp};
 pub use container_spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol, VolumeSpec};
 pub use criu_probe::CriuCheck;
 pub use criu_stats::{
@@ -53,11 +56,11 @@ pub use dns_plan::{apply as dns_apply, lookup as dns_lookup, plan as dns_plan, R
 pub use dns_record::{DnsRecord, RecordType, MAX_TTL};
 pub use dns_server::{DnsServerConfig, PowerDnsConfig, Rfc2136Config, Secret};
 pub use endpoint::{Endpoint, ProviderConfig, TlsFiles};
-pub use error::{Error, ErrorKind, InputError, IntegrityError, PortTaken, ProviderError};
+pub use error::{Error, ErrorKind, InputError, IntegrityError, PortTaken, ProviderError, RuntimeStepError};
 pub use image_transfer::{ensure_image, image_platform, ImageTransfer};
 pub use labels::MANAGED_LABEL;
 pub use migrate::{
-    migrate, MigrationError, MigrationOptions, MigrationReport, MigrationStats, Phase, ProgressEvent, Rollback,
+    migrate, Method, MigrationError, MigrationOptions, MigrationReport, MigrationStats, Phase, ProgressEvent, Rollback,
 };
 pub use network::{NetworkInfo, NetworkSpec};
 pub use network_map::{AddressMode, NetworkDecision};

@@ -15,12 +15,14 @@ use serde::{Deserialize, Serialize};
 use crate::archive::{copy_archive, verify_copy};
 use crate::container_clone::{CloneChanges, SourceContainer};
 use crate::container_files::{rewrite_addresses, CriuTcp};
-use crate::criu_stats::{parse_dump_stats, DumpStats};
+use crate::criu_stats::{parse_dump_stats, DumpStats, RestoreStats};
+use crate::direct_path::{choose_path, DirectTransfer, PathChoice, TransferKeys};
 use crate::error::{Error, InputError, PortTaken, ProviderError};
 use crate::image_transfer::{ensure_image, image_platform};
 use crate::layer_sync::LayerSync;
 use crate::network_map::{self, AddressMode, NetworkDecision};
 use crate::provider::Provider;
+use crate::runtime_directive::{CriuOptions, Fault, TcpMode, RUNTIME_NAME};
 
 /// What to migrate and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,27 @@ pub struct MigrationOptions {
     /// What CRIU does with established TCP connections (see [`CriuTcp`]).
     #[serde(default)]
     pub criu_tcp: CriuTcp,
+    /// How the checkpoint moves (see [`Method`]).
+    #[serde(default)]
+    pub method: Method,
+    /// Fault injection for the project's own tests (direct path only).
+    #[serde(default)]
+    pub fault: Option<Fault>,
+}
+
+/// How a migration moves the checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The direct path when both hosts offer it (see [`crate::runtime_directive`]), else
+    /// Docker's checkpoint API; the report says which was taken and why.
+    #[default]
+    Auto,
+    /// The direct path, or a preflight error saying why it is not possible.
+    Direct,
+    /// Docker's checkpoint API (`docker checkpoint create`, the images through the broker,
+    /// `docker start --checkpoint`).
+    Docker,
 }
 
 fn yes() -> bool {
@@ -75,6 +98,8 @@ impl MigrationOptions {
             address_map: BTreeMap::new(),
             peer_files: Vec::new(),
             criu_tcp: CriuTcp::Auto,
+            method: Method::Auto,
+            fault: None,
         }
     }
 }
@@ -176,6 +201,14 @@ pub struct MigrationStats {
     /// CRIU's own dump statistics (freezing_time, frozen_time, memdump_time, memwrite_time,
     /// pages_written, ...), when the checkpoint carried them.
     pub criu_dump: Option<DumpStats>,
+    /// CRIU's own restore statistics (restore_time, ...), on the direct path.
+    pub criu_restore: Option<RestoreStats>,
+    /// On the direct path: the source runtime's dump (runc checkpoint), ms.
+    pub dump_ms: u64,
+    /// On the direct path: the destination runtime's receive, from connection to last checksum.
+    pub receive_ms: u64,
+    /// Peak resident memory of the runtimes on the source and destination hosts (KiB).
+    pub runtime_peak_rss_kib: u64,
 }
 
 /// A successful migration.
@@ -210,6 +243,10 @@ pub struct MigrationReport {
     pub criu_tcp_option: Option<String>,
     /// Declared peer files rewritten on the destination, with the number of addresses replaced.
     pub rewrites: Vec<(String, usize)>,
+    /// `direct` or `docker`: how the checkpoint moved.
+    pub method: &'static str,
+    /// Why Docker's checkpoint API was used, when it was.
+    pub method_reason: Option<String>,
 }
 
 /// What happened to the service after a failure.
@@ -297,6 +334,8 @@ pub async fn migrate(
         decisions: Vec::new(),
         changes: CloneChanges::default(),
         image: String::new(),
+        path: PathChoice::Docker(String::new()),
+        direct: None,
         undo: Undo::default(),
     }
     .run()
@@ -313,6 +352,10 @@ struct Migration<'a> {
     changes: CloneChanges,
     /// The image both helpers and the destination run (see `SourceContainer::image`).
     image: String,
+    /// How the checkpoint moves, decided in preflight.
+    path: PathChoice,
+    /// The direct path's state, once prepared.
+    direct: Option<DirectTransfer>,
     undo: Undo,
 }
 
@@ -370,6 +413,11 @@ impl Migration<'_> {
             Ok(helpers) => helpers,
             Err(e) => return Err(self.fail(Phase::Prepare, &source, e).await),
         };
+        if let PathChoice::Direct { .. } = self.path {
+            if let Err(e) = self.prepare_direct(&source).await {
+                return Err(self.fail(Phase::Prepare, &source, e).await);
+            }
+        }
         let destination_id = self.undo.destination_id.clone().unwrap_or_default();
         stats.prepare_ms = ms(t);
 
@@ -382,6 +430,10 @@ impl Migration<'_> {
             Err(e) => return Err(self.fail(Phase::Precopy, &source, e).await),
         }
         stats.precopy_ms = ms(t);
+
+        if let PathChoice::Direct { destination_host } = self.path.clone() {
+            return self.run_direct(&source, &layer, stats, started, &destination_host).await;
+        }
 
         let tcp_option = self.tcp_option();
         if let Some(option) = tcp_option {
@@ -452,6 +504,176 @@ impl Migration<'_> {
             address_changes,
             criu_tcp_option: tcp_option.map(str::to_string),
             rewrites,
+            method: "docker",
+            method_reason: match &self.path {
+                PathChoice::Docker(reason) => Some(reason.clone()),
+                PathChoice::Direct { .. } => None,
+            },
+        })
+    }
+
+    /// The direct path's helpers and keys (after the destination container exists).
+    async fn prepare_direct(&mut self, source: &SourceContainer) -> Result<(), Error> {
+        let destination_id = self.undo.destination_id.clone().unwrap_or_default();
+        let keys = TransferKeys::generate()?;
+        match DirectTransfer::prepare(
+            self.src,
+            self.dst,
+            &self.checkpoint,
+            &source.id,
+            &destination_id,
+            &self.image,
+            keys,
+        )
+        .await
+        {
+            Ok((transfer, helpers)) => {
+                self.undo.helpers.extend(helpers);
+                self.direct = Some(transfer);
+                Ok(())
+            }
+            Err((e, helpers)) => {
+                self.undo.helpers.extend(helpers);
+                Err(e)
+            }
+        }
+    }
+
+    /// CRIU's options on the direct path: each container gets its own, the hosts' file is left
+    /// alone.
+    fn direct_criu_options(&self) -> CriuOptions {
+        match self.tcp_option() {
+            None => CriuOptions { tcp: None, skip_in_flight: false },
+            Some("tcp-established") => CriuOptions { tcp: Some(TcpMode::Established), skip_in_flight: true },
+            Some(_) => CriuOptions { tcp: Some(TcpMode::Close), skip_in_flight: true },
+        }
+    }
+
+    /// The rest of a migration on the direct path, from the armed runtimes to the cleanup.
+    async fn run_direct(
+        mut self,
+        source: &SourceContainer,
+        layer: &LayerSync<'_>,
+        mut stats: MigrationStats,
+        started: Instant,
+        destination_host: &str,
+    ) -> Result<MigrationReport, MigrationError> {
+        let checkpoint = self.checkpoint.clone();
+        let criu = self.direct_criu_options();
+        let Some(mut transfer) = self.direct.take() else {
+            let e = ProviderError::Unsuitable {
+                provider: self.dst.name().to_string(),
+                requirement: "a prepared direct transfer",
+                detail: "the direct path was chosen but not prepared".into(),
+            };
+            return Err(self.fail(Phase::Prepare, source, e.into()).await);
+        };
+        let destination_id = transfer.dst_id.clone();
+
+        // Still while the service runs: the destination starts and waits for the images.
+        let t = Instant::now();
+        let armed = async {
+            let port = transfer.arm_destination(&criu, &self.options.peer_files, &self.options.address_map).await?;
+            let host = if destination_host.contains(':') {
+                format!("[{destination_host}]")
+            } else {
+                destination_host.to_string()
+            };
+            let volumes = source.volumes.iter().map(|v| v.destination.clone()).collect();
+            transfer.arm_source(format!("{host}:{port}"), &criu, layer.baseline(), volumes, self.options.fault).await
+        }
+        .await;
+        stats.prepare_ms += ms(t);
+        self.direct = Some(transfer);
+        if let Err(e) = armed {
+            return Err(self.fail(Phase::Prepare, source, e).await);
+        }
+
+        // The service stops answering from here until the destination's start returns.
+        let frozen = self.phase(Phase::Checkpoint);
+        self.undo.checkpoint_taken = true;
+        let dumped = self.src.create_checkpoint(&source.id, &checkpoint).await;
+        stats.checkpoint_ms = ms(frozen);
+        if let Err(e) = dumped {
+            let transfer = self.direct.as_ref().expect("set above");
+            // The runtime's report says why (the destination unreachable, CRIU's error).
+            let cause = transfer.reported_failure(true).await.unwrap_or(e);
+            return Err(self.fail(Phase::Checkpoint, source, cause).await);
+        }
+        let t = self.phase(Phase::Transfer);
+        let restored = self.direct.as_mut().expect("set above").await_start().await;
+        if let Err(e) = restored {
+            let transfer = self.direct.as_ref().expect("set above");
+            // Everything had arrived when the destination got as far as its restore.
+            let received = transfer.status(false).await.is_some_and(|s| {
+                s.state == crate::runtime_directive::RuntimeState::Received
+                    || s.error.is_some_and(|e| e.step == "restore" || e.step == "rewrite")
+            });
+            // A send failure on the source explains a destination that waited in vain.
+            let cause = match transfer.reported_failure(true).await {
+                Some(sent) if !received => sent,
+                _ => e,
+            };
+            let phase = if received { Phase::Restore } else { Phase::Transfer };
+            return Err(self.fail(phase, source, cause).await);
+        }
+        let running = self.dst.inspect_deployed(&destination_id).await;
+        if !matches!(running, Ok(Some(ref c)) if c.running) {
+            let cause = match running {
+                Err(e) => e,
+                _ => ProviderError::Unsuitable {
+                    provider: self.dst.name().to_string(),
+                    requirement: "a running restored container",
+                    detail: format!("container {destination_id} stopped right after its restore"),
+                }
+                .into(),
+            };
+            return Err(self.fail(Phase::Restore, source, cause).await);
+        }
+        stats.downtime_ms = ms(frozen);
+        let transfer_phase_ms = ms(t);
+
+        let transfer = self.direct.as_ref().expect("set above");
+        let (sent, received) = (transfer.status(true).await, transfer.status(false).await);
+        if let Some(sent) = &sent {
+            stats.dump_ms = sent.stats.dump_ms;
+            stats.transfer_ms = sent.stats.send_ms;
+            stats.checkpoint_bytes = sent.stats.image_bytes;
+            stats.transfer_bytes = sent.stats.image_bytes + sent.stats.file_bytes;
+            stats.criu_dump = sent.stats.criu_dump.clone();
+            stats.runtime_peak_rss_kib = sent.stats.peak_rss_kib;
+        }
+        if let Some(received) = &received {
+            stats.receive_ms = received.stats.receive_ms;
+            stats.restore_ms = received.stats.restore_ms;
+            stats.criu_restore = received.stats.criu_restore.clone();
+            stats.runtime_peak_rss_kib = stats.runtime_peak_rss_kib.max(received.stats.peak_rss_kib);
+        } else {
+            stats.restore_ms = transfer_phase_ms;
+        }
+
+        let address_changes = self.address_changes(source, &destination_id).await;
+        let t = self.phase(Phase::Cleanup);
+        let warnings = self.clean_up(source, &destination_id, &checkpoint).await;
+        stats.cleanup_ms = ms(t);
+        stats.total_ms = ms(started);
+        let rewrites = self.options.peer_files.iter().map(|p| (p.clone(), 0)).collect();
+        Ok(MigrationReport {
+            container: source.name.clone(),
+            source: self.src.name().to_string(),
+            destination: self.dst.name().to_string(),
+            source_id: source.id.clone(),
+            destination_id,
+            checkpoint,
+            source_kept: self.options.keep_source,
+            stats,
+            warnings,
+            networks: self.decisions.clone(),
+            address_changes,
+            criu_tcp_option: self.tcp_option().map(str::to_string),
+            rewrites,
+            method: "direct",
+            method_reason: None,
         })
     }
 
@@ -582,6 +804,30 @@ impl Migration<'_> {
                 .into());
             }
         }
+        self.path = choose_path(
+            self.options.method,
+            src_report.vimigrate_runtime,
+            dst_report.vimigrate_runtime,
+            source.runtime.as_deref(),
+            self.dst,
+        )
+        .map_err(|detail| ProviderError::Unsuitable {
+            provider: self.dst.name().to_string(),
+            requirement: "the direct migration path (method direct)",
+            detail,
+        })?;
+        if let PathChoice::Docker(reason) = &self.path {
+            tracing::info!(container = %source.name, %reason, "migrating through Docker's checkpoint API");
+        }
+        // The destination runs the container under vimigrate-runtime when it has it, so that
+        // the next migration can take the direct path.
+        self.changes.runtime = if dst_report.vimigrate_runtime {
+            Some(RUNTIME_NAME.to_string())
+        } else if source.runtime.as_deref() == Some(RUNTIME_NAME) {
+            None
+        } else {
+            source.runtime.clone()
+        };
         if self.dst.inspect_container_raw(&source.name).await?.is_some() {
             return Err(ProviderError::NameTaken {
                 provider: self.dst.name().to_string(),
@@ -675,6 +921,10 @@ impl Migration<'_> {
     async fn prepare(&mut self, source: &SourceContainer) -> Result<(String, String), Error> {
         let destination_id = self.dst.create_clone(source, &self.decisions, &self.changes).await?;
         self.undo.destination_id = Some(destination_id.clone());
+        if let PathChoice::Direct { .. } = self.path {
+            // The direct path's helpers mount the containers' directories instead.
+            return Ok((String::new(), String::new()));
+        }
         let src_dir = self.src.checkpoint_parent_dir(&source.id).await?;
         let dst_dir = self.dst.checkpoint_parent_dir(&destination_id).await?;
         let tag: String = destination_id.chars().take(12).collect();
@@ -778,34 +1028,40 @@ impl Migration<'_> {
                 first_error.get_or_insert(e);
             }
         };
+        // A destination still waiting for the transfer is told to give up first, so that its
+        // start call ends and the container can go.
+        if let Some(transfer) = self.direct.as_mut() {
+            if transfer.destination_starting() {
+                transfer.withdraw_destination().await;
+            }
+        }
         // The destination goes first: it must never run alongside a resumed source.
         if let Some(id) = self.undo.destination_id.take() {
             keep(self.dst.force_remove(&id).await);
         }
-        for (on_source, helper) in std::mem::take(&mut self.undo.helpers) {
-            let provider = if on_source { self.src } else { self.dst };
-            keep(provider.force_remove(&helper).await);
+        let helpers = std::mem::take(&mut self.undo.helpers);
+        let (source_helpers, destination_helpers): (Vec<_>, Vec<_>) =
+            helpers.into_iter().partition(|(on_source, _)| *on_source);
+        for (_, helper) in destination_helpers {
+            keep(self.dst.force_remove(&helper).await);
         }
-        if !self.undo.checkpoint_taken {
-            for warning in self.restore_host_options().await {
-                tracing::warn!(warning = %warning, "CRIU options not restored after the rollback");
-            }
-            return match first_error {
-                None => Rollback::Undone,
-                Some(e) => Rollback::Failed(Box::new(e)),
-            };
+        let resumed = if self.undo.checkpoint_taken { Some(self.resume_source(source).await) } else { None };
+        // The source's helpers served the resume on the direct path; they go last.
+        for (_, helper) in source_helpers {
+            keep(self.src.force_remove(&helper).await);
         }
-        let resumed = self.resume_source(source).await;
         for warning in self.restore_host_options().await {
             tracing::warn!(warning = %warning, "CRIU options not restored after the rollback");
         }
         match (resumed, first_error) {
-            (Ok(()), None) => Rollback::Resumed { provider: self.src.name().to_string() },
-            (Ok(()), Some(cleanup)) => {
+            (None, None) => Rollback::Undone,
+            (None, Some(e)) => Rollback::Failed(Box::new(e)),
+            (Some(Ok(())), None) => Rollback::Resumed { provider: self.src.name().to_string() },
+            (Some(Ok(())), Some(cleanup)) => {
                 tracing::warn!(error = %cleanup.report(), "service resumed, but the destination was not fully cleaned");
                 Rollback::Resumed { provider: self.src.name().to_string() }
             }
-            (Err(e), _) => Rollback::Failed(Box::new(e)),
+            (Some(Err(e)), _) => Rollback::Failed(Box::new(e)),
         }
     }
 
@@ -824,7 +1080,27 @@ impl Migration<'_> {
                 }
                 .into());
             };
-            self.src.start_from_checkpoint(&source.id, &name).await?;
+            match &self.direct {
+                // The runtime kept the dump in the checkpoint directory: restore from it the
+                // same way the destination would have; Docker's own restore reads the same
+                // directory and is the fallback.
+                Some(transfer) => {
+                    if let Err(e) = transfer.restore_source_locally(&self.direct_criu_options()).await {
+                        tracing::warn!(error = %e.report(), "direct restore on the source failed; trying Docker's restore");
+                        self.src.start_from_checkpoint(&source.id, &name).await?;
+                    }
+                }
+                None => self.src.start_from_checkpoint(&source.id, &name).await?,
+            }
+            let running = self.src.inspect_deployed(&source.id).await?.is_some_and(|c| c.running);
+            if !running {
+                return Err(ProviderError::Unsuitable {
+                    provider: self.src.name().to_string(),
+                    requirement: "a running source after the rollback",
+                    detail: format!("container `{}` stopped right after its restore", source.name),
+                }
+                .into());
+            }
         }
         if let Some(name) = name {
             if let Err(e) = self.src.delete_checkpoint(&source.id, &name).await {

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::provider::Provider;
+use crate::runtime_directive::RUNTIME_NAME;
 
 /// Facts about a provider's Docker Engine, read through its API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,6 +33,11 @@ pub struct ProviderReport {
     pub containers_running: i64,
     /// The provider's public address, if configured.
     pub public_address: Option<String>,
+    /// OCI runtimes the daemon offers, sorted.
+    pub runtimes: Vec<String>,
+    /// Whether `vimigrate-runtime` is registered (as runtime `vimigrate`): containers running
+    /// under it migrate by the direct path.
+    pub vimigrate_runtime: bool,
 }
 
 impl Provider {
@@ -39,6 +45,8 @@ impl Provider {
     pub async fn probe(&self) -> Result<ProviderReport, Error> {
         let version = self.docker().version().await.map_err(self.api_error("read version"))?;
         let info = self.docker().info().await.map_err(self.api_error("read system info"))?;
+        let mut runtimes: Vec<String> = info.runtimes.clone().unwrap_or_default().into_keys().collect();
+        runtimes.sort();
         Ok(ProviderReport {
             name: self.name().to_string(),
             endpoint: self.endpoint().to_string(),
@@ -52,6 +60,8 @@ impl Provider {
             docker_root_dir: info.docker_root_dir.unwrap_or_default(),
             containers_running: info.containers_running.unwrap_or(0),
             public_address: self.public_address().map(str::to_string),
+            vimigrate_runtime: runtimes.iter().any(|r| r == RUNTIME_NAME),
+            runtimes,
         })
     }
 }

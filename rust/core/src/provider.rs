@@ -13,6 +13,9 @@ pub struct Provider {
     name: String,
     endpoint: Endpoint,
     public_address: Option<String>,
+    transfer_address: Option<String>,
+    transfer_port: u16,
+    timeout_secs: u64,
     docker: Docker,
 }
 
@@ -45,7 +48,15 @@ impl Provider {
         .map_err(connect_error)?;
         let docker = docker.negotiate_version().await.map_err(connect_error)?;
         tracing::debug!(provider = %config.name, %endpoint, api = %docker.client_version(), "connected");
-        Ok(Provider { name: config.name.clone(), endpoint, public_address: config.public_address.clone(), docker })
+        Ok(Provider {
+            name: config.name.clone(),
+            endpoint,
+            public_address: config.public_address.clone(),
+            transfer_address: config.transfer_address.clone().or_else(|| config.public_address.clone()),
+            transfer_port: config.transfer_port,
+            timeout_secs: config.timeout_secs,
+            docker,
+        })
     }
 
     /// The provider's name, as configured.
@@ -61,6 +72,22 @@ impl Provider {
     /// The provider's public address, where published ports answer, if configured.
     pub fn public_address(&self) -> Option<&str> {
         self.public_address.as_deref()
+    }
+
+    /// Where another provider's host reaches this one for a direct transfer
+    /// (`transfer_address`, else `public_address`).
+    pub fn transfer_address(&self) -> Option<&str> {
+        self.transfer_address.as_deref()
+    }
+
+    /// The port this host receives direct transfers on (0: any free port).
+    pub fn transfer_port(&self) -> u16 {
+        self.transfer_port
+    }
+
+    /// Seconds a single API call may take.
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout_secs
     }
 
     /// The negotiated Docker API version, e.g. `1.41`.

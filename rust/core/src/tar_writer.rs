@@ -39,6 +39,20 @@ pub(crate) fn single_file_tar(path: &str, mode: u32, content: &[u8]) -> Vec<u8> 
     tar
 }
 
+/// A tar holding directory `dir` (mode 0700) and, inside it, `files` (mode 0600): private
+/// files placed through the archive endpoints (directives that carry secrets).
+pub(crate) fn private_files_tar(dir: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    tar.extend_from_slice(&ustar_header(&format!("{dir}/"), 0o700, 0, b'5'));
+    for (name, content) in files {
+        tar.extend_from_slice(&ustar_header(&format!("{dir}/{name}"), 0o600, content.len(), b'0'));
+        tar.extend_from_slice(content);
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+    }
+    tar.resize(tar.len() + 1024, 0);
+    tar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

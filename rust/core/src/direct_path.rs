@@ -1,0 +1,411 @@
+//! The broker's side of the direct migration path (see [`crate::runtime_directive`]).
+//!
+//! Docker drives every step; the broker only leaves directives for `vimigrate-runtime` on both
+//! hosts and makes the Docker calls in the right order:
+//!
+//! 1. before the freeze, the destination container is started (`docker start`): Docker sets up
+//!    its network, ports and mounts, and the runtime's `create` waits for the images, listening
+//!    on the destination host;
+//! 2. the freeze is an ordinary `docker checkpoint create` on the source: the runtime dumps and
+//!    streams to the destination at the same time (host to host, TLS with a certificate made
+//!    for this migration, the broker relays nothing);
+//! 3. the destination's `docker start` returns once the runtime restored the container.
+//!
+//! A rollback withdraws the destination's directive, removes that container, and restores the
+//! source from the dump it kept (the same directive mechanism on the source host, or Docker's
+//! own restore from the same checkpoint directory should that fail).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bollard::query_parameters::StartContainerOptions;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ProviderError, RuntimeStepError};
+use crate::provider::Provider;
+use crate::runtime_directive::{
+    Action, BaselineEntry, CriuOptions, Directive, DumpDirective, ReceiveFrom, RestoreDirective, RuntimeState,
+    RuntimeStatus, SendTo, DIRECTIVE_FILE, DIRECTIVE_VERSION, RUNTIME_NAME, STATE_DIR, STATUS_FILE,
+};
+use crate::tar_writer::private_files_tar;
+use crate::Secret;
+
+/// Where the helper containers mount a container's directory.
+const MOUNT: &str = "/vimigrate-c";
+/// How often the broker looks at the destination's status while it starts listening.
+const STATUS_POLL: Duration = Duration::from_millis(20);
+/// Longest silence on the transfer connection (ms).
+const IO_TIMEOUT_MS: u64 = 30_000;
+
+/// Why a migration takes the direct path or Docker's checkpoint API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PathChoice {
+    /// The direct path: the destination's runtime is reached at this host.
+    Direct {
+        /// Host (name or address) of the destination, as the source host reaches it.
+        destination_host: String,
+    },
+    /// Docker's checkpoint API, for this reason.
+    Docker(String),
+}
+
+impl Provider {
+    /// Docker's directory of a container on its host, `<DockerRootDir>/containers/<id>`.
+    pub(crate) async fn container_dir(&self, container: &str) -> Result<String, Error> {
+        let checkpoints = self.checkpoint_parent_dir(container).await?;
+        Ok(crate::container_files::parent(&checkpoints).to_string())
+    }
+}
+
+/// Decides the path: direct when both hosts run `vimigrate-runtime`, the source container runs
+/// under it, and the destination has an address the source host can reach.
+pub(crate) fn choose_path(
+    wanted: crate::migrate::Method,
+    src_has: bool,
+    dst_has: bool,
+    source_runtime: Option<&str>,
+    dst: &Provider,
+) -> Result<PathChoice, String> {
+    use crate::migrate::Method;
+    let reason = if wanted == Method::Docker {
+        Some("method docker was asked for".to_string())
+    } else if !src_has {
+        Some("the source provider has no `vimigrate` runtime (vimigrate-runtime is not installed there)".to_string())
+    } else if !dst_has {
+        Some(format!("provider `{}` has no `vimigrate` runtime (vimigrate-runtime is not installed there)", dst.name()))
+    } else if source_runtime != Some(RUNTIME_NAME) {
+        Some(format!("the container runs under runtime `{}`, not `{RUNTIME_NAME}`", source_runtime.unwrap_or("runc")))
+    } else if dst.transfer_address().is_none() {
+        Some(format!("provider `{}` has neither transfer_address nor public_address", dst.name()))
+    } else {
+        None
+    };
+    match (reason, wanted) {
+        (None, _) => {
+            Ok(PathChoice::Direct { destination_host: dst.transfer_address().unwrap_or_default().to_string() })
+        }
+        (Some(reason), Method::Direct) => Err(reason),
+        (Some(reason), _) => Ok(PathChoice::Docker(reason)),
+    }
+}
+
+/// The secrets of one direct transfer: the receiver's certificate and key, and the token.
+#[derive(Clone)]
+pub(crate) struct TransferKeys {
+    token: Secret,
+    cert_b64: String,
+    key_b64: Secret,
+}
+
+impl std::fmt::Debug for TransferKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransferKeys(<redacted>)")
+    }
+}
+
+impl TransferKeys {
+    /// A fresh certificate (P-256, self-signed) and a 256-bit token, for one migration.
+    pub(crate) fn generate() -> Result<TransferKeys, Error> {
+        let fail = |detail: String| ProviderError::Unsuitable {
+            provider: "broker".into(),
+            requirement: "transfer keys",
+            detail,
+        };
+        let made = rcgen::generate_simple_self_signed(vec!["vimigrate-transfer".to_string()])
+            .map_err(|e| fail(format!("cannot generate a certificate: {e}")))?;
+        let mut token = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut token)
+            .map_err(|_| fail("no system randomness".into()))?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(TransferKeys {
+            token: Secret::new(token.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            cert_b64: b64.encode(made.cert.der()),
+            key_b64: Secret::new(b64.encode(made.key_pair.serialize_der())),
+        })
+    }
+}
+
+/// One direct transfer in progress: the containers, their directories and helpers, and the
+/// destination's `docker start` in flight.
+pub(crate) struct DirectTransfer {
+    pub src: Provider,
+    pub dst: Provider,
+    pub migration: String,
+    pub src_id: String,
+    pub dst_id: String,
+    pub src_dir: String,
+    pub dst_dir: String,
+    pub src_helper: String,
+    pub dst_helper: String,
+    pub keys: TransferKeys,
+    start: Option<JoinHandle<Result<(), bollard::errors::Error>>>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl DirectTransfer {
+    /// Creates the helper containers that give the broker the two container directories.
+    pub(crate) async fn prepare(
+        src: &Provider,
+        dst: &Provider,
+        migration: &str,
+        src_id: &str,
+        dst_id: &str,
+        image: &str,
+        keys: TransferKeys,
+    ) -> Result<(DirectTransfer, Vec<(bool, String)>), (Error, Vec<(bool, String)>)> {
+        let mut made = Vec::new();
+        let result = async {
+            let src_dir = src.container_dir(src_id).await?;
+            let dst_dir = dst.container_dir(dst_id).await?;
+            let tag: String = dst_id.chars().take(12).collect();
+            let src_helper =
+                src.create_helper(&format!("vimigrate-helper-src-{tag}"), image, &src_dir, MOUNT, false).await?;
+            made.push((true, src_helper.clone()));
+            let dst_helper =
+                dst.create_helper(&format!("vimigrate-helper-dst-{tag}"), image, &dst_dir, MOUNT, false).await?;
+            made.push((false, dst_helper.clone()));
+            Ok::<_, Error>(DirectTransfer {
+                src: src.clone(),
+                dst: dst.clone(),
+                migration: migration.to_string(),
+                src_id: src_id.to_string(),
+                dst_id: dst_id.to_string(),
+                src_dir,
+                dst_dir,
+                src_helper,
+                dst_helper,
+                keys,
+                start: None,
+            })
+        }
+        .await;
+        match result {
+            Ok(transfer) => Ok((transfer, made)),
+            Err(e) => Err((e, made)),
+        }
+    }
+
+    fn images_dir(dir: &str, migration: &str) -> String {
+        format!("{dir}/checkpoints/{migration}")
+    }
+
+    fn deadline(provider: &Provider) -> u64 {
+        // The destination's `docker start` must return before the broker's own call times out.
+        let window = Duration::from_secs(provider.timeout_secs().max(10)).mul_f64(0.8);
+        unix_ms(SystemTime::now() + window)
+    }
+
+    /// Writes `directive` for a container through its helper, and reads it back: a restore
+    /// directive that did not land would turn the next `docker start` into a fresh start.
+    async fn place(provider: &Provider, helper: &str, directive: &Directive) -> Result<(), Error> {
+        let json = directive.to_json();
+        let tar = private_files_tar(STATE_DIR, &[(DIRECTIVE_FILE, &json)]);
+        provider.put_archive(helper, MOUNT, tar).await?;
+        let back = provider.read_file(helper, &format!("{MOUNT}/{STATE_DIR}/{DIRECTIVE_FILE}")).await?;
+        if back.as_deref() != Some(json.as_slice()) {
+            return Err(ProviderError::Unsuitable {
+                provider: provider.name().to_string(),
+                requirement: "a directive written to the container's directory",
+                detail: "the directive read back differs from the one written".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The runtime's status on one side, if it wrote one for this migration.
+    pub(crate) async fn status(&self, on_source: bool) -> Option<RuntimeStatus> {
+        let (provider, helper) = if on_source { (&self.src, &self.src_helper) } else { (&self.dst, &self.dst_helper) };
+        let bytes = provider.read_file(helper, &format!("{MOUNT}/{STATE_DIR}/{STATUS_FILE}")).await.ok()??;
+        let status: RuntimeStatus = serde_json::from_slice(&bytes).ok()?;
+        (status.migration == self.migration).then_some(status)
+    }
+
+    /// The error a failed side reported, if it did.
+    pub(crate) async fn reported_failure(&self, on_source: bool) -> Option<Error> {
+        let status = self.status(on_source).await?;
+        let failure = status.error?;
+        let provider = if on_source { self.src.name() } else { self.dst.name() };
+        Some(
+            RuntimeStepError {
+                provider: provider.to_string(),
+                step: failure.step,
+                message: failure.message,
+                retryable: failure.retryable,
+            }
+            .into(),
+        )
+    }
+
+    /// Arms the destination: its directive, then `docker start` in the background, until its
+    /// runtime listens. Returns the port.
+    pub(crate) async fn arm_destination(
+        &mut self,
+        criu: &CriuOptions,
+        peer_files: &[String],
+        address_map: &BTreeMap<String, String>,
+    ) -> Result<u16, Error> {
+        let directive = Directive {
+            version: DIRECTIVE_VERSION,
+            migration: self.migration.clone(),
+            images_dir: Self::images_dir(&self.dst_dir, &self.migration),
+            criu: criu.clone(),
+            deadline_unix_ms: Self::deadline(&self.dst),
+            io_timeout_ms: IO_TIMEOUT_MS,
+            action: Action::Restore(RestoreDirective {
+                receive: Some(ReceiveFrom {
+                    listen: format!("0.0.0.0:{}", self.dst.transfer_port()),
+                    token: self.keys.token.clone(),
+                    cert: self.keys.cert_b64.clone(),
+                    key: self.keys.key_b64.clone(),
+                }),
+                peer_files: peer_files.to_vec(),
+                address_map: address_map.clone(),
+            }),
+        };
+        Self::place(&self.dst, &self.dst_helper, &directive).await?;
+        let docker = self.dst.docker().clone();
+        let id = self.dst_id.clone();
+        self.start =
+            Some(tokio::spawn(async move { docker.start_container(&id, None::<StartContainerOptions>).await }));
+        let waited = Instant::now();
+        let limit = Duration::from_secs(self.dst.timeout_secs().clamp(10, 60));
+        loop {
+            if let Some(status) = self.status(false).await {
+                match status.state {
+                    RuntimeState::Listening | RuntimeState::Received => {
+                        if let Some(port) = status.port {
+                            return Ok(port);
+                        }
+                    }
+                    RuntimeState::Failed => {
+                        return Err(self
+                            .reported_failure(false)
+                            .await
+                            .unwrap_or_else(|| self.unsuitable("a listening runtime", "it failed without saying why")))
+                    }
+                    _ => {}
+                }
+            }
+            if self.start.as_ref().is_some_and(JoinHandle::is_finished) {
+                return Err(match self.await_start().await {
+                    Err(e) => e,
+                    Ok(()) => self.unsuitable(
+                        "the vimigrate runtime on the destination",
+                        "the container started without waiting for the transfer (was it created under the `vimigrate` runtime?)",
+                    ),
+                });
+            }
+            if waited.elapsed() > limit {
+                return Err(self.unsuitable("a listening runtime", format!("no status after {} s", limit.as_secs())));
+            }
+            tokio::time::sleep(STATUS_POLL).await;
+        }
+    }
+
+    fn unsuitable(&self, requirement: &'static str, detail: impl Into<String>) -> Error {
+        ProviderError::Unsuitable { provider: self.dst.name().to_string(), requirement, detail: detail.into() }.into()
+    }
+
+    /// Arms the source: where to send, what the destination has of the layer already.
+    pub(crate) async fn arm_source(
+        &self,
+        address: String,
+        criu: &CriuOptions,
+        baseline: Vec<BaselineEntry>,
+        volumes: Vec<String>,
+        fault: Option<crate::runtime_directive::Fault>,
+    ) -> Result<(), Error> {
+        let directive = Directive {
+            version: DIRECTIVE_VERSION,
+            migration: self.migration.clone(),
+            images_dir: Self::images_dir(&self.src_dir, &self.migration),
+            criu: criu.clone(),
+            deadline_unix_ms: Self::deadline(&self.src),
+            io_timeout_ms: IO_TIMEOUT_MS,
+            action: Action::Dump(DumpDirective {
+                send: Some(SendTo { address, token: self.keys.token.clone(), server_cert: self.keys.cert_b64.clone() }),
+                baseline,
+                excluded: volumes.clone(),
+                volumes,
+                fault,
+            }),
+        };
+        Self::place(&self.src, &self.src_helper, &directive).await
+    }
+
+    /// Waits for the destination's `docker start`: `Ok` once the runtime restored it.
+    pub(crate) async fn await_start(&mut self) -> Result<(), Error> {
+        let Some(task) = self.start.take() else { return Ok(()) };
+        let result = match task.await {
+            Ok(result) => result,
+            Err(join) => {
+                return Err(self.unsuitable("the destination's start call", format!("it did not complete: {join}")));
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(source) => {
+                // The runtime's own report says which step failed; Docker's message is the
+                // fallback.
+                if let Some(reported) = self.reported_failure(false).await {
+                    return Err(reported);
+                }
+                Err(ProviderError::Api {
+                    provider: self.dst.name().to_string(),
+                    step: format!("start container {} restoring from the transfer", self.dst_id),
+                    source,
+                }
+                .into())
+            }
+        }
+    }
+
+    /// Whether the destination's start is still in flight.
+    pub(crate) fn destination_starting(&self) -> bool {
+        self.start.is_some()
+    }
+
+    /// Withdraws the destination's directive and waits (bounded) for its start call to end, so
+    /// that the container can be removed.
+    pub(crate) async fn withdraw_destination(&mut self) {
+        let tar = private_files_tar(STATE_DIR, &[(crate::runtime_directive::ABORT_FILE, b"")]);
+        if let Err(e) = self.dst.put_archive(&self.dst_helper, MOUNT, tar).await {
+            tracing::warn!(error = %e.report(), "could not withdraw the destination's directive");
+        }
+        if let Some(task) = self.start.take() {
+            let waited = tokio::time::timeout(Duration::from_secs(30), task).await;
+            if waited.is_err() {
+                tracing::warn!("the destination's start call did not end within 30 s of the withdrawal");
+            }
+        }
+    }
+
+    /// Restores the source from the dump it kept, through its runtime (a local restore
+    /// directive and a plain `docker start`).
+    pub(crate) async fn restore_source_locally(&self, criu: &CriuOptions) -> Result<(), Error> {
+        let directive = Directive {
+            version: DIRECTIVE_VERSION,
+            migration: self.migration.clone(),
+            images_dir: Self::images_dir(&self.src_dir, &self.migration),
+            criu: criu.clone(),
+            deadline_unix_ms: Self::deadline(&self.src),
+            io_timeout_ms: IO_TIMEOUT_MS,
+            action: Action::Restore(RestoreDirective {
+                receive: None,
+                peer_files: vec![],
+                address_map: BTreeMap::new(),
+            }),
+        };
+        Self::place(&self.src, &self.src_helper, &directive).await?;
+        self.src
+            .docker()
+            .start_container(&self.src_id, None::<StartContainerOptions>)
+            .await
+            .map_err(self.src.api_error(format!("restore container {} from its own dump", self.src_id)))
+    }
+}

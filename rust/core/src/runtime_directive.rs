@@ -1,0 +1,335 @@
+//! What the broker asks of `vimigrate-runtime`, the OCI runtime wrapper on a provider host, and
+//! what the wrapper reports back: the contract of the direct migration path.
+//!
+//! Docker's checkpoint API moves the images through containerd's content store, twice in each
+//! direction (platform.md: 60-75 MB/s, 23-26 s of downtime for 500 MiB). On the direct path
+//! Docker still drives every step (`docker checkpoint create` on the source, `docker start` on
+//! the destination), but the runtime it calls is `vimigrate-runtime`, which finds a *directive*
+//! for the container and turns the call into a dump streamed straight to the destination host,
+//! or into a restore from what arrived. The container stays under Docker's management
+//! throughout: `docker ps`, `logs`, `stop` and the next migration work as for any container.
+//!
+//! Both files live in the container's own directory on its host,
+//! `<DockerRootDir>/containers/<id>/vimigrate/`, so that they disappear with the container. The
+//! broker writes the directive (and reads the status) through a helper container that
+//! bind-mounts that directory; the wrapper finds the directory from the container's OCI spec
+//! (the source of its `/etc/hostname` mount). The wrapper deletes a directive as soon as it acts
+//! on it, so a later plain `docker start` never replays a restore.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::criu_stats::{DumpStats, RestoreStats};
+use crate::dns_server::Secret;
+
+/// The version of the directive format; a wrapper refuses any other.
+pub const DIRECTIVE_VERSION: u32 = 1;
+/// The name under which provider hosts register `vimigrate-runtime` with dockerd
+/// (`"runtimes": {"vimigrate": {"path": "/usr/local/bin/vimigrate-runtime"}}` in daemon.json).
+pub const RUNTIME_NAME: &str = "vimigrate";
+/// The wrapper's directory inside a container's directory.
+pub const STATE_DIR: &str = "vimigrate";
+/// The directive, in [`STATE_DIR`].
+pub const DIRECTIVE_FILE: &str = "directive.json";
+/// The wrapper's report, in [`STATE_DIR`].
+pub const STATUS_FILE: &str = "status.json";
+/// Written by the broker next to a directive a wrapper waits on, to withdraw it (a rollback).
+pub const ABORT_FILE: &str = "abort";
+/// The per-container CRIU configuration the wrapper writes before each dump or restore, in
+/// [`STATE_DIR`]; runc hands it to CRIU through the `org.criu.config` annotation instead of the
+/// host-wide `/etc/criu/runc.conf`, so two migrations on one host never share CRIU options.
+pub const CRIU_CONF_FILE: &str = "criu.conf";
+/// The OCI annotation runc reads to find a container's CRIU configuration file.
+pub const CRIU_CONFIG_ANNOTATION: &str = "org.criu.config";
+
+/// One request to the wrapper about one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Directive {
+    /// [`DIRECTIVE_VERSION`].
+    pub version: u32,
+    /// The migration this belongs to: its checkpoint name. Status reports carry it, so that the
+    /// broker never mistakes an earlier migration's report for this one's.
+    pub migration: String,
+    /// Where the checkpoint images are on this host: the container's Docker checkpoint
+    /// directory `<DockerRootDir>/containers/<id>/checkpoints/<migration>`, so that Docker's own
+    /// checkpoint API lists and deletes them.
+    pub images_dir: String,
+    /// CRIU options for this dump or restore.
+    pub criu: CriuOptions,
+    /// Unix time (ms) after which a wrapper still waiting gives up: a broker that died never
+    /// leaves a `docker start` hanging.
+    pub deadline_unix_ms: u64,
+    /// Longest silence on the transfer connection before it is abandoned (ms).
+    pub io_timeout_ms: u64,
+    /// What to do.
+    pub action: Action,
+}
+
+/// What the wrapper does when Docker calls it for the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// On `checkpoint`: dump into [`Directive::images_dir`] and stream the writable layer's
+    /// changes, the named volumes and the images to the destination.
+    Dump(DumpDirective),
+    /// On `create` (a plain `docker start`): restore from the images instead of starting the
+    /// command afresh, after receiving them when `receive` is set.
+    Restore(RestoreDirective),
+}
+
+/// How to dump and where to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpDirective {
+    /// The destination's receiver; `None` dumps locally only.
+    pub send: Option<SendTo>,
+    /// What the destination already holds of the writable layer (copied while the service
+    /// ran): only entries that differ from it are sent after the freeze.
+    #[serde(default)]
+    pub baseline: Vec<BaselineEntry>,
+    /// Mount points of named volumes, sent whole after the freeze.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Paths (absolute in the container) the layer delta leaves out: volume mount points.
+    #[serde(default)]
+    pub excluded: Vec<String>,
+    /// Fault injection for the project's own tests of the integrity checks and rollbacks.
+    #[serde(default)]
+    pub fault: Option<Fault>,
+}
+
+/// A failure the source's wrapper provokes on purpose, for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Flip a byte of the image stream after it was hashed: the destination must catch it.
+    CorruptStream,
+}
+
+/// Where the source's wrapper connects to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendTo {
+    /// `host:port` of the destination's receiver, as reachable from the source host.
+    pub address: String,
+    /// Proves to the receiver that the sender is the one this migration expects.
+    #[serde(serialize_with = "expose")]
+    pub token: Secret,
+    /// The receiver's certificate (DER, base64), generated for this migration: the sender
+    /// accepts no other, so the transfer is encrypted and authenticated end to end.
+    pub server_cert: String,
+}
+
+/// How to restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreDirective {
+    /// Receive the images first; `None` restores from images already in
+    /// [`Directive::images_dir`] (a rollback on the source).
+    pub receive: Option<ReceiveFrom>,
+    /// Files inside the container whose peer addresses are rewritten before the restore.
+    #[serde(default)]
+    pub peer_files: Vec<String>,
+    /// Old peer address -> new, for `peer_files`.
+    #[serde(default)]
+    pub address_map: BTreeMap<String, String>,
+}
+
+/// The destination's receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveFrom {
+    /// Address to listen on, `0.0.0.0:PORT` (port 0: any free port, reported in the status).
+    pub listen: String,
+    /// The token the sender must present.
+    #[serde(serialize_with = "expose")]
+    pub token: Secret,
+    /// This migration's certificate (DER, base64).
+    pub cert: String,
+    /// Its private key (PKCS#8 DER, base64).
+    #[serde(serialize_with = "expose")]
+    pub key: Secret,
+}
+
+/// What CRIU does with established TCP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpMode {
+    /// `tcp-established`: connections are checkpointed and survive (same addresses needed).
+    Established,
+    /// `tcp-close`: connections come back closed; peers reconnect.
+    Close,
+}
+
+/// CRIU options of one dump or restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriuOptions {
+    /// `None` keeps the host's `/etc/criu/runc.conf` choice.
+    pub tcp: Option<TcpMode>,
+    /// Drop connections still in a listening socket's accept queue instead of failing the dump.
+    pub skip_in_flight: bool,
+}
+
+/// One file of the writable layer as the destination received it before the freeze.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineEntry {
+    /// Absolute path inside the container.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i128,
+    /// Permission bits and file type as `stat` gives them (`st_mode`), or the permission bits
+    /// alone when only those are known.
+    pub mode: u32,
+}
+
+fn expose<S: Serializer>(secret: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose())
+}
+
+/// How far the wrapper got, written to [`STATUS_FILE`] after every step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeStatus {
+    /// [`Directive::migration`] of the directive this reports on.
+    pub migration: String,
+    /// The last step reached.
+    pub state: RuntimeState,
+    /// The port the receiver listens on (restore with `receive`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The step that failed and why, when `state` is `failed`.
+    #[serde(default)]
+    pub error: Option<RuntimeFailure>,
+    /// Figures of the steps done so far.
+    #[serde(default)]
+    pub stats: RuntimeStats,
+}
+
+/// Steps of the wrapper's work, in order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeState {
+    /// The directive was read.
+    #[default]
+    Accepted,
+    /// The receiver listens (see [`RuntimeStatus::port`]).
+    Listening,
+    /// Everything arrived and matched its checksums.
+    Received,
+    /// The dump finished (and was sent, when asked).
+    Dumped,
+    /// The restore finished: the container runs.
+    Restored,
+    /// A step failed (see [`RuntimeStatus::error`]).
+    Failed,
+}
+
+/// A failed step of the wrapper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeFailure {
+    /// `connect`, `send`, `receive`, `verify`, `dump`, `restore`, ...
+    pub step: String,
+    /// What went wrong, with its causes.
+    pub message: String,
+    /// Whether trying again may succeed (an unreachable peer, a timeout).
+    pub retryable: bool,
+}
+
+/// Figures the wrapper measured. Times in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeStats {
+    /// `runc checkpoint`: CRIU's dump, freeze to processes gone.
+    #[serde(default)]
+    pub dump_ms: u64,
+    /// From the start of the dump to the receiver's acknowledgement of the last byte.
+    #[serde(default)]
+    pub send_ms: u64,
+    /// Receiving, from the connection to the last checksum checked.
+    #[serde(default)]
+    pub receive_ms: u64,
+    /// `runc restore`.
+    #[serde(default)]
+    pub restore_ms: u64,
+    /// Bytes of checkpoint images moved.
+    #[serde(default)]
+    pub image_bytes: u64,
+    /// Bytes of writable-layer and volume files moved.
+    #[serde(default)]
+    pub file_bytes: u64,
+    /// Writable-layer and volume entries moved (files, directories, links, deletions).
+    #[serde(default)]
+    pub file_entries: u64,
+    /// The wrapper's peak resident memory (KiB).
+    #[serde(default)]
+    pub peak_rss_kib: u64,
+    /// CRIU's own dump statistics (`stats-dump`).
+    #[serde(default)]
+    pub criu_dump: Option<DumpStats>,
+    /// CRIU's own restore statistics (`stats-restore`).
+    #[serde(default)]
+    pub criu_restore: Option<RestoreStats>,
+}
+
+impl Directive {
+    /// The directive as written to the host (secrets included: the file is 0600 in a 0700
+    /// directory readable by root only, and deleted once used).
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain data into a Vec cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Directive {
+        Directive {
+            version: DIRECTIVE_VERSION,
+            migration: "vimigrate-1".into(),
+            images_dir: "/var/lib/docker/containers/abc/checkpoints/vimigrate-1".into(),
+            criu: CriuOptions { tcp: Some(TcpMode::Close), skip_in_flight: true },
+            deadline_unix_ms: 1,
+            io_timeout_ms: 30_000,
+            action: Action::Restore(RestoreDirective {
+                receive: Some(ReceiveFrom {
+                    listen: "0.0.0.0:0".into(),
+                    token: Secret::new("t0ken"),
+                    cert: "Y2VydA==".into(),
+                    key: Secret::new("a2V5"),
+                }),
+                peer_files: vec![],
+                address_map: BTreeMap::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn secrets_reach_the_file_and_round_trip() {
+        let directive = sample();
+        let json = directive.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains("t0ken") && text.contains("a2V5"), "{text}");
+        assert!(text.contains(r#""restore": {"#), "{text}");
+        let back: Directive = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, directive);
+    }
+
+    #[test]
+    fn debug_output_redacts_the_secrets() {
+        let text = format!("{:?}", sample());
+        assert!(!text.contains("t0ken") && !text.contains("a2V5"), "{text}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut value: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        value["surprise"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<Directive>(value).is_err());
+    }
+}

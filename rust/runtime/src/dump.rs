@@ -1,0 +1,230 @@
+//! `checkpoint` with a dump directive: CRIU dumps into the container's Docker checkpoint
+//! directory while the changed files and the page images stream to the destination.
+//!
+//! containerd has frozen the container (cgroup freezer) before calling: from here the service
+//! is down until the destination restores it. The connection to the destination is opened
+//! first, so that an unreachable destination fails the checkpoint before anything is dumped
+//! and the container simply resumes.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use vimigrate_core::runtime_directive::{
+    Action, Directive, DumpDirective, Fault, RuntimeFailure, RuntimeState, RuntimeStatus,
+};
+use vimigrate_core::{parse_dump_stats, DUMP_STATS_FILE};
+
+use crate::error::RuntimeError;
+use crate::layer_delta::{layer_delta, whole_tree};
+use crate::oci_spec::{overlay_upper_dir, Spec};
+use crate::runc_args::Invocation;
+use crate::send::{SendReport, SendTarget, Sender};
+use crate::state_files::StateDir;
+use crate::wire::Area;
+use crate::{criu_log_tail, ms, CRIU_LOG, peak_rss_kib, runc_command, runc_log, runc_path, Outcome};
+
+const RUNNING: u8 = 0;
+const DUMPED: u8 = 1;
+const FAILED: u8 = 2;
+/// How long the source waits for the destination to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The container's spec and directory, found from runc's state (checkpoint gets no bundle).
+pub(crate) fn locate(inv: &Invocation) -> Option<(String, Spec, PathBuf)> {
+    let id = inv.container_id()?.to_string();
+    let root = inv.global_value("--root")?;
+    let bundle = Spec::bundle_from_state(Path::new(root), &id).ok()?;
+    let spec = Spec::load(&bundle).ok()?;
+    let dir = spec.container_dir(&id)?;
+    Some((id, spec, dir))
+}
+
+/// Handles `checkpoint`.
+pub fn on_checkpoint(inv: &Invocation) -> Outcome {
+    let Some((_id, spec, container_dir)) = locate(inv) else {
+        return Outcome::PassThrough;
+    };
+    let state = StateDir::of(&container_dir);
+    let log = inv.global_value("--log");
+    let directive = match state.take_directive() {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            // Docker's own checkpoint path: the container's CRIU file mirrors the host's.
+            if let Err(e) = state.write_criu_conf(None, None) {
+                runc_log::log_error(log, &e.report());
+            }
+            return Outcome::PassThrough;
+        }
+        Err(e) => return fail(&state, log, "", &e),
+    };
+    let dump = match &directive.action {
+        Action::Dump(dump) => dump.clone(),
+        Action::Restore(_) => {
+            let e = RuntimeError::Directive("a restore directive was found at checkpoint time".into());
+            return fail(&state, log, &directive.migration, &e);
+        }
+    };
+    match run_dump(inv, &spec, &container_dir, &state, &directive, &dump) {
+        Ok(code) => Outcome::Exit(code),
+        Err(e) => fail(&state, log, &directive.migration, &e),
+    }
+}
+
+fn fail(state: &StateDir, log: Option<&str>, migration: &str, e: &RuntimeError) -> Outcome {
+    state.write_status(&RuntimeStatus {
+        migration: migration.to_string(),
+        state: RuntimeState::Failed,
+        error: Some(RuntimeFailure { step: e.step().to_string(), message: e.report(), retryable: e.is_retryable() }),
+        ..Default::default()
+    });
+    runc_log::log_error(log, &e.report());
+    Outcome::Exit(1)
+}
+
+/// The images directory must be the container's own checkpoint directory.
+pub(crate) fn checked_images_dir(directive: &Directive, container_dir: &Path) -> Result<PathBuf, RuntimeError> {
+    let dir = PathBuf::from(&directive.images_dir);
+    let expected = container_dir.join("checkpoints").join(&directive.migration);
+    if dir != expected || directive.migration.is_empty() || directive.migration.contains('/') {
+        return Err(RuntimeError::Directive(format!(
+            "images_dir `{}` is not this container's checkpoint directory `{}`",
+            dir.display(),
+            expected.display()
+        )));
+    }
+    Ok(dir)
+}
+
+fn target_of(directive: &Directive, dump: &DumpDirective) -> Result<Option<SendTarget>, RuntimeError> {
+    let Some(send) = &dump.send else { return Ok(None) };
+    let server_cert = base64::engine::general_purpose::STANDARD
+        .decode(send.server_cert.trim())
+        .map_err(|e| RuntimeError::Directive(format!("send.server_cert is not base64: {e}")))?;
+    Ok(Some(SendTarget {
+        address: send.address.clone(),
+        token: send.token.expose().as_bytes().to_vec(),
+        migration: directive.migration.clone(),
+        server_cert,
+        connect_timeout: CONNECT_TIMEOUT,
+        io_timeout: Duration::from_millis(directive.io_timeout_ms.max(1000)),
+    }))
+}
+
+fn run_dump(
+    inv: &Invocation,
+    spec: &Spec,
+    container_dir: &Path,
+    state: &StateDir,
+    directive: &Directive,
+    dump: &DumpDirective,
+) -> Result<i32, RuntimeError> {
+    let mut status = RuntimeStatus { migration: directive.migration.clone(), ..Default::default() };
+    state.write_status(&status);
+    // CRIU's log and statistics land in its work directory: ours, so that they outlive the
+    // shim's (deleted with the task) and the broker can report them.
+    let work = state.private_subdir("dump-work")?;
+    state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)))?;
+    let images_dir = checked_images_dir(directive, container_dir)?;
+    std::fs::create_dir_all(&images_dir)
+        .map_err(RuntimeError::io("dump", format!("create {}", images_dir.display())))?;
+
+    let mut sender = match target_of(directive, dump)? {
+        Some(target) => Some(Sender::connect(&target)?),
+        None => None,
+    };
+    if let (Some(sender), Some(Fault::CorruptStream)) = (sender.as_mut(), dump.fault) {
+        sender.corrupt_the_stream();
+    }
+    let upper = overlay_upper_dir(&spec.root);
+    let mut volumes = Vec::new();
+    for destination in &dump.volumes {
+        let source = spec.bind_source(destination).ok_or_else(|| {
+            RuntimeError::Directive(format!("the container has no volume mounted at `{destination}`"))
+        })?;
+        volumes.push((destination.clone(), source.to_path_buf()));
+    }
+
+    let started = Instant::now();
+    let dump_state = Arc::new(AtomicU8::new(RUNNING));
+    let send_thread = sender.map(|mut sender| {
+        let dump_state = Arc::clone(&dump_state);
+        let images_dir = images_dir.clone();
+        let baseline = dump.baseline.clone();
+        let excluded = dump.excluded.clone();
+        std::thread::spawn(move || -> Result<SendReport, RuntimeError> {
+            let result = (|| {
+                if let Some(upper) = &upper {
+                    let delta = layer_delta(upper, &baseline, &excluded)?;
+                    sender.send_items(Area::Rootfs, "", &delta)?;
+                }
+                for (destination, source) in &volumes {
+                    let items = whole_tree(source)?;
+                    sender.send_items(Area::Volume, destination, &items)?;
+                }
+                let state = || match dump_state.load(Ordering::SeqCst) {
+                    RUNNING => None,
+                    DUMPED => Some(true),
+                    _ => Some(false),
+                };
+                sender.stream_images(&images_dir, &state)
+            })();
+            match result {
+                Ok(()) => sender.finish(),
+                Err(e) => {
+                    sender.abort(&e.report());
+                    Err(e)
+                }
+            }
+        })
+    });
+
+    let runc = runc_path(inv);
+    let mut command = runc_command(inv, &runc);
+    let args = Invocation { args: inv.args_without("--image-path"), ..inv.clone() }.args_without("--work-path");
+    command.arg("checkpoint").arg("--image-path").arg(&images_dir).arg("--work-path").arg(&work).args(args);
+    let exit = command.status().map_err(RuntimeError::io("dump", format!("run {}", runc.display())))?;
+    status.stats.dump_ms = ms(started);
+    dump_state.store(if exit.success() { DUMPED } else { FAILED }, Ordering::SeqCst);
+    let sent =
+        send_thread.map(|t| t.join().unwrap_or_else(|_| Err(RuntimeError::protocol("send", "the sender panicked"))));
+
+    if !exit.success() {
+        let e = RuntimeError::Runc {
+            step: "dump",
+            command: "checkpoint",
+            status: exit.to_string(),
+            log: criu_log_tail(&work, CRIU_LOG),
+        };
+        // CRIU resumes the processes when a dump fails: the service goes on on the source.
+        runc_log::log_error(inv.global_value("--log"), &e.report());
+        status.state = RuntimeState::Failed;
+        status.error = Some(RuntimeFailure { step: "dump".into(), message: e.report(), retryable: false });
+        state.write_status(&status);
+        return Ok(exit.code().unwrap_or(1));
+    }
+    status.stats.criu_dump = std::fs::read(work.join(DUMP_STATS_FILE)).ok().and_then(|b| parse_dump_stats(&b).ok());
+    status.stats.send_ms = ms(started);
+    status.stats.peak_rss_kib = peak_rss_kib();
+    match sent {
+        None | Some(Ok(_)) => {
+            if let Some(Ok(report)) = sent {
+                status.stats.image_bytes = report.image_bytes;
+                status.stats.file_bytes = report.file_bytes;
+                status.stats.file_entries = report.file_entries;
+            }
+            status.state = RuntimeState::Dumped;
+        }
+        Some(Err(e)) => {
+            // The dump is complete here, so the source can resume from it; the destination
+            // did not get it. The checkpoint itself succeeded: Docker is told so.
+            status.state = RuntimeState::Failed;
+            status.error =
+                Some(RuntimeFailure { step: e.step().to_string(), message: e.report(), retryable: e.is_retryable() });
+        }
+    }
+    state.write_status(&status);
+    Ok(0)
+}

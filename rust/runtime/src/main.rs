@@ -1,0 +1,8 @@
+//! `vimigrate-runtime`: an OCI runtime for dockerd that is runc, plus vimigrate's direct
+//! migration path (see the library's documentation).
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let invocation = vimigrate_runtime::runc_args::Invocation::parse(&argv);
+    std::process::exit(vimigrate_runtime::run(&invocation));
+}

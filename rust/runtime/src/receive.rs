@@ -1,0 +1,384 @@
+//! The destination side of a transfer: listens, authenticates the sender, and writes what it
+//! streams where it belongs (the checkpoint images directory, the container's root filesystem,
+//! its volumes), checking every file's size and BLAKE3 before the restore may begin.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::{ServerConnection, StreamOwned};
+
+use crate::error::RuntimeError;
+use crate::safe_fs::{self, Attributes, Root};
+use crate::transfer_tls::server_config;
+use crate::wire::{self, Area, EntryHeader, Frame, Kind, MAX_DATA};
+
+/// Entries open at once (the sender keeps only the growing page images open).
+const MAX_OPEN: usize = 1024;
+/// Connections that fail the handshake or the token before the right one is given up on.
+const MAX_BAD_CONNECTIONS: u32 = 16;
+/// How often the wait for the sender looks at the deadline and the broker's abort.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What the receiver needs to know.
+pub struct ReceivePlan<'a> {
+    /// The token the sender must present.
+    pub token: Vec<u8>,
+    /// The migration it must name.
+    pub migration: String,
+    /// This migration's certificate and key (DER).
+    pub cert: Vec<u8>,
+    /// PKCS#8 key (DER).
+    pub key: Vec<u8>,
+    /// Longest silence once connected.
+    pub io_timeout: Duration,
+    /// Give up waiting for the sender after this.
+    pub deadline: SystemTime,
+    /// True when the broker withdrew the directive.
+    pub abandoned: &'a dyn Fn() -> bool,
+    /// Where the images go (created, 0700).
+    pub images_dir: PathBuf,
+    /// The container's root filesystem on this host.
+    pub rootfs: PathBuf,
+    /// Mount point in the container -> host directory, for volumes.
+    pub volumes: BTreeMap<String, PathBuf>,
+}
+
+/// What arrived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiveReport {
+    /// Image bytes.
+    pub image_bytes: u64,
+    /// Layer and volume file bytes.
+    pub file_bytes: u64,
+    /// Layer and volume entries.
+    pub file_entries: u64,
+    /// From the connection to the last checksum checked (ms).
+    pub receive_ms: u64,
+}
+
+struct Open {
+    file: File,
+    hasher: blake3::Hasher,
+    written: u64,
+    attrs: Attributes,
+    images: bool,
+    what: String,
+}
+
+fn recv_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    RuntimeError::io("receive", context)
+}
+
+/// Binds the receiver's socket (before the status reports the port).
+pub fn bind(listen: &str) -> Result<TcpListener, RuntimeError> {
+    let listener = TcpListener::bind(listen).map_err(RuntimeError::io("listen", format!("listen on {listen}")))?;
+    listener.set_nonblocking(true).map_err(RuntimeError::io("listen", "make the socket non-blocking"))?;
+    Ok(listener)
+}
+
+/// Waits for the sender, then receives and checks everything it sends.
+pub fn receive(listener: &TcpListener, plan: &ReceivePlan<'_>) -> Result<ReceiveReport, RuntimeError> {
+    let config = server_config(plan.cert.clone(), plan.key.clone())?;
+    let mut bad = 0;
+    loop {
+        let tcp = wait_for_connection(listener, plan)?;
+        let started = Instant::now();
+        tcp.set_nonblocking(false).map_err(recv_error("configure the connection"))?;
+        tcp.set_nodelay(true).map_err(recv_error("configure the connection"))?;
+        tcp.set_read_timeout(Some(plan.io_timeout)).map_err(recv_error("configure the connection"))?;
+        tcp.set_write_timeout(Some(plan.io_timeout)).map_err(recv_error("configure the connection"))?;
+        let conn = ServerConnection::new(config.clone())
+            .map_err(|e| RuntimeError::Tls { step: "receive", detail: e.to_string() })?;
+        let mut stream = StreamOwned::new(conn, tcp);
+        match authenticate(&mut stream, plan) {
+            Ok(()) => {}
+            Err(e) => {
+                bad += 1;
+                eprintln!("vimigrate-runtime: refused a transfer connection: {}", e.report());
+                if bad >= MAX_BAD_CONNECTIONS {
+                    return Err(RuntimeError::protocol(
+                        "receive",
+                        format!("{bad} connections failed to authenticate; the last: {}", e.report()),
+                    ));
+                }
+                continue;
+            }
+        }
+        let mut report = ReceiveReport::default();
+        let result = Receiver::new(plan).and_then(|mut r| r.run(&mut stream, &mut report));
+        match result {
+            Ok(()) => {
+                let _ = wire::write_verdict(&mut stream, None);
+                report.receive_ms = started.elapsed().as_millis() as u64;
+                return Ok(report);
+            }
+            Err(e) => {
+                let _ = wire::write_verdict(&mut stream, Some(&e.report()));
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn wait_for_connection(listener: &TcpListener, plan: &ReceivePlan<'_>) -> Result<TcpStream, RuntimeError> {
+    loop {
+        match listener.accept() {
+            Ok((tcp, _)) => return Ok(tcp),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(RuntimeError::Io { step: "receive", context: "accept the sender".into(), source: e }),
+        }
+        if (plan.abandoned)() {
+            return Err(RuntimeError::Abandoned {
+                step: "receive",
+                detail: "the broker withdrew the migration".into(),
+            });
+        }
+        if SystemTime::now() > plan.deadline {
+            return Err(RuntimeError::Abandoned {
+                step: "receive",
+                detail: "the source never connected before the directive's deadline".into(),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn authenticate(
+    stream: &mut StreamOwned<ServerConnection, TcpStream>,
+    plan: &ReceivePlan<'_>,
+) -> Result<(), RuntimeError> {
+    let hello = wire::read_hello(stream).map_err(recv_error("read the sender's hello"))?;
+    // Compare in constant time: the token is a secret.
+    let token_ok = hello.token.len() == plan.token.len()
+        && hello.token.iter().zip(&plan.token).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    let refusal = if !token_ok {
+        Some("wrong token".to_string())
+    } else if hello.migration != plan.migration.as_bytes() {
+        Some(format!("this receiver waits for migration {}", plan.migration))
+    } else {
+        None
+    };
+    wire::write_verdict(stream, refusal.as_deref()).map_err(recv_error("answer the hello"))?;
+    match refusal {
+        None => Ok(()),
+        Some(r) => Err(RuntimeError::protocol("receive", r)),
+    }
+}
+
+struct Receiver<'a> {
+    plan: &'a ReceivePlan<'a>,
+    images: Root,
+    rootfs: Option<Root>,
+    volumes: HashMap<String, Root>,
+    open: HashMap<u32, Open>,
+    buf: Vec<u8>,
+    entries: u64,
+}
+
+impl<'a> Receiver<'a> {
+    fn new(plan: &'a ReceivePlan<'a>) -> Result<Receiver<'a>, RuntimeError> {
+        fs::create_dir_all(&plan.images_dir).map_err(recv_error(format!("create {}", plan.images_dir.display())))?;
+        fs::set_permissions(&plan.images_dir, fs::Permissions::from_mode(0o700))
+            .map_err(recv_error(format!("protect {}", plan.images_dir.display())))?;
+        let images = Root::open(&plan.images_dir).map_err(recv_error(format!("open {}", plan.images_dir.display())))?;
+        Ok(Receiver {
+            plan,
+            images,
+            rootfs: None,
+            volumes: HashMap::new(),
+            open: HashMap::new(),
+            buf: Vec::new(),
+            entries: 0,
+        })
+    }
+
+    fn root_for(&mut self, header: &EntryHeader) -> Result<&Root, RuntimeError> {
+        match header.area {
+            Area::Images => Ok(&self.images),
+            Area::Rootfs => {
+                if self.rootfs.is_none() {
+                    let root = Root::open(&self.plan.rootfs)
+                        .map_err(recv_error(format!("open the root filesystem {}", self.plan.rootfs.display())))?;
+                    self.rootfs = Some(root);
+                }
+                Ok(self.rootfs.as_ref().expect("set above"))
+            }
+            Area::Volume => {
+                let name = String::from_utf8_lossy(&header.volume).into_owned();
+                if !self.volumes.contains_key(&name) {
+                    let source = self.plan.volumes.get(name.trim_end_matches('/')).ok_or_else(|| {
+                        RuntimeError::protocol("receive", format!("the container has no volume mounted at `{name}`"))
+                    })?;
+                    let root = Root::open(source).map_err(recv_error(format!("open volume {}", source.display())))?;
+                    self.volumes.insert(name.clone(), root);
+                }
+                Ok(&self.volumes[&name])
+            }
+        }
+    }
+
+    fn run(&mut self, stream: &mut impl Read, report: &mut ReceiveReport) -> Result<(), RuntimeError> {
+        loop {
+            match wire::read_frame(stream).map_err(recv_error("read a frame"))? {
+                Frame::Entry(header) => self.begin(header, report)?,
+                Frame::Data { id, len } => self.data(stream, id, len, report)?,
+                Frame::End { id, size, digest } => self.end(id, size, digest)?,
+                Frame::Done { bytes, entries } => {
+                    if let Some(open) = self.open.values().next() {
+                        return Err(RuntimeError::protocol(
+                            "receive",
+                            format!("the stream ended with {} incomplete", open.what),
+                        ));
+                    }
+                    let got = report.image_bytes + report.file_bytes;
+                    if bytes != got || entries != self.entries {
+                        return Err(RuntimeError::Checksum {
+                            what: "the transfer".into(),
+                            detail: format!(
+                                "sent {bytes} bytes in {entries} entries, received {got} in {}",
+                                self.entries
+                            ),
+                        });
+                    }
+                    return Ok(());
+                }
+                Frame::Abort { message } => {
+                    return Err(RuntimeError::Abandoned {
+                        step: "receive",
+                        detail: format!("the source gave up: {}", String::from_utf8_lossy(&message)),
+                    })
+                }
+            }
+        }
+    }
+
+    fn begin(&mut self, header: EntryHeader, report: &mut ReceiveReport) -> Result<(), RuntimeError> {
+        if self.open.contains_key(&header.id) {
+            return Err(RuntimeError::protocol("receive", format!("entry {} opened twice", header.id)));
+        }
+        if self.open.len() >= MAX_OPEN {
+            return Err(RuntimeError::protocol("receive", format!("more than {MAX_OPEN} entries open at once")));
+        }
+        self.entries += 1;
+        let path = PathBuf::from(OsStr::from_bytes(&header.path));
+        let images = header.area == Area::Images;
+        if images && (header.kind != Kind::File || !is_plain_name(&header.path)) {
+            return Err(RuntimeError::protocol(
+                "receive",
+                format!("image entry `{}` is not a plain file name", path.display()),
+            ));
+        }
+        if !images {
+            report.file_entries += 1;
+        }
+        let what = describe(&header, &path);
+        let attrs = Attributes {
+            mode: if images { 0o600 } else { header.mode },
+            uid: if images { 0 } else { header.uid },
+            gid: if images { 0 } else { header.gid },
+            mtime_sec: header.mtime_sec,
+            mtime_nsec: header.mtime_nsec,
+        };
+        let fail =
+            |e: std::io::Error| RuntimeError::Io { step: "receive", context: format!("write {what}"), source: e };
+        let (dir, name): (OwnedFd, _) = self.root_for(&header)?.parent_of(&path).map_err(fail)?;
+        match header.kind {
+            Kind::File => {
+                let file = safe_fs::create_file(&dir, &name).map_err(fail)?;
+                self.open.insert(
+                    header.id,
+                    Open { file, hasher: blake3::Hasher::new(), written: 0, attrs, images, what: what.clone() },
+                );
+            }
+            Kind::Dir => {
+                let made = safe_fs::make_dir(&dir, &name).map_err(fail)?;
+                safe_fs::set_attributes(&made, &attrs, false).map_err(fail)?;
+            }
+            Kind::Symlink => {
+                safe_fs::make_symlink(&dir, &name, &header.link).map_err(fail)?;
+                safe_fs::set_entry_attributes(&dir, &name, &attrs, true).map_err(fail)?;
+            }
+            Kind::Fifo => {
+                safe_fs::make_fifo(&dir, &name).map_err(fail)?;
+                safe_fs::set_entry_attributes(&dir, &name, &attrs, false).map_err(fail)?;
+            }
+            Kind::Delete => safe_fs::remove_entry(&dir, &name).map_err(fail)?,
+        }
+        Ok(())
+    }
+
+    fn data(
+        &mut self,
+        stream: &mut impl Read,
+        id: u32,
+        len: u32,
+        report: &mut ReceiveReport,
+    ) -> Result<(), RuntimeError> {
+        debug_assert!(len <= MAX_DATA);
+        let len = len as usize;
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        stream.read_exact(&mut self.buf[..len]).map_err(recv_error("read data"))?;
+        let open = self
+            .open
+            .get_mut(&id)
+            .ok_or_else(|| RuntimeError::protocol("receive", format!("data for entry {id}, which is not open")))?;
+        open.file.write_all(&self.buf[..len]).map_err(RuntimeError::io("receive", format!("write {}", open.what)))?;
+        open.hasher.update(&self.buf[..len]);
+        open.written += len as u64;
+        if open.images {
+            report.image_bytes += len as u64;
+        } else {
+            report.file_bytes += len as u64;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, id: u32, size: u64, sent: [u8; 32]) -> Result<(), RuntimeError> {
+        let open = self
+            .open
+            .remove(&id)
+            .ok_or_else(|| RuntimeError::protocol("receive", format!("end of entry {id}, which is not open")))?;
+        let digest: [u8; 32] = *open.hasher.finalize().as_bytes();
+        if open.written != size || digest != sent {
+            return Err(RuntimeError::Checksum {
+                what: open.what,
+                detail: format!(
+                    "sent {size} bytes with BLAKE3 {}, received {} bytes with BLAKE3 {}",
+                    hex(&sent),
+                    open.written,
+                    hex(&digest)
+                ),
+            });
+        }
+        safe_fs::set_attributes(&open.file, &open.attrs, true)
+            .map_err(RuntimeError::io("receive", format!("set the attributes of {}", open.what)))?;
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn describe(header: &EntryHeader, path: &Path) -> String {
+    match header.area {
+        Area::Images => format!("image {}", path.display()),
+        Area::Rootfs => format!("container file {}", path.display()),
+        Area::Volume => format!("volume {} file {}", String::from_utf8_lossy(&header.volume), path.display()),
+    }
+}
+
+/// A single file name: no separator, not `.` or `..`, not empty.
+fn is_plain_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}

@@ -1,0 +1,210 @@
+//! `create` with a restore directive: what a plain `docker start` becomes on the destination
+//! (and on the source for a rollback). Docker has already set the container up (network
+//! namespace, published ports, mounted root filesystem and volumes) when it calls `create`, so
+//! the broker starts the destination container before the freeze and this call waits for the
+//! images there: after the freeze only the transfer's tail and CRIU's restore remain.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use vimigrate_core::rewrite_addresses;
+use vimigrate_core::runtime_directive::{
+    Action, Directive, RestoreDirective, RuntimeFailure, RuntimeState, RuntimeStatus,
+};
+use vimigrate_core::{parse_restore_stats, RESTORE_STATS_FILE};
+
+use crate::dump::{checked_images_dir, locate};
+use crate::error::RuntimeError;
+use crate::oci_spec::Spec;
+use crate::receive::{self, ReceivePlan};
+use crate::runc_args::Invocation;
+use crate::safe_fs::{self, Root};
+use crate::state_files::StateDir;
+use crate::transfer_tls::decode_der;
+use crate::{criu_log_tail, ms, CRIU_LOG, peak_rss_kib, runc_command, runc_log, runc_path, Outcome};
+
+/// Handles `create`: a restore when a directive asks for one, else runc's create (with the
+/// container's own CRIU configuration file recorded in its spec).
+pub fn on_create(inv: &Invocation) -> Outcome {
+    let (Some(id), Some(bundle)) = (inv.container_id(), inv.arg_value("--bundle").or_else(|| inv.arg_value("-b")))
+    else {
+        return Outcome::PassThrough;
+    };
+    let Ok(mut spec) = Spec::load(Path::new(bundle)) else {
+        return Outcome::PassThrough;
+    };
+    let Some(container_dir) = spec.container_dir(id) else {
+        return Outcome::PassThrough;
+    };
+    let log = inv.global_value("--log");
+    if let Err(e) = spec.annotate_criu_config(&container_dir) {
+        // Without it the container still runs; its dumps then use the host's CRIU options.
+        runc_log::log_error(log, &format!("{} (the container keeps the host's CRIU options)", e.report()));
+    }
+    let state = StateDir::of(&container_dir);
+    let directive = match state.take_directive() {
+        Ok(Some(d)) => d,
+        Ok(None) => return Outcome::PassThrough,
+        Err(e) => return fail(&state, log, "", &e),
+    };
+    let restore = match &directive.action {
+        Action::Restore(r) => r.clone(),
+        Action::Dump(_) => {
+            let e = RuntimeError::Directive("a dump directive was found when the container starts".into());
+            return fail(&state, log, &directive.migration, &e);
+        }
+    };
+    match run_restore(inv, id, &spec, &container_dir, &state, &directive, &restore) {
+        Ok(code) => Outcome::Exit(code),
+        Err(e) => fail(&state, log, &directive.migration, &e),
+    }
+}
+
+/// Handles `start`: after a restore the container already runs.
+pub fn on_start(inv: &Invocation) -> Outcome {
+    match locate(inv) {
+        Some((_, _, dir)) if StateDir::of(&dir).take_restored_mark() => Outcome::Exit(0),
+        _ => Outcome::PassThrough,
+    }
+}
+
+/// Handles Docker's own restore (`docker start --checkpoint`): runc reads the host's CRIU
+/// options, as without the wrapper.
+pub fn on_docker_restore(_inv: &Invocation) -> Outcome {
+    Outcome::PassThrough
+}
+
+fn fail(state: &StateDir, log: Option<&str>, migration: &str, e: &RuntimeError) -> Outcome {
+    state.write_status(&RuntimeStatus {
+        migration: migration.to_string(),
+        state: RuntimeState::Failed,
+        error: Some(RuntimeFailure { step: e.step().to_string(), message: e.report(), retryable: e.is_retryable() }),
+        ..Default::default()
+    });
+    runc_log::log_error(log, &e.report());
+    Outcome::Exit(1)
+}
+
+fn run_restore(
+    inv: &Invocation,
+    id: &str,
+    spec: &Spec,
+    container_dir: &Path,
+    state: &StateDir,
+    directive: &Directive,
+    restore: &RestoreDirective,
+) -> Result<i32, RuntimeError> {
+    let mut status = RuntimeStatus { migration: directive.migration.clone(), ..Default::default() };
+    state.write_status(&status);
+    let work = state.private_subdir("restore-work")?;
+    state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)))?;
+    let images_dir = checked_images_dir(directive, container_dir)?;
+
+    if let Some(receive) = &restore.receive {
+        let listener = receive::bind(&receive.listen)?;
+        status.port = listener.local_addr().ok().map(|a| a.port());
+        status.state = RuntimeState::Listening;
+        state.write_status(&status);
+        let volumes: BTreeMap<String, PathBuf> =
+            spec.binds.iter().map(|m| (m.destination.trim_end_matches('/').to_string(), m.source.clone())).collect();
+        let abandoned = || state.abort_requested();
+        let plan = ReceivePlan {
+            token: receive.token.expose().as_bytes().to_vec(),
+            migration: directive.migration.clone(),
+            cert: decode_der("receive", "receive.cert", &receive.cert)?,
+            key: decode_der("receive", "receive.key", receive.key.expose())?,
+            io_timeout: Duration::from_millis(directive.io_timeout_ms.max(1000)),
+            deadline: UNIX_EPOCH + Duration::from_millis(directive.deadline_unix_ms),
+            abandoned: &abandoned,
+            images_dir: images_dir.clone(),
+            rootfs: spec.root.clone(),
+            volumes,
+        };
+        let report = receive::receive(&listener, &plan)?;
+        drop(listener);
+        status.stats.receive_ms = report.receive_ms;
+        status.stats.image_bytes = report.image_bytes;
+        status.stats.file_bytes = report.file_bytes;
+        status.stats.file_entries = report.file_entries;
+        status.state = RuntimeState::Received;
+        state.write_status(&status);
+    }
+    rewrite_peer_files(&spec.root, &restore.peer_files, &restore.address_map)?;
+
+    let runc = runc_path(inv);
+    let mut command = runc_command(inv, &runc);
+    command
+        .arg("restore")
+        .arg("--detach")
+        .arg("--no-subreaper")
+        .arg("--image-path")
+        .arg(&images_dir)
+        .arg("--work-path")
+        .arg(&work)
+        .arg("--bundle")
+        .arg(&spec.bundle);
+    if let Some(pid_file) = inv.arg_value("--pid-file") {
+        command.arg("--pid-file").arg(pid_file);
+    }
+    if let Some(socket) = inv.arg_value("--console-socket") {
+        command.arg("--console-socket").arg(socket);
+    }
+    if inv.has_flag("--no-pivot") {
+        command.arg("--no-pivot");
+    }
+    command.arg(id);
+    let started = Instant::now();
+    let exit = command.status().map_err(RuntimeError::io("restore", format!("run {}", runc.display())))?;
+    status.stats.restore_ms = ms(started);
+    status.stats.peak_rss_kib = peak_rss_kib();
+    if !exit.success() {
+        return Err(RuntimeError::Runc {
+            step: "restore",
+            command: "restore",
+            status: exit.to_string(),
+            log: criu_log_tail(&work, CRIU_LOG),
+        });
+    }
+    state.mark_restored()?;
+    status.stats.criu_restore =
+        std::fs::read(work.join(RESTORE_STATS_FILE)).ok().and_then(|b| parse_restore_stats(&b).ok());
+    status.state = RuntimeState::Restored;
+    state.write_status(&status);
+    Ok(0)
+}
+
+/// Rewrites old peer addresses to new ones in the declared files of the container's root
+/// filesystem, before its processes come back and read them.
+fn rewrite_peer_files(rootfs: &Path, files: &[String], map: &BTreeMap<String, String>) -> Result<(), RuntimeError> {
+    if files.is_empty() || map.is_empty() {
+        return Ok(());
+    }
+    let root = Root::open(rootfs).map_err(RuntimeError::io("rewrite", format!("open {}", rootfs.display())))?;
+    for file in files {
+        let fail = |e: std::io::Error| RuntimeError::Io {
+            step: "rewrite",
+            context: format!("rewrite peer file {file}"),
+            source: e,
+        };
+        let (dir, name) = root.parent_of(Path::new(file)).map_err(fail)?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)))
+            .join(std::ffi::OsStr::new(name.to_str().unwrap_or_default()));
+        let mut text = String::new();
+        safe_fs::open_no_follow(&path).and_then(|mut f| f.read_to_string(&mut text)).map_err(fail)?;
+        let (rewritten, count) = rewrite_addresses(&text, map);
+        if count > 0 {
+            // Truncate and write in place: the file keeps its inode, owner and mode.
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(fail)?;
+            out.write_all(rewritten.as_bytes()).map_err(fail)?;
+        }
+    }
+    Ok(())
+}

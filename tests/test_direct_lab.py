@@ -1,0 +1,222 @@
+"""The direct migration path on the lab's real providers: containers under vimigrate-runtime move
+host to host (dump streamed to the destination, restored by a plain `docker start` there) and
+stay ordinary Docker containers; corruption, an unreachable destination and a failed restore all
+leave the service running on the source."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+import vimigrate
+from conftest import docker, numbers, wait_for
+from test_migrate_lab import _redis, _try, connect
+
+pytestmark = pytest.mark.lab
+
+RUNC_CONF = Path("/etc/criu/runc.conf")
+
+
+@pytest.fixture
+def providers(lab: dict):
+    return connect(lab, "provider-a"), connect(lab, "provider-b")
+
+
+@pytest.fixture
+def name(lab: dict):
+    container = f"vmtest-direct-{uuid.uuid4().hex[:8]}"
+    yield container
+    for provider in ("provider-a", "provider-b"):
+        docker(lab, provider, "rm", "-f", container, check=False)
+
+
+def run_direct(lab: dict, name: str, *extra: str, command: list[str] | None = None, image: str | None = None,
+               provider: str = "provider-a") -> None:
+    """A container under the vimigrate runtime, counting once it started."""
+    docker(lab, provider, "run", "-d", "--name", name, "--runtime", "vimigrate",
+           "--label", "io.vimigrate.managed=true", *extra, image or lab["images"]["counter"], *(command or []))
+    wait_for(lambda: len(numbers(docker(lab, provider, "logs", name))) >= 3, what="the counter to count")
+
+
+def test_the_lab_providers_offer_the_runtime(providers):
+    for provider in providers:
+        report = provider.probe()
+        assert report["vimigrate_runtime"] is True and "vimigrate" in report["runtimes"], report
+
+
+def test_a_counter_moves_directly_and_stays_docker_managed(lab, providers, name):
+    a, b = providers
+    run_direct(lab, name)
+    conf_before = RUNC_CONF.read_bytes()
+    report = vimigrate.migrate(a, b, {"container": name, "keep_source": True})
+    assert report["method"] == "direct" and report["method_reason"] is None, report
+    last_on_a = numbers(docker(lab, "provider-a", "logs", name))[-1]
+    on_b = wait_for(lambda: numbers(docker(lab, "provider-b", "logs", name)), what="output on B")
+    assert on_b[0] == last_on_a + 1, (last_on_a, on_b)
+    stats = report["stats"]
+    assert stats["checkpoint_bytes"] > 0 and stats["transfer_bytes"] >= stats["checkpoint_bytes"]
+    assert 0 < stats["downtime_ms"] < 10_000 and stats["restore_ms"] > 0
+    assert stats["criu_dump"]["pages_written"] > 0 and stats["criu_restore"]["restore_time_us"] > 0, stats
+    # CRIU ran with this container's own options: the host-wide file is as it was.
+    assert RUNC_CONF.read_bytes() == conf_before
+    # An ordinary Docker container on B: it runs under the runtime, stops, and moves again.
+    assert docker(lab, "provider-b", "inspect", "-f", "{{.HostConfig.Runtime}}", name).strip() == "vimigrate"
+    assert docker(lab, "provider-b", "checkpoint", "ls", name).strip().splitlines()[1:] == [], "images deleted"
+    docker(lab, "provider-a", "rm", "-f", name)
+    back = vimigrate.migrate(b, a, {"container": name})
+    assert back["method"] == "direct"
+    again = wait_for(lambda: numbers(docker(lab, "provider-a", "logs", name)), what="output on A again")
+    assert again[0] > on_b[0], (on_b, again)
+    docker(lab, "provider-a", "stop", "-t", "1", name)
+    assert docker(lab, "provider-a", "inspect", "-f", "{{.State.Running}}", name).strip() == "false"
+
+
+def test_redis_keys_survive_the_direct_path(lab, providers, name):
+    a, b = providers
+    port = 16511
+    docker(lab, "provider-a", "run", "-d", "--name", name, "--runtime", "vimigrate",
+           "--label", "io.vimigrate.managed=true", "-p", f"{port}:6379", lab["images"]["redis"])
+    address_a = lab["providers"]["provider-a"]["public_address"]
+    wait_for(lambda: _try(lambda: _redis(address_a, port, [["PING"]]) == [b"+PONG"]), what="redis on A")
+    keys = [(f"key:{i}", f"value-{i}-{uuid.uuid4().hex}") for i in range(10_000)]
+    assert set(_redis(address_a, port, [["SET", k, v] for k, v in keys])) == {b"+OK"}
+    report = vimigrate.migrate(a, b, {"container": name})
+    assert report["method"] == "direct"
+    address_b = lab["providers"]["provider-b"]["public_address"]
+    wait_for(lambda: _try(lambda: _redis(address_b, port, [["PING"]]) == [b"+PONG"]), what="redis on B")
+    assert _redis(address_b, port, [["DBSIZE"]]) == [b":10000"]
+    assert _redis(address_b, port, [["GET", k] for k, _ in keys]) == [v.encode() for _, v in keys]
+
+
+def test_files_changed_after_the_first_copy_follow_deletions_included(lab, providers, name):
+    """The writable layer as it is at the freeze: appended, created, deleted (a file of the image
+    too), a file the process holds open; the volume whole."""
+    a, b = providers
+    volume = f"{name}-data"
+    script = ("echo start > /tmp/held; echo old > /tmp/gone; head -c 2000000 /dev/urandom > /data/blob; "
+              "exec 3>>/tmp/held; i=0; while :; do echo $i >&3; echo $i; i=$((i+1)); sleep 0.3; done")
+    changed = []
+
+    def on_event(event: dict) -> None:
+        # After the first copy, before the freeze.
+        if event["event"] == "phase" and event["phase"] == "checkpoint" and not changed:
+            docker(lab, "provider-a", "exec", name, "sh", "-c",
+                   "echo late > /tmp/late; rm /tmp/gone /etc/nsswitch.conf; md5sum /data/blob > /data/sum")
+            changed.append(True)
+
+    try:
+        run_direct(lab, name, "-v", f"{volume}:/data", command=["sh", "-c", script])
+        assert docker(lab, "provider-a", "exec", name, "test", "-f", "/etc/nsswitch.conf", check=False) == ""
+        report = vimigrate.migrate(a, b, {"container": name}, on_event)
+        assert changed and report["method"] == "direct"
+        assert docker(lab, "provider-b", "exec", name, "cat", "/tmp/late").strip() == "late"
+        for path in ("/tmp/gone", "/etc/nsswitch.conf"):
+            assert _missing(lab, name, path), f"{path} was deleted on A"
+        summed = docker(lab, "provider-b", "exec", name, "cat", "/data/sum").split()[0]
+        assert docker(lab, "provider-b", "exec", name, "md5sum", "/data/blob").split()[0] == summed
+        time.sleep(1)
+        held = docker(lab, "provider-b", "exec", name, "cat", "/tmp/held").split()
+        written = [int(x) for x in held[1:]]
+        assert held[0] == "start" and written == list(range(len(written))) and len(written) >= 8, held
+    finally:
+        for provider in ("provider-a", "provider-b"):
+            docker(lab, provider, "rm", "-f", name, check=False)
+            docker(lab, provider, "volume", "rm", "-f", volume, check=False)
+
+
+def _missing(lab: dict, name: str, path: str) -> bool:
+    result = docker(lab, "provider-b", "exec", name, "sh", "-c", f"test -e {path} && echo present || echo absent")
+    return result.strip() == "absent"
+
+
+def _assert_resumed_on_a(lab: dict, a, b, name: str) -> None:
+    before = numbers(docker(lab, "provider-a", "logs", name))
+    time.sleep(2.5)
+    after = numbers(docker(lab, "provider-a", "logs", name))
+    assert a.inspect_container(name)["running"] is True
+    # docker logs of a restored container go on in the same log: no restart from 0, no gap.
+    assert after == list(range(after[0], after[0] + len(after))) and len(after) > len(before), after
+    assert b.inspect_container(name) is None, "nothing left on B"
+    leftovers = docker(lab, "provider-b", "ps", "-aq", "--filter", "label=io.vimigrate.helper=true").split()
+    assert leftovers == [], "no helper left on B"
+    assert docker(lab, "provider-a", "checkpoint", "ls", name).strip().splitlines()[1:] == [], "dump deleted"
+
+
+def test_a_corrupted_stream_is_caught_before_the_restore_and_rolled_back(lab, providers, name):
+    a, b = providers
+    run_direct(lab, name)
+    with pytest.raises(vimigrate.MigrationFailedError) as caught:
+        vimigrate.migrate(a, b, {"container": name, "fault": "corrupt_stream"})
+    err = caught.value
+    assert err.phase == "transfer" and err.rollback == "resumed", str(err)
+    assert "arrived corrupted" in str(err) and "BLAKE3" in str(err), str(err)
+    _assert_resumed_on_a(lab, a, b, name)
+
+
+def test_an_unreachable_destination_fails_before_anything_is_dumped(lab, name):
+    a = connect(lab, "provider-a")
+    facts = lab["providers"]["provider-b"]
+    # An address on the lab's own bridge where nothing listens.
+    b = vimigrate.Provider.connect({"name": "provider-b", "docker_host": facts["docker_host"],
+                                    "public_address": facts["public_address"], "transfer_address": "10.231.0.250"})
+    run_direct(lab, name)
+    with pytest.raises(vimigrate.MigrationFailedError) as caught:
+        vimigrate.migrate(a, b, {"container": name})
+    err = caught.value
+    assert err.phase == "checkpoint" and err.rollback == "resumed", str(err)
+    assert "connect" in str(err) and "10.231.0.250" in str(err), str(err)
+    _assert_resumed_on_a(lab, a, b, name)
+
+
+def test_a_restore_failure_on_b_resumes_the_source(lab, providers, name):
+    """The destination's copy of the image differs from the source's where the process maps it
+    (busybox, which the counter's shell runs): CRIU refuses the restore on B."""
+    a, b = providers
+    run_direct(lab, name)
+    injected = []
+    root_b = Path(docker(lab, "provider-b", "info", "-f", "{{.DockerRootDir}}").strip())
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "phase" and event["phase"] == "checkpoint" and not injected:
+            # B's container is starting (its inspect waits): find its root filesystem the way
+            # the storage driver lays it out.
+            full_id = docker(lab, "provider-b", "ps", "-a", "--no-trunc", "-q", "--filter", f"name=^/{name}$").strip()
+            mount = (root_b / "image/overlay2/layerdb/mounts" / full_id / "mount-id").read_text().strip()
+            busybox = root_b / "overlay2" / mount / "merged/bin/busybox"
+            busybox.unlink()
+            busybox.write_bytes(b"\x7fELF not busybox")
+            injected.append(busybox)
+
+    with pytest.raises(vimigrate.MigrationFailedError) as caught:
+        vimigrate.migrate(a, b, {"container": name}, on_event)
+    err = caught.value
+    assert injected and err.phase == "restore" and err.rollback == "resumed", str(err)
+    assert "runc restore failed" in str(err) and "CRIU's log" in str(err), str(err)
+    _assert_resumed_on_a(lab, a, b, name)
+
+
+def test_a_container_under_runc_takes_docker_s_path_and_says_why(lab, providers, name):
+    a, b = providers
+    docker(lab, "provider-a", "run", "-d", "--name", name, "--runtime", "runc",
+           "--label", "io.vimigrate.managed=true", lab["images"]["counter"])
+    wait_for(lambda: len(numbers(docker(lab, "provider-a", "logs", name))) >= 2, what="the counter")
+    with pytest.raises(vimigrate.MigrationFailedError) as caught:
+        vimigrate.migrate(a, b, {"container": name, "method": "direct"})
+    assert caught.value.phase == "preflight" and caught.value.rollback == "nothing_to_undo"
+    assert "runs under runtime `runc`" in str(caught.value), str(caught.value)
+    assert b.inspect_container(name) is None
+    report = vimigrate.migrate(a, b, {"container": name})
+    assert report["method"] == "docker" and "runtime `runc`" in report["method_reason"], report
+    # The destination runs it under the runtime, so the way back is direct.
+    assert docker(lab, "provider-b", "inspect", "-f", "{{.HostConfig.Runtime}}", name).strip() == "vimigrate"
+    assert vimigrate.migrate(b, a, {"container": name})["method"] == "direct"
+
+
+def test_an_unknown_method_is_refused(providers, name):
+    a, b = providers
+    with pytest.raises(vimigrate.InvalidInputError) as wrong:
+        vimigrate.migrate(a, b, {"container": name, "method": "teleport"})
+    assert wrong.value.field == "options.method"
