@@ -29,9 +29,9 @@ demo: ## the main job on the embedded default: lab, plugin, blueprint install
 test: ## every test: cargo, pytest, and the lab-based end-to-end tests
 	bash scripts/test.sh
 
-bench: ## migration downtime benchmark on the lab (not a test: prints figures and ratios)
-	bash scripts/python-env.sh && bash scripts/lab/up.sh
-	.venv/bin/python scripts/bench/migration_bench.py --sizes 10,100,500 --runs 3
+bench: ## migration downtime benchmark on the lab against Docker, Podman and CRIU alone (not a test: prints figures and ratios, writes scripts/bench/results/<date>.*)
+	bash scripts/python-env.sh && bash scripts/lab/up.sh && bash scripts/bench/install-deps.sh
+	.venv/bin/python scripts/bench/migration_bench.py --sizes 10,100,500 --runs 3 --out scripts/bench/results
 
 clean: lab-down ## stop the lab and remove build outputs
 	rm -rf target .venv .lab

@@ -267,6 +267,13 @@ pub struct RuntimeStats {
     /// The wrapper's peak resident memory (KiB).
     #[serde(default)]
     pub peak_rss_kib: u64,
+    /// Addresses announced by gratuitous ARP after the restore.
+    #[serde(default)]
+    pub addresses_announced: u64,
+    /// When the dump started (source) or the restore ended (destination), Unix time in ms:
+    /// the two ends of the interruption as the hosts saw it.
+    #[serde(default)]
+    pub at_unix_ms: u64,
     /// CRIU's own dump statistics (`stats-dump`).
     #[serde(default)]
     pub criu_dump: Option<DumpStats>,

@@ -24,7 +24,7 @@ use crate::runc_args::Invocation;
 use crate::send::{SendReport, SendTarget, Sender};
 use crate::state_files::StateDir;
 use crate::wire::Area;
-use crate::{criu_log_tail, ms, CRIU_LOG, peak_rss_kib, runc_command, runc_log, runc_path, Outcome};
+use crate::{criu_log_tail, ms, peak_rss_kib, runc_command, runc_log, runc_path, unix_ms_now, Outcome, CRIU_LOG};
 
 const RUNNING: u8 = 0;
 const DUMPED: u8 = 1;
@@ -148,6 +148,7 @@ fn run_dump(
     }
 
     let started = Instant::now();
+    status.stats.at_unix_ms = unix_ms_now();
     let dump_state = Arc::new(AtomicU8::new(RUNNING));
     let send_thread = sender.map(|mut sender| {
         let dump_state = Arc::clone(&dump_state);

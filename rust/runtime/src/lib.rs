@@ -18,6 +18,7 @@
 //! `org.criu.config` annotation), so that a migration's CRIU options never touch the
 //! host-wide `/etc/criu/runc.conf`.
 
+pub mod announce;
 pub mod dump;
 pub mod error;
 pub mod layer_delta;
@@ -93,6 +94,11 @@ fn exec_runc(inv: &Invocation) -> i32 {
     let err = command.exec();
     runc_log::log_error(inv.global_value("--log"), &format!("cannot run {}: {err}", runc.display()));
     127
+}
+
+/// Now, as Unix time in milliseconds.
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// This process's peak resident memory, KiB.

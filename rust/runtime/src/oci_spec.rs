@@ -89,6 +89,14 @@ impl Spec {
             .map(Path::to_path_buf)
     }
 
+    /// The network namespace the container joins (Docker creates it and gives its path).
+    pub fn network_namespace(&self) -> Option<PathBuf> {
+        self.document["linux"]["namespaces"].as_array()?.iter().find(|ns| ns["type"].as_str() == Some("network"))?
+            ["path"]
+            .as_str()
+            .map(PathBuf::from)
+    }
+
     /// The host source of the bind mount at `destination`.
     pub fn bind_source(&self, destination: &str) -> Option<&Path> {
         let wanted = destination.trim_end_matches('/');

@@ -16,6 +16,7 @@ use vimigrate_core::runtime_directive::{
 };
 use vimigrate_core::{parse_restore_stats, RESTORE_STATS_FILE};
 
+use crate::announce;
 use crate::dump::{checked_images_dir, locate};
 use crate::error::RuntimeError;
 use crate::oci_spec::Spec;
@@ -24,7 +25,7 @@ use crate::runc_args::Invocation;
 use crate::safe_fs::{self, Root};
 use crate::state_files::StateDir;
 use crate::transfer_tls::decode_der;
-use crate::{criu_log_tail, ms, CRIU_LOG, peak_rss_kib, runc_command, runc_log, runc_path, Outcome};
+use crate::{criu_log_tail, ms, peak_rss_kib, runc_command, runc_log, runc_path, unix_ms_now, Outcome, CRIU_LOG};
 
 /// Handles `create`: a restore when a directive asks for one, else runc's create (with the
 /// container's own CRIU configuration file recorded in its spec).
@@ -159,6 +160,7 @@ fn run_restore(
     let started = Instant::now();
     let exit = command.status().map_err(RuntimeError::io("restore", format!("run {}", runc.display())))?;
     status.stats.restore_ms = ms(started);
+    status.stats.at_unix_ms = unix_ms_now();
     status.stats.peak_rss_kib = peak_rss_kib();
     if !exit.success() {
         return Err(RuntimeError::Runc {
@@ -169,6 +171,16 @@ fn run_restore(
         });
     }
     state.mark_restored()?;
+    // Clients that knocked before the restore left the neighbours' entries unresolved. Docker
+    // lets runc create the network namespace (its prestart hook moves the interface in), so
+    // the namespace is found through the restored process.
+    let netns = spec.network_namespace().or_else(|| {
+        let pid = std::fs::read_to_string(inv.arg_value("--pid-file")?).ok()?;
+        Some(PathBuf::from(format!("/proc/{}/ns/net", pid.trim())))
+    });
+    if let Some(netns) = netns {
+        status.stats.addresses_announced = announce::announce_addresses(&netns) as u64;
+    }
     status.stats.criu_restore =
         std::fs::read(work.join(RESTORE_STATS_FILE)).ok().and_then(|b| parse_restore_stats(&b).ok());
     status.state = RuntimeState::Restored;
