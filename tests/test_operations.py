@@ -190,7 +190,8 @@ def test_migration_records_where_the_container_runs_now(fake_native, monkeypatch
         return {"source": "provider-a", "destination": "provider-b", "destination_id": "b" * 64, "warnings": [],
                 "stats": {"downtime_ms": 700, "transfer_bytes": 4096, "total_ms": 2000},
                 "networks": [{"name": "dep1-app", "mode": "remap", "reason": "subnet taken"}],
-                "address_changes": {"172.29.0.3": "172.30.0.7"}, "rewrites": []}
+                "address_changes": {"172.29.0.3": "172.30.0.7"}, "rewrites": [],
+                "method": "direct", "method_reason": None}
 
     def inspect_container(self, name):
         return {"addresses": {"app": "172.30.0.5"},
@@ -205,7 +206,7 @@ def test_migration_records_where_the_container_runs_now(fake_native, monkeypatch
     target = {"name": "provider-b", "docker_host": "unix:///run/b.sock", "public_address": "10.231.0.12"}
     migration.migrate(target_provider_node="provider_b", target_provider=target, keep_source=False)
     assert calls == [("provider-a", "provider-b", {"container": "dep1-web", "keep_source": False, "address_map": {},
-                                                    "peer_files": [], "port_map": {}})]
+                                                    "peer_files": [], "port_map": {}, "method": "auto"})]
     props = ctx.instance.runtime_properties
     assert props["provider_node"] == "provider_b" and props["provider"] == "provider-b"
     assert props["provider_config"] == target

@@ -38,7 +38,7 @@ class AccessDeniedError(VimigrateError):
 class MigrationFailedError(VimigrateError):
     """A migration failed; `rollback` says where the service runs now."""
     phase: str
-    rollback: str  # nothing_to_undo | undone | resumed | failed
+    rollback: str  # nothing_to_undo | undone | resumed | held | failed
     retryable: bool
     kind: str
 
@@ -50,6 +50,12 @@ def migrate(
 ) -> dict[str, Any]:
     """Live-migrate one running container. options: container, keep_source, verify, check_criu,
     checkpoint_name. Returns the report with per-phase statistics (`stats`)."""
+
+def heal(providers: list[Provider], name: str) -> dict[str, Any]:
+    """Make container `name` run on exactly one of `providers` after a migration that did not
+    finish (restored from its checkpoint when it runs nowhere) and remove what that migration
+    left. Returns {container, runs_on, resumed, removed}; several running copies raise
+    ProviderUnsuitableError naming them."""
 
 class Provider:
     """A connection to one provider's Docker Engine."""

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="direct: host to host through vimigrate-runtime; docker: Docker's checkpoint API; "
                               "auto (default): direct when both hosts offer it")
     migrate.add_argument("--timeout", type=int, default=120, help="seconds per API call")
+    heal = sub.add_parser("heal", help="after a migration that did not finish: make a container run on exactly "
+                                       "one of two providers again and remove what the migration left")
+    heal.add_argument("container", help="name of the container")
+    _add_provider_args(heal, "from_", "source")
+    _add_provider_args(heal, "to_", "destination")
+    heal.add_argument("--timeout", type=int, default=120, help="seconds per API call")
     return parser
 
 
@@ -117,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             result = _native.self_check()
         elif args.command == "probe":
             result = _native.Provider.connect(_provider_config(args)).probe()
+        elif args.command == "heal":
+            providers = [_native.Provider.connect(_provider_config(args, p)) for p in ("from_", "to_")]
+            result = _native.heal(providers, args.container)
+            print(f"{args.container} runs on {result['runs_on']}" + (" (restored from its checkpoint)" if result["resumed"] else ""),
+                  file=sys.stderr)
+            for line in result["removed"]:
+                print(f"  removed {line}", file=sys.stderr)
         else:
             source = _native.Provider.connect(_provider_config(args, "from_"))
             destination = _native.Provider.connect(_provider_config(args, "to_"))

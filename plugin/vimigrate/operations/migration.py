@@ -96,3 +96,34 @@ def relink(address_map: dict | None = None, **_: Any) -> None:
     for path in ctx.node.properties.get("peer_files") or []:
         count = provider.rewrite_file(props["container_name"], path, dict(address_map))
         ctx.logger.info("%s: rewrote %d peer address(es) in %s", props["container_name"], count, path)
+
+
+@operation(resumable=True)
+@map_errors
+def heal(providers: dict | None = None, **_: Any) -> None:
+    """After a migration that did not finish: makes this container run on exactly one of
+    `providers` (node id -> the engine's provider configuration), restored from its checkpoint
+    when it runs nowhere, removes what the migration left, and records where it runs now."""
+    props = ctx.instance.runtime_properties
+    name = props.get("container_name")
+    if not name or not providers:
+        ctx.logger.info("%s is not installed: nothing to heal", ctx.node.id)
+        return
+    connected = {node: _native.Provider.connect(config) for node, config in providers.items()}
+    report = _native.heal(list(connected.values()), name)
+    node = next(n for n, config in providers.items() if config["name"] == report["runs_on"])
+    config = providers[node]
+    deployed = connected[node].inspect_container(name) or {}
+    public = config.get("public_address")
+    host_ports = sorted({p["host_port"] for p in deployed.get("ports", [])})
+    props["provider_node"] = node
+    props["provider"] = config["name"]
+    props["provider_config"] = config
+    props["container_id"] = deployed.get("id", props.get("container_id"))
+    props["addresses"] = deployed.get("addresses", {})
+    props["ports"] = deployed.get("ports", [])
+    props["public_endpoints"] = [f"{public}:{port}" for port in host_ports] if public else []
+    how = " (restored from its checkpoint)" if report["resumed"] else ""
+    ctx.logger.info("%s runs on %s%s", name, config["name"], how)
+    for line in report["removed"]:
+        ctx.logger.info("removed %s", line)

@@ -25,6 +25,8 @@ from .plan import (
 
 #: The container interface operation that moves one container.
 MIGRATE_OPERATION = "vimigrate.interfaces.migration.migrate"
+#: The container interface operation that settles a container a migration left half-done.
+HEAL_OPERATION = "vimigrate.interfaces.migration.heal"
 #: The container interface operation that points a staying container's peer files elsewhere.
 RELINK_OPERATION = "vimigrate.interfaces.migration.relink"
 #: The DNS record operation that points a record at where its container runs now.
@@ -199,6 +201,25 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
     for record, _ in records:
         _switch(ctx, record, None)
     ctx.logger.info("migration done: %d container(s) on %s", len(moved), providers[target_provider].name)
+
+
+@workflow
+def heal(ctx: Any, **_: Any) -> None:
+    """After a migration that did not finish (its process died, a provider did not answer
+    during the rollback): each container runs on exactly one provider again, what the
+    migration left is removed, runtime properties say where each runs, and DNS records follow."""
+    configs = {node.id: provider_config(node.id, node.properties, ctx.deployment.id)
+               for node in ctx.nodes if PROVIDER_TYPE in node.type_hierarchy}
+    for node in ctx.nodes:
+        if CONTAINER_TYPE not in node.type_hierarchy:
+            continue
+        for instance in node.instances:
+            ctx.send_event(f"healing {node.id}").get()
+            instance.execute_operation(HEAL_OPERATION, kwargs={"providers": configs},
+                                       allow_kwargs_override=True).get()
+    for record, _ in _records(ctx):
+        _switch(ctx, record, None)
+    ctx.logger.info("heal done: every container runs on one provider")
 
 
 @workflow

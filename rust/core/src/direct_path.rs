@@ -56,6 +56,19 @@ impl Provider {
         let checkpoints = self.checkpoint_parent_dir(container).await?;
         Ok(crate::container_files::parent(&checkpoints).to_string())
     }
+
+    /// The daemon's root directory (`DockerRootDir`).
+    pub(crate) async fn docker_root_dir(&self) -> Result<String, Error> {
+        let info = self.docker().info().await.map_err(self.api_error("read system info"))?;
+        info.docker_root_dir.filter(|r| !r.is_empty()).map(|r| r.trim_end_matches('/').to_string()).ok_or_else(|| {
+            ProviderError::Unsuitable {
+                provider: self.name().to_string(),
+                requirement: "Docker root directory",
+                detail: "GET /info reported no DockerRootDir".to_string(),
+            }
+            .into()
+        })
+    }
 }
 
 /// Decides the path: direct when both hosts run `vimigrate-runtime`, the source container runs
@@ -155,6 +168,7 @@ impl DirectTransfer {
         src_id: &str,
         dst_id: &str,
         image: &str,
+        serves: &str,
         keys: TransferKeys,
     ) -> Result<(DirectTransfer, Vec<(bool, String)>), (Error, Vec<(bool, String)>)> {
         let mut made = Vec::new();
@@ -163,10 +177,10 @@ impl DirectTransfer {
             let dst_dir = dst.container_dir(dst_id).await?;
             let tag: String = dst_id.chars().take(12).collect();
             let src_helper =
-                src.create_helper(&format!("vimigrate-helper-src-{tag}"), image, &src_dir, MOUNT, false).await?;
+                src.create_helper(&format!("vimigrate-helper-src-{tag}"), image, &src_dir, MOUNT, false, serves).await?;
             made.push((true, src_helper.clone()));
             let dst_helper =
-                dst.create_helper(&format!("vimigrate-helper-dst-{tag}"), image, &dst_dir, MOUNT, false).await?;
+                dst.create_helper(&format!("vimigrate-helper-dst-{tag}"), image, &dst_dir, MOUNT, false, serves).await?;
             made.push((false, dst_helper.clone()));
             Ok::<_, Error>(DirectTransfer {
                 src: src.clone(),

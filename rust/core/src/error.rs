@@ -57,6 +57,16 @@ pub enum ProviderError {
         /// What was found instead.
         detail: String,
     },
+    /// Another migration of the container holds its lock.
+    #[error("provider `{provider}`: container `{container}` is being migrated already: {detail}")]
+    Busy {
+        /// Provider name.
+        provider: String,
+        /// The container.
+        container: String,
+        /// Who holds the lock and what to do.
+        detail: String,
+    },
     /// A name is already used on the provider by something vimigrate may not reuse.
     #[error("provider `{provider}`: {what} `{name}` already exists and {reason}")]
     NameTaken {
@@ -194,6 +204,7 @@ impl Error {
             Error::Provider(ProviderError::Api { source, .. }) => docker_error_kind(source),
             Error::Provider(ProviderError::Unsuitable { .. }) => ErrorKind::Unsuitable,
             Error::Provider(ProviderError::NameTaken { .. }) => ErrorKind::Conflict,
+            Error::Provider(ProviderError::Busy { .. }) => ErrorKind::Conflict,
             // A corrupted transfer may well succeed when repeated.
             Error::Integrity(IntegrityError::Mismatch { .. }) => ErrorKind::Unavailable,
             Error::Integrity(_) => ErrorKind::Failed,

@@ -13,6 +13,8 @@ use crate::provider::Provider;
 
 /// Marks helper containers, so that a later run can find and remove any left behind.
 pub(crate) const HELPER_LABEL: &str = "io.vimigrate.helper";
+/// The container a helper serves (empty for the host-wide ones): what heal cleans after it.
+pub(crate) const HELPER_FOR_LABEL: &str = "io.vimigrate.helper.for";
 
 impl Provider {
     /// Creates a never-started container from `image` that bind-mounts `host_dir` at
@@ -25,6 +27,7 @@ impl Provider {
         host_dir: &str,
         mount_point: &str,
         read_only: bool,
+        serves: &str,
     ) -> Result<String, Error> {
         let mode = if read_only { "ro" } else { "rw" };
         let body = ContainerCreateBody {
@@ -35,6 +38,7 @@ impl Provider {
             labels: Some(HashMap::from([
                 (MANAGED_LABEL.to_string(), "true".to_string()),
                 (HELPER_LABEL.to_string(), "true".to_string()),
+                (HELPER_FOR_LABEL.to_string(), serves.to_string()),
             ])),
             network_disabled: Some(true),
             host_config: Some(HostConfig {

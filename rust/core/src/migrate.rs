@@ -262,6 +262,15 @@ pub enum Rollback {
         /// The provider it runs on.
         provider: String,
     },
+    /// The destination was being started and could not be reached to make sure it does not run
+    /// the container: the source was left stopped with its checkpoint rather than risk the
+    /// service running twice. `heal` settles it once the destination answers.
+    Held {
+        /// The provider that could not be reached.
+        destination: String,
+        /// Why removing the destination's container failed.
+        cause: Box<Error>,
+    },
     /// Undoing failed too: this error says why, and the service may be down.
     Failed(Box<Error>),
 }
@@ -272,6 +281,13 @@ impl fmt::Display for Rollback {
             Rollback::NothingToUndo => f.write_str("nothing was changed"),
             Rollback::Undone => f.write_str("the destination was cleaned up; the service never stopped"),
             Rollback::Resumed { provider } => write!(f, "rolled back: the service runs on {provider} again"),
+            Rollback::Held { destination, cause } => write!(
+                f,
+                "HELD: {destination} cannot be reached to make sure it does not run the container ({}); the source \
+                 was left stopped with its checkpoint so that the service never runs twice; run heal once \
+                 {destination} answers",
+                cause.report()
+            ),
             Rollback::Failed(err) => write!(f, "ROLLBACK FAILED: {}", err.report()),
         }
     }
@@ -300,11 +316,17 @@ pub struct MigrationError {
 #[derive(Default)]
 struct Undo {
     destination_id: Option<String>,
+    /// The destination container was asked to start (a restore): it may run.
+    destination_started: bool,
     helpers: Vec<(bool, String)>,
     checkpoint_taken: bool,
     /// Hosts' CRIU options as found, to put back: (on the source?, previous content).
     criu_options: Vec<(bool, Option<Vec<u8>>)>,
 }
+
+/// How long a rollback waits for a destination that was being started to answer, so that it can
+/// be made sure not to run the container before the source resumes.
+const DESTINATION_PATIENCE: Duration = Duration::from_secs(30);
 
 fn ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -398,8 +420,35 @@ impl Migration<'_> {
                 })
             }
         };
+        // One migration of a container at a time: taken last in preflight, so that a refused
+        // migration changed nothing.
+        let lock = match self.src.lock_migration(&source.name, &source.image, &checkpoint, self.dst.name()).await {
+            Ok(lock) => lock,
+            Err(cause) => {
+                return Err(MigrationError {
+                    phase: Phase::Preflight,
+                    container: source.name.clone(),
+                    source_provider: self.src.name().to_string(),
+                    destination: self.dst.name().to_string(),
+                    cause,
+                    rollback: Rollback::NothingToUndo,
+                })
+            }
+        };
         stats.preflight_ms = ms(t);
+        let result = self.run_locked(source, stats, started).await;
+        lock.release().await;
+        result
+    }
 
+    /// Everything after the preflight, under the migration lock.
+    async fn run_locked(
+        mut self,
+        source: SourceContainer,
+        mut stats: MigrationStats,
+        started: Instant,
+    ) -> Result<MigrationReport, MigrationError> {
+        let checkpoint = self.checkpoint.clone();
         let t = self.phase(Phase::Image);
         let image_progress = |bytes| (self.progress)(&ProgressEvent::Bytes { phase: Phase::Image, bytes });
         match ensure_image(self.src, self.dst, &source.image, &image_progress).await {
@@ -478,6 +527,7 @@ impl Migration<'_> {
         }
 
         let t = self.phase(Phase::Restore);
+        self.undo.destination_started = true;
         if let Err(e) = self.restore(&destination_id, &checkpoint).await {
             return Err(self.fail(Phase::Restore, &source, e).await);
         }
@@ -523,6 +573,7 @@ impl Migration<'_> {
             &source.id,
             &destination_id,
             &self.image,
+            &source.name,
             keys,
         )
         .await
@@ -572,6 +623,7 @@ impl Migration<'_> {
 
         // Still while the service runs: the destination starts and waits for the images.
         let t = Instant::now();
+        self.undo.destination_started = true;
         let armed = async {
             let port = transfer.arm_destination(&criu, &self.options.peer_files, &self.options.address_map).await?;
             let host = if destination_host.contains(':') {
@@ -930,12 +982,12 @@ impl Migration<'_> {
         let tag: String = destination_id.chars().take(12).collect();
         let src_helper = self
             .src
-            .create_helper(&format!("vimigrate-helper-src-{tag}"), &source.image, &src_dir, "/vimigrate-src", true)
+            .create_helper(&format!("vimigrate-helper-src-{tag}"), &source.image, &src_dir, "/vimigrate-src", true, &source.name)
             .await?;
         self.undo.helpers.push((true, src_helper.clone()));
         let dst_helper = self
             .dst
-            .create_helper(&format!("vimigrate-helper-dst-{tag}"), &source.image, &dst_dir, "/vimigrate-dst", false)
+            .create_helper(&format!("vimigrate-helper-dst-{tag}"), &source.image, &dst_dir, "/vimigrate-dst", false, &source.name)
             .await?;
         self.undo.helpers.push((false, dst_helper.clone()));
         Ok((src_helper, dst_helper))
@@ -1037,7 +1089,20 @@ impl Migration<'_> {
         }
         // The destination goes first: it must never run alongside a resumed source.
         if let Some(id) = self.undo.destination_id.take() {
-            keep(self.dst.force_remove(&id).await);
+            match self.remove_destination(&id).await {
+                Ok(_) => {}
+                Err(cause) if self.undo.destination_started && self.undo.checkpoint_taken => {
+                    // It may run there: resuming the source could make two copies.
+                    for (on_source, helper) in std::mem::take(&mut self.undo.helpers) {
+                        let provider = if on_source { self.src } else { self.dst };
+                        if let Err(e) = provider.force_remove(&helper).await {
+                            tracing::warn!(error = %e.report(), "helper left behind; heal removes it");
+                        }
+                    }
+                    return Rollback::Held { destination: self.dst.name().to_string(), cause: Box::new(cause) };
+                }
+                Err(e) => keep(Err(e)),
+            }
         }
         let helpers = std::mem::take(&mut self.undo.helpers);
         let (source_helpers, destination_helpers): (Vec<_>, Vec<_>) =
@@ -1062,6 +1127,22 @@ impl Migration<'_> {
                 Rollback::Resumed { provider: self.src.name().to_string() }
             }
             (Some(Err(e)), _) => Rollback::Failed(Box::new(e)),
+        }
+    }
+
+    /// Removes the destination container. When it was started (it may run), a provider that
+    /// does not answer is given some time (a daemon restarting) before this gives up.
+    async fn remove_destination(&self, id: &str) -> Result<bool, Error> {
+        let patience = if self.undo.destination_started { DESTINATION_PATIENCE } else { Duration::ZERO };
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.dst.force_remove(id).await {
+                Err(e) if e.kind().is_retryable() && Instant::now() < deadline => {
+                    tracing::warn!(error = %e.report(), "the destination does not answer; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => return other,
+            }
         }
     }
 

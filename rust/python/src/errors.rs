@@ -87,6 +87,7 @@ pub(crate) fn migration_error(py: Python<'_>, err: MigrationError) -> PyErr {
         Rollback::Undone => "undone",
         Rollback::Resumed { .. } => "resumed",
         Rollback::Failed(_) => "failed",
+        Rollback::Held { .. } => "held",
     };
     let py_err = MigrationFailedError::new_err(message);
     let value = py_err.value(py);

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 mod convert;
 mod dns;
 mod errors;
+mod heal;
 mod info;
 mod migration;
 mod provider;
@@ -20,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<provider::Provider>()?;
     m.add_function(wrap_pyfunction!(migration::migrate, m)?)?;
+    m.add_function(wrap_pyfunction!(heal::heal, m)?)?;
     m.add_function(wrap_pyfunction!(dns::dns_plan, m)?)?;
     m.add_function(wrap_pyfunction!(dns::dns_apply, m)?)?;
     m.add_function(wrap_pyfunction!(dns::dns_lookup, m)?)?;

@@ -1,0 +1,289 @@
+//! After a migration that did not finish (its broker died, a provider was unreachable during the
+//! rollback): finds where a container really runs, makes it run on exactly one provider, and
+//! removes what the migration left (the other copy, checkpoints, helpers, the lock).
+//!
+//! The rules, in order:
+//! - a destination whose runtime may still restore (a start still waiting for the transfer) is
+//!   told to give up, and heal waits until it did or restored: its outcome decides;
+//! - running on exactly one provider: that one is kept, every other copy goes with its
+//!   checkpoints (they hold process memory, and are older than what runs);
+//! - running nowhere: the copy holding the migration's checkpoint (the source's dump) is restored
+//!   from it, the others go;
+//! - running on several: nothing is touched, and the error says where (which copy's data to keep
+//!   is the operator's decision).
+
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{ListContainersOptionsBuilder, StartContainerOptions};
+use serde::Serialize;
+
+use crate::error::{Error, ProviderError};
+use crate::helper_container::{HELPER_FOR_LABEL, HELPER_LABEL};
+use crate::migration_lock::{lock_name, LOCK_LABEL};
+use crate::provider::Provider;
+use crate::runtime_directive::{
+    Action, CriuOptions, Directive, RestoreDirective, RuntimeState, RuntimeStatus, ABORT_FILE, DIRECTIVE_FILE,
+    DIRECTIVE_VERSION, RUNTIME_NAME, STATE_DIR, STATUS_FILE,
+};
+use crate::tar_writer::private_files_tar;
+
+/// Where the helper heal creates mounts a container's directory.
+const MOUNT: &str = "/vimigrate-c";
+/// How long heal waits for a destination's waiting start to end after withdrawing it.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// What heal found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HealReport {
+    /// The container.
+    pub container: String,
+    /// The provider it runs on now.
+    pub runs_on: Option<String>,
+    /// Whether heal restored it from a checkpoint (it ran nowhere).
+    pub resumed: bool,
+    /// What heal removed, one line each (`provider-b: container web (stopped copy)`).
+    pub removed: Vec<String>,
+}
+
+/// One provider's copy of the container.
+#[derive(Debug, Clone)]
+struct Copy {
+    provider: usize,
+    id: String,
+    state: String,
+    image: String,
+}
+
+/// Makes container `name` run on exactly one of `providers` (see the module documentation).
+pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Error> {
+    crate::container_spec::is_valid_docker_name(name)
+        .then_some(())
+        .ok_or_else(|| crate::error::InputError::new("container", "a container name", name))?;
+    let mut report = HealReport { container: name.to_string(), ..Default::default() };
+
+    // A destination still waiting for a transfer would restore later: settle it first.
+    for (i, provider) in providers.iter().enumerate() {
+        for copy in find(provider, i, name).await? {
+            if copy.state == "created" {
+                settle_waiting_start(provider, &copy, name).await?;
+            }
+        }
+    }
+
+    let mut copies = Vec::new();
+    for (i, provider) in providers.iter().enumerate() {
+        copies.extend(find(provider, i, name).await?);
+    }
+    let running: Vec<&Copy> = copies.iter().filter(|c| c.state == "running" || c.state == "restarting").collect();
+    let keep = match running.as_slice() {
+        [one] => Some((*one).clone()),
+        [] => None,
+        several => {
+            let at: Vec<&str> = several.iter().map(|c| providers[c.provider].name()).collect();
+            return Err(ProviderError::Unsuitable {
+                provider: at.join(", "),
+                requirement: "the container running on one provider",
+                detail: format!(
+                    "`{name}` runs on {}; heal does not choose whose data to keep: stop the copy to drop, then heal again",
+                    at.join(" and ")
+                ),
+            }
+            .into());
+        }
+    };
+    let keep = match keep {
+        Some(copy) => copy,
+        None => {
+            let resumed = resume_from_checkpoint(providers, &copies, name).await?;
+            report.resumed = true;
+            resumed
+        }
+    };
+    report.runs_on = Some(providers[keep.provider].name().to_string());
+
+    for copy in copies.iter().filter(|c| !(c.provider == keep.provider && c.id == keep.id)) {
+        let provider = &providers[copy.provider];
+        if provider.force_remove(&copy.id).await? {
+            report.removed.push(format!("{}: container {name} ({}, with its checkpoints)", provider.name(), copy.state));
+        }
+    }
+    for provider in providers {
+        if provider.break_migration_lock(name).await? {
+            report.removed.push(format!("{}: migration lock {}", provider.name(), lock_name(name)));
+        }
+        for helper in helpers_of(provider, name).await? {
+            if provider.force_remove(&helper).await? {
+                report.removed.push(format!("{}: helper container {helper}", provider.name()));
+            }
+        }
+    }
+    // The kept copy's leftover checkpoints hold memory of an earlier state.
+    let kept = &providers[keep.provider];
+    for checkpoint in kept.list_checkpoints(&keep.id).await.unwrap_or_default() {
+        if kept.delete_checkpoint(&keep.id, &checkpoint).await.unwrap_or(false) {
+            report.removed.push(format!("{}: checkpoint {checkpoint} of {name}", kept.name()));
+        }
+    }
+    Ok(report)
+}
+
+/// The copies of container `name` on `provider`, from the container list (which, unlike an
+/// inspect, does not wait for a start in progress).
+async fn find(provider: &Provider, index: usize, name: &str) -> Result<Vec<Copy>, Error> {
+    let filters = std::collections::HashMap::from([("name".to_string(), vec![format!("^/{name}$")])]);
+    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    let found = provider
+        .docker()
+        .list_containers(Some(options))
+        .await
+        .map_err(provider.api_error(format!("list containers named `{name}`")))?;
+    Ok(found
+        .into_iter()
+        .filter(|c| c.labels.as_ref().and_then(|l| l.get(LOCK_LABEL)).is_none())
+        .filter_map(|c| {
+            Some(Copy {
+                provider: index,
+                id: c.id?,
+                state: c.state.map(|s| s.to_string()).unwrap_or_default().to_lowercase(),
+                image: c.image_id.or(c.image).unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
+async fn helpers_of(provider: &Provider, name: &str) -> Result<Vec<String>, Error> {
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![format!("{HELPER_LABEL}=true"), format!("{HELPER_FOR_LABEL}={name}")],
+    )]);
+    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    let found = provider
+        .docker()
+        .list_containers(Some(options))
+        .await
+        .map_err(provider.api_error(format!("list the helper containers of `{name}`")))?;
+    Ok(found.into_iter().filter_map(|c| c.id).collect())
+}
+
+/// A helper on `provider` that mounts the directory of container `id`, found without
+/// inspecting the container (an inspect waits for a start in progress).
+async fn dir_helper(provider: &Provider, id: &str, image: &str, name: &str) -> Result<String, Error> {
+    let dir = format!("{}/containers/{id}", provider.docker_root_dir().await?);
+    let tag: String = id.chars().take(12).collect();
+    provider.create_helper(&format!("vimigrate-helper-heal-{tag}"), image, &dir, MOUNT, false, name).await
+}
+
+async fn read_status(provider: &Provider, helper: &str) -> Option<RuntimeStatus> {
+    let bytes = provider.read_file(helper, &format!("{MOUNT}/{STATE_DIR}/{STATUS_FILE}")).await.ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A container left `created` may be a direct-path destination whose start still waits for the
+/// transfer: its directive is withdrawn and heal waits for the start to end either way.
+async fn settle_waiting_start(provider: &Provider, copy: &Copy, name: &str) -> Result<(), Error> {
+    if copy.image.is_empty() {
+        return Ok(());
+    }
+    let helper = dir_helper(provider, &copy.id, &copy.image, name).await?;
+    let result = async {
+        let waiting = read_status(provider, &helper)
+            .await
+            .is_some_and(|s| matches!(s.state, RuntimeState::Accepted | RuntimeState::Listening | RuntimeState::Received));
+        if !waiting {
+            return Ok(());
+        }
+        let tar = private_files_tar(STATE_DIR, &[(ABORT_FILE, b"")]);
+        provider.put_archive(&helper, MOUNT, tar).await?;
+        let deadline = Instant::now() + SETTLE;
+        while Instant::now() < deadline {
+            let state = read_status(provider, &helper).await.map(|s| s.state);
+            if matches!(state, Some(RuntimeState::Failed | RuntimeState::Restored)) {
+                // The start call returns right after; give Docker a moment to record it.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(ProviderError::Unsuitable {
+            provider: provider.name().to_string(),
+            requirement: "a settled destination",
+            detail: format!("container {} still waits for a transfer after {} s", copy.id, SETTLE.as_secs()),
+        }
+        .into())
+    }
+    .await;
+    let _ = provider.force_remove(&helper).await;
+    result
+}
+
+/// Restores the copy that holds a checkpoint (the source's dump), newest checkpoint first.
+async fn resume_from_checkpoint(providers: &[Provider], copies: &[Copy], name: &str) -> Result<Copy, Error> {
+    // The source holds the lock; its copy is the one to resume.
+    let mut ordered: Vec<&Copy> = copies.iter().collect();
+    let mut has_lock = Vec::new();
+    for c in &ordered {
+        let locked = providers[c.provider].inspect_container_raw(&lock_name(name)).await.ok().flatten().is_some();
+        has_lock.push((c.id.clone(), locked));
+    }
+    ordered.sort_by_key(|c| !has_lock.iter().any(|(id, locked)| *id == c.id && *locked));
+    for copy in ordered {
+        let provider = &providers[copy.provider];
+        let Some(checkpoint) = provider.list_checkpoints(&copy.id).await?.into_iter().next_back() else {
+            continue;
+        };
+        let inspect = provider.inspect_container_raw(&copy.id).await?;
+        let runtime = inspect.as_ref().and_then(|i| i.host_config.as_ref()).and_then(|h| h.runtime.clone());
+        let restored = if runtime.as_deref() == Some(RUNTIME_NAME) {
+            restore_locally(provider, &copy.id, &copy.image, &checkpoint, name).await
+        } else {
+            Err(ProviderError::Unsuitable {
+                provider: provider.name().to_string(),
+                requirement: "the vimigrate runtime",
+                detail: "the container runs under another runtime".into(),
+            }
+            .into())
+        };
+        if let Err(e) = restored {
+            tracing::info!(error = %e.report(), "restoring through Docker's own checkpoint path");
+            provider.start_from_checkpoint(&copy.id, &checkpoint).await?;
+        }
+        let running = provider.inspect_deployed(&copy.id).await?.is_some_and(|c| c.running);
+        if running {
+            return Ok(Copy { state: "running".into(), ..copy.clone() });
+        }
+    }
+    Err(ProviderError::Unsuitable {
+        provider: providers.iter().map(Provider::name).collect::<Vec<_>>().join(", "),
+        requirement: "a copy to resume",
+        detail: format!("`{name}` runs nowhere and no copy holds a checkpoint to resume it from"),
+    }
+    .into())
+}
+
+/// The direct path's local restore: a restore directive for the container's runtime, then a
+/// plain start.
+async fn restore_locally(provider: &Provider, id: &str, image: &str, checkpoint: &str, name: &str) -> Result<(), Error> {
+    let helper = dir_helper(provider, id, image, name).await?;
+    let result = async {
+        let dir = format!("{}/containers/{id}", provider.docker_root_dir().await?);
+        let directive = Directive {
+            version: DIRECTIVE_VERSION,
+            migration: checkpoint.to_string(),
+            images_dir: format!("{dir}/checkpoints/{checkpoint}"),
+            criu: CriuOptions { tcp: None, skip_in_flight: true },
+            deadline_unix_ms: 0,
+            io_timeout_ms: 30_000,
+            action: Action::Restore(RestoreDirective { receive: None, peer_files: vec![], address_map: Default::default() }),
+        };
+        let tar = private_files_tar(STATE_DIR, &[(DIRECTIVE_FILE, &directive.to_json())]);
+        provider.put_archive(&helper, MOUNT, tar).await?;
+        provider
+            .docker()
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(provider.api_error(format!("restore container {id} from checkpoint {checkpoint}")))
+    }
+    .await;
+    let _ = provider.force_remove(&helper).await;
+    result
+}
