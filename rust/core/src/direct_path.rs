@@ -35,8 +35,11 @@ use crate::Secret;
 const MOUNT: &str = "/vimigrate-c";
 /// How often the broker looks at the destination's status while it starts listening.
 const STATUS_POLL: Duration = Duration::from_millis(20);
-/// Longest silence on the transfer connection (ms).
-const IO_TIMEOUT_MS: u64 = 30_000;
+/// Longest silence on the transfer connection: a quarter of the providers' call timeout, between
+/// 2 and 30 s (ms).
+fn io_timeout_ms(a: &Provider, b: &Provider) -> u64 {
+    (a.timeout_secs().min(b.timeout_secs()) * 250).clamp(2_000, 30_000)
+}
 
 /// Why a migration takes the direct path or Docker's checkpoint API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,7 +272,7 @@ impl DirectTransfer {
             images_dir: Self::images_dir(&self.dst_dir, &self.migration),
             criu: criu.clone(),
             deadline_unix_ms: Self::deadline(&self.dst),
-            io_timeout_ms: IO_TIMEOUT_MS,
+            io_timeout_ms: io_timeout_ms(&self.src, &self.dst),
             action: Action::Restore(RestoreDirective {
                 receive: Some(ReceiveFrom {
                     listen: format!("0.0.0.0:{}", self.dst.transfer_port()),
@@ -340,7 +343,7 @@ impl DirectTransfer {
             images_dir: Self::images_dir(&self.src_dir, &self.migration),
             criu: criu.clone(),
             deadline_unix_ms: Self::deadline(&self.src),
-            io_timeout_ms: IO_TIMEOUT_MS,
+            io_timeout_ms: io_timeout_ms(&self.src, &self.dst),
             action: Action::Dump(DumpDirective {
                 send: Some(SendTo { address, token: self.keys.token.clone(), server_cert: self.keys.cert_b64.clone() }),
                 baseline,
@@ -408,7 +411,7 @@ impl DirectTransfer {
             images_dir: Self::images_dir(&self.src_dir, &self.migration),
             criu: criu.clone(),
             deadline_unix_ms: Self::deadline(&self.src),
-            io_timeout_ms: IO_TIMEOUT_MS,
+            io_timeout_ms: io_timeout_ms(&self.src, &self.dst),
             action: Action::Restore(RestoreDirective {
                 receive: None,
                 peer_files: vec![],

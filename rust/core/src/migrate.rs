@@ -1137,8 +1137,10 @@ impl Migration<'_> {
         let deadline = Instant::now() + patience;
         loop {
             match self.dst.force_remove(id).await {
-                Err(e) if e.kind().is_retryable() && Instant::now() < deadline => {
-                    tracing::warn!(error = %e.report(), "the destination does not answer; trying again");
+                // Any error: a daemon restarting answers with all sorts of them, and a
+                // container that may run must not be left behind for a transient reason.
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e.report(), "the destination container could not be removed; trying again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 other => return other,
