@@ -242,6 +242,23 @@ impl Provider {
         Ok(taken)
     }
 
+    /// The containers named exactly `name` (at most one), from the container list: unlike an
+    /// inspect, a list never waits for a container's start in progress.
+    pub(crate) async fn containers_named(&self, name: &str) -> Result<Vec<bollard::models::ContainerSummary>, Error> {
+        let filters = HashMap::from([("name".to_string(), vec![format!("^/{name}$")])]);
+        let options =
+            bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        self.docker()
+            .list_containers(Some(options))
+            .await
+            .map_err(self.api_error(format!("list containers named `{name}`")))
+    }
+
+    /// Whether a container named `name` exists (in any state).
+    pub(crate) async fn container_exists(&self, name: &str) -> Result<bool, Error> {
+        Ok(!self.containers_named(name).await?.is_empty())
+    }
+
     pub(crate) async fn inspect_container_raw(&self, name: &str) -> Result<Option<ContainerInspectResponse>, Error> {
         match self.docker().inspect_container(name, None).await {
             Ok(c) => Ok(Some(c)),

@@ -149,8 +149,15 @@ impl Provider {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        self.create_helper(&format!("vimigrate-helper-criu-{unique}"), image, RUNC_CRIU_DIR, "/vimigrate-criu", false, "")
-            .await
+        self.create_helper(
+            &format!("vimigrate-helper-criu-{unique}"),
+            image,
+            RUNC_CRIU_DIR,
+            "/vimigrate-criu",
+            false,
+            "",
+        )
+        .await
     }
 }
 

@@ -163,13 +163,12 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl DirectTransfer {
-    /// Creates the helper containers that give the broker the two container directories.
+    /// Creates the helper containers that give the broker the two container directories
+    /// (`ids`: the source's and the destination's container; `serves`: the container's name).
     pub(crate) async fn prepare(
-        src: &Provider,
-        dst: &Provider,
+        (src, dst): (&Provider, &Provider),
         migration: &str,
-        src_id: &str,
-        dst_id: &str,
+        (src_id, dst_id): (&str, &str),
         image: &str,
         serves: &str,
         keys: TransferKeys,
@@ -179,11 +178,13 @@ impl DirectTransfer {
             let src_dir = src.container_dir(src_id).await?;
             let dst_dir = dst.container_dir(dst_id).await?;
             let tag: String = dst_id.chars().take(12).collect();
-            let src_helper =
-                src.create_helper(&format!("vimigrate-helper-src-{tag}"), image, &src_dir, MOUNT, false, serves).await?;
+            let src_helper = src
+                .create_helper(&format!("vimigrate-helper-src-{tag}"), image, &src_dir, MOUNT, false, serves)
+                .await?;
             made.push((true, src_helper.clone()));
-            let dst_helper =
-                dst.create_helper(&format!("vimigrate-helper-dst-{tag}"), image, &dst_dir, MOUNT, false, serves).await?;
+            let dst_helper = dst
+                .create_helper(&format!("vimigrate-helper-dst-{tag}"), image, &dst_dir, MOUNT, false, serves)
+                .await?;
             made.push((false, dst_helper.clone()));
             Ok::<_, Error>(DirectTransfer {
                 src: src.clone(),

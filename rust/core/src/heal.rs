@@ -104,7 +104,11 @@ pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Erro
     for copy in copies.iter().filter(|c| !(c.provider == keep.provider && c.id == keep.id)) {
         let provider = &providers[copy.provider];
         if provider.force_remove(&copy.id).await? {
-            report.removed.push(format!("{}: container {name} ({}, with its checkpoints)", provider.name(), copy.state));
+            report.removed.push(format!(
+                "{}: container {name} ({}, with its checkpoints)",
+                provider.name(),
+                copy.state
+            ));
         }
     }
     for provider in providers {
@@ -130,14 +134,9 @@ pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Erro
 /// The copies of container `name` on `provider`, from the container list (which, unlike an
 /// inspect, does not wait for a start in progress).
 async fn find(provider: &Provider, index: usize, name: &str) -> Result<Vec<Copy>, Error> {
-    let filters = std::collections::HashMap::from([("name".to_string(), vec![format!("^/{name}$")])]);
-    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-    let found = provider
-        .docker()
-        .list_containers(Some(options))
-        .await
-        .map_err(provider.api_error(format!("list containers named `{name}`")))?;
-    Ok(found
+    Ok(provider
+        .containers_named(name)
+        .await?
         .into_iter()
         .filter(|c| c.labels.as_ref().and_then(|l| l.get(LOCK_LABEL)).is_none())
         .filter_map(|c| {
@@ -186,9 +185,9 @@ async fn settle_waiting_start(provider: &Provider, copy: &Copy, name: &str) -> R
     }
     let helper = dir_helper(provider, &copy.id, &copy.image, name).await?;
     let result = async {
-        let waiting = read_status(provider, &helper)
-            .await
-            .is_some_and(|s| matches!(s.state, RuntimeState::Accepted | RuntimeState::Listening | RuntimeState::Received));
+        let waiting = read_status(provider, &helper).await.is_some_and(|s| {
+            matches!(s.state, RuntimeState::Accepted | RuntimeState::Listening | RuntimeState::Received)
+        });
         if !waiting {
             return Ok(());
         }
@@ -228,7 +227,14 @@ async fn resume_from_checkpoint(providers: &[Provider], copies: &[Copy], name: &
     ordered.sort_by_key(|c| !has_lock.iter().any(|(id, locked)| *id == c.id && *locked));
     for copy in ordered {
         let provider = &providers[copy.provider];
-        let Some(checkpoint) = provider.list_checkpoints(&copy.id).await?.into_iter().next_back() else {
+        // Docker's own record of a direct-path checkpoint holds no images: skipped.
+        let dumps: Vec<String> = provider
+            .list_checkpoints(&copy.id)
+            .await?
+            .into_iter()
+            .filter(|c| !c.ends_with(crate::migrate::DOCKER_CHECKPOINT_SUFFIX))
+            .collect();
+        let Some(checkpoint) = dumps.into_iter().next_back() else {
             continue;
         };
         let inspect = provider.inspect_container_raw(&copy.id).await?;
@@ -262,7 +268,13 @@ async fn resume_from_checkpoint(providers: &[Provider], copies: &[Copy], name: &
 
 /// The direct path's local restore: a restore directive for the container's runtime, then a
 /// plain start.
-async fn restore_locally(provider: &Provider, id: &str, image: &str, checkpoint: &str, name: &str) -> Result<(), Error> {
+async fn restore_locally(
+    provider: &Provider,
+    id: &str,
+    image: &str,
+    checkpoint: &str,
+    name: &str,
+) -> Result<(), Error> {
     let helper = dir_helper(provider, id, image, name).await?;
     let result = async {
         let dir = format!("{}/containers/{id}", provider.docker_root_dir().await?);
@@ -273,7 +285,11 @@ async fn restore_locally(provider: &Provider, id: &str, image: &str, checkpoint:
             criu: CriuOptions { tcp: None, skip_in_flight: true },
             deadline_unix_ms: 0,
             io_timeout_ms: 30_000,
-            action: Action::Restore(RestoreDirective { receive: None, peer_files: vec![], address_map: Default::default() }),
+            action: Action::Restore(RestoreDirective {
+                receive: None,
+                peer_files: vec![],
+                address_map: Default::default(),
+            }),
         };
         let tar = private_files_tar(STATE_DIR, &[(DIRECTIVE_FILE, &directive.to_json())]);
         provider.put_archive(&helper, MOUNT, tar).await?;

@@ -324,6 +324,15 @@ struct Undo {
     criu_options: Vec<(bool, Option<Vec<u8>>)>,
 }
 
+/// The name of the checkpoint Docker records on the direct path, next to the runtime's own
+/// (whose directory holds the dump).
+pub(crate) fn docker_checkpoint_name(checkpoint: &str) -> String {
+    format!("{checkpoint}{DOCKER_CHECKPOINT_SUFFIX}")
+}
+
+/// See [`docker_checkpoint_name`].
+pub(crate) const DOCKER_CHECKPOINT_SUFFIX: &str = ".docker";
+
 /// How long a rollback waits for a destination that was being started to answer, so that it can
 /// be made sure not to run the container before the source resumes.
 const DESTINATION_PATIENCE: Duration = Duration::from_secs(30);
@@ -407,32 +416,30 @@ impl Migration<'_> {
         let checkpoint = self.checkpoint.clone();
 
         let t = self.phase(Phase::Preflight);
-        let source = match self.preflight(&checkpoint).await {
-            Ok(source) => source,
-            Err(cause) => {
-                return Err(MigrationError {
-                    phase: Phase::Preflight,
-                    container: self.options.container.clone(),
-                    source_provider: self.src.name().to_string(),
-                    destination: self.dst.name().to_string(),
-                    cause,
-                    rollback: Rollback::NothingToUndo,
-                })
-            }
+        let preflight_error = |this: &Self, container: &str, cause: Error| MigrationError {
+            phase: Phase::Preflight,
+            container: container.to_string(),
+            source_provider: this.src.name().to_string(),
+            destination: this.dst.name().to_string(),
+            cause,
+            rollback: Rollback::NothingToUndo,
         };
-        // One migration of a container at a time: taken last in preflight, so that a refused
-        // migration changed nothing.
+        let source = match self.find_source(&checkpoint).await {
+            Ok(source) => source,
+            Err(cause) => return Err(preflight_error(&self, &self.options.container, cause)),
+        };
+        // One migration of a container at a time. Taken first, before anything asks the
+        // destination (which may still be busy with a migration whose broker died), and
+        // released if the rest of the preflight fails: a refused migration changes nothing.
         let lock = match self.src.lock_migration(&source.name, &source.image, &checkpoint, self.dst.name()).await {
             Ok(lock) => lock,
+            Err(cause) => return Err(preflight_error(&self, &source.name, cause)),
+        };
+        let source = match self.preflight(source).await {
+            Ok(source) => source,
             Err(cause) => {
-                return Err(MigrationError {
-                    phase: Phase::Preflight,
-                    container: source.name.clone(),
-                    source_provider: self.src.name().to_string(),
-                    destination: self.dst.name().to_string(),
-                    cause,
-                    rollback: Rollback::NothingToUndo,
-                })
+                lock.release().await;
+                return Err(preflight_error(&self, &self.options.container, cause));
             }
         };
         stats.preflight_ms = ms(t);
@@ -567,11 +574,9 @@ impl Migration<'_> {
         let destination_id = self.undo.destination_id.clone().unwrap_or_default();
         let keys = TransferKeys::generate()?;
         match DirectTransfer::prepare(
-            self.src,
-            self.dst,
+            (self.src, self.dst),
             &self.checkpoint,
-            &source.id,
-            &destination_id,
+            (&source.id, &destination_id),
             &self.image,
             &source.name,
             keys,
@@ -644,13 +649,25 @@ impl Migration<'_> {
         // The service stops answering from here until the destination's start returns.
         let frozen = self.phase(Phase::Checkpoint);
         self.undo.checkpoint_taken = true;
-        let dumped = self.src.create_checkpoint(&source.id, &checkpoint).await;
+        // Docker's checkpoint of its own name only carries containerd's bookkeeping (the
+        // runtime dumps into `checkpoint`'s directory): a failure of Docker's after the dump,
+        // which makes it delete its checkpoint directory, cannot take the dump with it.
+        let dumped = self.src.create_checkpoint(&source.id, &docker_checkpoint_name(&checkpoint)).await;
         stats.checkpoint_ms = ms(frozen);
         if let Err(e) = dumped {
             let transfer = self.direct.as_ref().expect("set above");
-            // The runtime's report says why (the destination unreachable, CRIU's error).
-            let cause = transfer.reported_failure(true).await.unwrap_or(e);
-            return Err(self.fail(Phase::Checkpoint, source, cause).await);
+            match transfer.status(true).await {
+                // Dumped and sent in full: what failed was Docker's bookkeeping after the dump
+                // (containerd's content store, moby/moby#42900); the destination has it all.
+                Some(status) if status.state == crate::runtime_directive::RuntimeState::Dumped => {
+                    tracing::warn!(error = %e.report(), "Docker reported a failed checkpoint after a complete dump and transfer; going on");
+                }
+                _ => {
+                    // The runtime's report says why (the destination unreachable, CRIU's error).
+                    let cause = transfer.reported_failure(true).await.unwrap_or(e);
+                    return Err(self.fail(Phase::Checkpoint, source, cause).await);
+                }
+            }
         }
         let t = self.phase(Phase::Transfer);
         let restored = self.direct.as_mut().expect("set above").await_start().await;
@@ -661,10 +678,20 @@ impl Migration<'_> {
                 s.state == crate::runtime_directive::RuntimeState::Received
                     || s.error.is_some_and(|e| e.step == "restore" || e.step == "rewrite")
             });
-            // A send failure on the source explains a destination that waited in vain.
-            let cause = match transfer.reported_failure(true).await {
-                Some(sent) if !received => sent,
-                _ => e,
+            // The destination's own report names the root cause (a full disk, a corrupted
+            // file); the source's adds what it saw. Without the former, the source's explains
+            // a destination that waited in vain.
+            let cause = match (e, transfer.reported_failure(true).await) {
+                (Error::Runtime(at_dst), Some(Error::Runtime(at_src))) if !received => {
+                    Error::Runtime(crate::error::RuntimeStepError {
+                        message: format!("{} (the source reported: {})", at_dst.message, at_src.message),
+                        retryable: at_dst.retryable || at_src.retryable,
+                        ..at_dst
+                    })
+                }
+                (Error::Runtime(at_dst), _) => Error::Runtime(at_dst),
+                (_, Some(at_src)) if !received => at_src,
+                (e, _) => e,
             };
             let phase = if received { Phase::Restore } else { Phase::Transfer };
             return Err(self.fail(phase, source, cause).await);
@@ -800,7 +827,8 @@ impl Migration<'_> {
     }
 
     /// Every check that can fail before anything changes.
-    async fn preflight(&mut self, checkpoint: &str) -> Result<SourceContainer, Error> {
+    /// The source container, as the migration will move it.
+    async fn find_source(&self, checkpoint: &str) -> Result<SourceContainer, Error> {
         if !crate::container_spec::is_valid_docker_name(checkpoint) {
             return Err(
                 InputError::new("checkpoint_name", "a name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*", checkpoint).into()
@@ -824,6 +852,12 @@ impl Migration<'_> {
                 "the image reference names another image now; migrating by id");
             source.image = source.image_id.clone();
         }
+        Ok(source)
+    }
+
+    /// Every other check that can fail before anything changes.
+    async fn preflight(&mut self, source: SourceContainer) -> Result<SourceContainer, Error> {
+        let name = &self.options.container;
         if !source.running {
             return Err(
                 InputError::new("container", "a running container", format!("{name} ({})", source.status)).into()
@@ -880,7 +914,8 @@ impl Migration<'_> {
         } else {
             source.runtime.clone()
         };
-        if self.dst.inspect_container_raw(&source.name).await?.is_some() {
+        // The container list, not an inspect: an inspect waits for a start in progress there.
+        if self.dst.container_exists(&source.name).await? {
             return Err(ProviderError::NameTaken {
                 provider: self.dst.name().to_string(),
                 what: "container",
@@ -982,12 +1017,26 @@ impl Migration<'_> {
         let tag: String = destination_id.chars().take(12).collect();
         let src_helper = self
             .src
-            .create_helper(&format!("vimigrate-helper-src-{tag}"), &source.image, &src_dir, "/vimigrate-src", true, &source.name)
+            .create_helper(
+                &format!("vimigrate-helper-src-{tag}"),
+                &source.image,
+                &src_dir,
+                "/vimigrate-src",
+                true,
+                &source.name,
+            )
             .await?;
         self.undo.helpers.push((true, src_helper.clone()));
         let dst_helper = self
             .dst
-            .create_helper(&format!("vimigrate-helper-dst-{tag}"), &source.image, &dst_dir, "/vimigrate-dst", false, &source.name)
+            .create_helper(
+                &format!("vimigrate-helper-dst-{tag}"),
+                &source.image,
+                &dst_dir,
+                "/vimigrate-dst",
+                false,
+                &source.name,
+            )
             .await?;
         self.undo.helpers.push((false, dst_helper.clone()));
         Ok((src_helper, dst_helper))
@@ -1059,6 +1108,9 @@ impl Migration<'_> {
         };
         note(self.dst.delete_checkpoint(destination_id, checkpoint).await);
         note(self.src.delete_checkpoint(&source.id, checkpoint).await);
+        if self.direct.is_some() {
+            note(self.src.delete_checkpoint(&source.id, &docker_checkpoint_name(checkpoint)).await);
+        }
         for (on_source, helper) in &self.undo.helpers {
             let provider = if *on_source { self.src } else { self.dst };
             note(provider.force_remove(helper).await);
@@ -1189,6 +1241,9 @@ impl Migration<'_> {
             if let Err(e) = self.src.delete_checkpoint(&source.id, &name).await {
                 tracing::warn!(error = %e.report(), "checkpoint left on the source after the rollback");
             }
+        }
+        if self.direct.is_some() {
+            let _ = self.src.delete_checkpoint(&source.id, &docker_checkpoint_name(&self.checkpoint)).await;
         }
         Ok(())
     }

@@ -52,10 +52,8 @@ impl Provider {
         migration: &str,
         destination: &str,
     ) -> Result<MigrationLock, Error> {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let since =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             cmd: Some(vec!["/vimigrate-lock-is-never-started".to_string()]),
@@ -95,10 +93,8 @@ impl Provider {
             .unwrap_or_default();
         let get = |key: &str| labels.get(key).cloned().unwrap_or_else(|| "?".into());
         let since: u64 = get(SINCE_LABEL).parse().unwrap_or(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         ProviderError::Busy {
             provider: self.name().to_string(),
             container: name.to_string(),

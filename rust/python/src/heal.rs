@@ -12,7 +12,11 @@ use crate::runtime::block_on;
 /// when it runs nowhere, and removes what the migration left (the other copies, checkpoints,
 /// helpers, the migration lock). Returns `{container, runs_on, resumed, removed}`.
 #[pyfunction]
-pub(crate) fn heal<'py>(py: Python<'py>, providers: Vec<PyRef<'py, Provider>>, name: String) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn heal<'py>(
+    py: Python<'py>,
+    providers: Vec<PyRef<'py, Provider>>,
+    name: String,
+) -> PyResult<Bound<'py, PyAny>> {
     let providers: Vec<core::Provider> = providers.iter().map(|p| p.inner().clone()).collect();
     let report = block_on(py, async move { core::heal(&providers, &name).await })?;
     match report {

@@ -128,7 +128,7 @@ fn run_dump(
     let work = state.private_subdir("dump-work")?;
     state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)))?;
     let images_dir = checked_images_dir(directive, container_dir)?;
-    std::fs::create_dir_all(&images_dir)
+    crate::state_files::create_private_dir(&images_dir)
         .map_err(RuntimeError::io("dump", format!("create {}", images_dir.display())))?;
 
     let mut sender = match target_of(directive, dump)? {
@@ -182,6 +182,19 @@ fn run_dump(
         })
     });
 
+    // containerd archives the directory it gave (left empty: the dump goes to ours) into its
+    // content store under the archive's digest; two empty archives have the same digest and two
+    // concurrent checkpoints then collide there ("content ... already exists"). A marker of
+    // this dump makes each archive unique.
+    if let Some(theirs) = inv.arg_value("--image-path") {
+        let marker = format!(
+            "vimigrate-runtime dump {} of {} at {}\n",
+            directive.migration,
+            inv.container_id().unwrap_or("?"),
+            unix_ms_now()
+        );
+        let _ = std::fs::write(Path::new(theirs).join("vimigrate-dump"), marker);
+    }
     let runc = runc_path(inv);
     let mut command = runc_command(inv, &runc);
     let args = Invocation { args: inv.args_without("--image-path"), ..inv.clone() }.args_without("--work-path");

@@ -4,12 +4,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -185,9 +184,8 @@ struct Receiver<'a> {
 
 impl<'a> Receiver<'a> {
     fn new(plan: &'a ReceivePlan<'a>) -> Result<Receiver<'a>, RuntimeError> {
-        fs::create_dir_all(&plan.images_dir).map_err(recv_error(format!("create {}", plan.images_dir.display())))?;
-        fs::set_permissions(&plan.images_dir, fs::Permissions::from_mode(0o700))
-            .map_err(recv_error(format!("protect {}", plan.images_dir.display())))?;
+        crate::state_files::create_private_dir(&plan.images_dir)
+            .map_err(recv_error(format!("create {}", plan.images_dir.display())))?;
         let images = Root::open(&plan.images_dir).map_err(recv_error(format!("open {}", plan.images_dir.display())))?;
         Ok(Receiver {
             plan,

@@ -25,6 +25,14 @@ pub struct StateDir {
     dir: PathBuf,
 }
 
+/// Creates `dir` (and missing parents) private from the first instant: mode 0700 at creation,
+/// not after (process memory must never sit in a directory others can read, even briefly).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
@@ -46,10 +54,7 @@ impl StateDir {
     }
 
     fn ensure(&self) -> Result<(), RuntimeError> {
-        fs::create_dir_all(&self.dir)
-            .map_err(RuntimeError::io("directive", format!("create {}", self.dir.display())))?;
-        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
-            .map_err(RuntimeError::io("directive", format!("protect {}", self.dir.display())))
+        create_private_dir(&self.dir).map_err(RuntimeError::io("directive", format!("create {}", self.dir.display())))
     }
 
     /// A subdirectory of the state directory (0700, emptied first): CRIU's work directory of
@@ -58,9 +63,7 @@ impl StateDir {
         self.ensure()?;
         let dir = self.dir.join(name);
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).map_err(RuntimeError::io("directive", format!("create {}", dir.display())))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(RuntimeError::io("directive", format!("protect {}", dir.display())))?;
+        create_private_dir(&dir).map_err(RuntimeError::io("directive", format!("create {}", dir.display())))?;
         Ok(dir)
     }
 
