@@ -27,6 +27,6 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # The CLI and test tools first (pinned in pyproject's `test` extra), then the engine itself.
-"$VENV/bin/python" -m pip install -q "cloudify==7.0.5" "pytest>=8" "wagon>=1.0" "maturin>=1.7,<2"
+"$VENV/bin/python" -m pip install -q "cloudify==7.0.5" "pytest>=8" "wagon>=1.0" "maturin>=1.7,<2" "hypothesis>=6"
 "$VENV/bin/python" -m pip install -q .
 "$VENV/bin/python" -c 'import vimigrate; c = vimigrate.self_check(); print("python-env: vimigrate", c["engine_version"], "ready, runtime", c["runtime_ready"])'

@@ -152,4 +152,4 @@ def test_native_calls_release_the_gil(tmp_path: Path):
 def test_conversion_error_reads_well():
     with pytest.raises(vimigrate.InvalidInputError) as caught:
         vimigrate.Provider.connect({"name": "p", "docker_host": "unix:///x", "timeout_secs": "soon"})
-    assert str(caught.value) == 'invalid `provider.timeout_secs`: expected an integer, got a str'
+    assert str(caught.value) == 'invalid `provider.timeout_secs`: expected a non-negative integer, got string "soon"'

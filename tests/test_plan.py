@@ -34,6 +34,10 @@ def ok(**overrides):
     ({"timeout": 0}, "timeout"),
     ({"timeout": "60"}, "timeout"),
     ({"timeout": True}, "timeout"),
+    ({"method": "teleport"}, "method"),
+    ({"method": 1}, "method"),
+    ({"target_provider": ""}, "target_provider"),
+    ({"node_ids": {"web": 1}}, "node_ids"),
 ])
 def test_every_wrong_parameter_is_named(override, field):
     with pytest.raises(PlanError) as caught:

@@ -164,6 +164,19 @@ impl Provider {
                 }
             }
             None => {
+                // Every network must be there before anything is created: Docker only notices a
+                // missing one when the container starts.
+                for (i, attachment) in spec.networks.iter().enumerate() {
+                    let builtin = matches!(attachment.network.as_str(), "bridge" | "host" | "none");
+                    if !builtin && self.inspect_network(&attachment.network).await?.is_none() {
+                        return Err(crate::error::InputError::new(
+                            format!("networks[{i}].network"),
+                            format!("a network that exists on {}", self.name()),
+                            &attachment.network,
+                        )
+                        .into());
+                    }
+                }
                 // Under vimigrate-runtime when the provider has it: such a container later
                 // migrates by the direct path.
                 let info = self.docker().info().await.map_err(self.api_error("read system info"))?;

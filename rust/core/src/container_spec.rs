@@ -147,6 +147,11 @@ impl ContainerSpec {
                 ));
             }
         }
+        if let Some(dir) = &self.working_dir {
+            if !dir.starts_with('/') {
+                return Err(InputError::new("working_dir", "an absolute path", dir));
+            }
+        }
         for (i, port) in self.ports.iter().enumerate() {
             if port.container_port == 0 {
                 return Err(InputError::new(format!("ports[{i}].container_port"), "a port in 1..=65535", 0));

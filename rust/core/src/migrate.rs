@@ -86,6 +86,39 @@ fn yes() -> bool {
 }
 
 impl MigrationOptions {
+    /// Checks what can be checked without a provider; the error names the first wrong field.
+    pub fn validate(&self) -> Result<(), InputError> {
+        if !crate::container_spec::is_valid_docker_name(&self.container) {
+            return Err(InputError::new("container", "a container name or id", &self.container));
+        }
+        if let Some(name) = &self.checkpoint_name {
+            crate::checkpoint::validate_checkpoint_name(name)
+                .map_err(|e| InputError { field: "checkpoint_name".into(), ..e })?;
+        }
+        for (key, port) in &self.port_map {
+            if key.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(InputError::new(
+                    format!("port_map.{key}"),
+                    "a host port number (1..=65535) as the key",
+                    key,
+                ));
+            }
+            if *port == 0 {
+                return Err(InputError::new(format!("port_map.{key}"), "a port in 1..=65535", port));
+            }
+        }
+        for (i, path) in self.peer_files.iter().enumerate() {
+            if !path.starts_with('/') {
+                return Err(InputError::new(
+                    format!("peer_files[{i}]"),
+                    "an absolute path of a file in the container",
+                    path,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Options for migrating `container` with the defaults.
     pub fn new(container: impl Into<String>) -> Self {
         MigrationOptions {
@@ -829,6 +862,7 @@ impl Migration<'_> {
     /// Every check that can fail before anything changes.
     /// The source container, as the migration will move it.
     async fn find_source(&self, checkpoint: &str) -> Result<SourceContainer, Error> {
+        self.options.validate()?;
         if !crate::container_spec::is_valid_docker_name(checkpoint) {
             return Err(
                 InputError::new("checkpoint_name", "a name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*", checkpoint).into()

@@ -71,8 +71,18 @@ impl NetworkSpec {
             }
         }
         if let Some(gateway) = &self.gateway {
-            if self.subnet.is_none() || gateway.parse::<std::net::Ipv4Addr>().is_err() {
-                return Err(InputError::new("gateway", "an IPv4 address inside a declared subnet", gateway));
+            let inside = match (
+                self.subnet.as_deref().and_then(crate::network_map::parse_cidr),
+                gateway.parse::<std::net::Ipv4Addr>(),
+            ) {
+                (Some((network, len)), Ok(address)) => {
+                    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                    u32::from(address) & mask == network
+                }
+                _ => false,
+            };
+            if !inside {
+                return Err(InputError::new("gateway", "an IPv4 address inside the declared subnet", gateway));
             }
         }
         Ok(())

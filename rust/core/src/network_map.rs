@@ -110,6 +110,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn cidr_parser_never_panics(text in ".{0,24}") {
+            let _ = parse_cidr(&text);
+            let _ = overlaps(&text, "10.0.0.0/8");
+        }
+
+        #[test]
+        fn cidr_round_trips(a in 0u8..=255, b in 0u8..=255, len in 0u8..=32) {
+            let text = format!("{a}.{b}.0.0/{len}");
+            let (network, parsed_len) = parse_cidr(&text).unwrap();
+            proptest::prop_assert_eq!(parsed_len, len);
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            proptest::prop_assert_eq!(network & !mask, 0);
+        }
+    }
+
     #[test]
     fn cidr_overlap() {
         assert!(overlaps("172.29.1.0/24", "172.29.0.0/16"));

@@ -215,6 +215,14 @@ mod tests {
         assert_eq!(written["mounts"].as_array().unwrap().len(), 3);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn mountinfo_parsing_never_panics(info in "(.{0,80}\n){0,5}", root in "/.{0,20}") {
+            let _ = upper_from_mountinfo(&info, Path::new(&root));
+            let _ = unescape(&info);
+        }
+    }
+
     #[test]
     fn upper_dir_comes_from_mountinfo() {
         let info = "55 50 0:40 / /var/lib/docker/overlay2/969f/merged rw,relatime shared:8 - overlay overlay \
