@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help deps lab-up lab-down lab-status python demo test bench clean
+.PHONY: help deps lab-up lab-down lab-status python demo test bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,6 +32,10 @@ test: ## every test: cargo, pytest, and the lab-based end-to-end tests
 bench: ## migration downtime benchmark on the lab against Docker, Podman and CRIU alone (not a test: prints figures and ratios, writes scripts/bench/results/<date>.*)
 	bash scripts/python-env.sh && bash scripts/lab/up.sh && bash scripts/bench/install-deps.sh
 	.venv/bin/python scripts/bench/migration_bench.py --sizes 10,100,500 --runs 3 --out scripts/bench/results
+
+soak: ## 20 live migrations back and forth of the example VI with a client writing throughout (not part of make test: about 5 minutes)
+	bash scripts/python-env.sh && bash scripts/lab/up.sh
+	.venv/bin/python scripts/soak.py --migrations 20
 
 clean: lab-down ## stop the lab and remove build outputs
 	rm -rf target .venv .lab

@@ -13,16 +13,11 @@ import pytest
 
 import vimigrate
 from conftest import docker, numbers, wait_for
-from test_migrate_lab import _redis, _try, connect
+from test_migrate_lab import _redis, _try, connect, providers  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.lab
 
 RUNC_CONF = Path("/etc/criu/runc.conf")
-
-
-@pytest.fixture
-def providers(lab: dict):
-    return connect(lab, "provider-a"), connect(lab, "provider-b")
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def _log_phases(events: list[tuple[float, dict]], logger: Any) -> None:
 @map_errors
 def migrate(target_provider_node: str, target_provider: dict, keep_source: bool = False,
             address_map: dict | None = None, peer_files: list | None = None, port_map: dict | None = None,
-            method: str = "auto", **_: Any) -> None:
+            method: str = "auto", check_criu: bool = True, **_: Any) -> None:
     """Live-migrates this container to `target_provider` (the engine's provider configuration,
     paths only, no secret) and records where it runs now."""
     props = ctx.instance.runtime_properties
@@ -40,7 +40,8 @@ def migrate(target_provider_node: str, target_provider: dict, keep_source: bool 
     name = props["container_name"]
     try:
         options = {"container": name, "keep_source": bool(keep_source), "address_map": dict(address_map or {}),
-                   "peer_files": list(peer_files or []), "port_map": dict(port_map or {}), "method": method}
+                   "peer_files": list(peer_files or []), "port_map": dict(port_map or {}), "method": method,
+                   "check_criu": bool(check_criu)}
         report = _native.migrate(source, target, options, lambda event: events.append((time.monotonic(), event)))
     except _native.MigrationFailedError as err:
         _log_phases(events, ctx.logger)

@@ -32,7 +32,7 @@ use crate::tar_writer::private_files_tar;
 use crate::Secret;
 
 /// Where the helper containers mount a container's directory.
-const MOUNT: &str = "/vimigrate-c";
+pub(crate) const MOUNT: &str = "/vimigrate-c";
 /// How often the broker looks at the destination's status while it starts listening.
 const STATUS_POLL: Duration = Duration::from_millis(20);
 /// Longest silence on the transfer connection: a quarter of the providers' call timeout, between
@@ -103,6 +103,38 @@ pub(crate) fn choose_path(
         }
         (Some(reason), Method::Direct) => Err(reason),
         (Some(reason), _) => Ok(PathChoice::Docker(reason)),
+    }
+}
+
+/// Writes `directive` for a container through its helper, and reads it back: a restore
+/// directive that did not land would turn the next `docker start` into a fresh start.
+pub(crate) async fn place_directive(provider: &Provider, helper: &str, directive: &Directive) -> Result<(), Error> {
+    let json = directive.to_json();
+    let tar = private_files_tar(STATE_DIR, &[(DIRECTIVE_FILE, &json)]);
+    provider.put_archive(helper, MOUNT, tar).await?;
+    let back = provider.read_file(helper, &format!("{MOUNT}/{STATE_DIR}/{DIRECTIVE_FILE}")).await?;
+    if back.as_deref() != Some(json.as_slice()) {
+        return Err(ProviderError::Unsuitable {
+            provider: provider.name().to_string(),
+            requirement: "a directive written to the container's directory",
+            detail: "the directive read back differs from the one written".into(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A restore from the dump already in the container's checkpoint directory `migration` (a
+/// rollback on the source, or heal).
+pub(crate) fn local_restore_directive(container_dir: &str, migration: &str, criu: &CriuOptions) -> Directive {
+    Directive {
+        version: DIRECTIVE_VERSION,
+        migration: migration.to_string(),
+        images_dir: format!("{container_dir}/checkpoints/{migration}"),
+        criu: criu.clone(),
+        deadline_unix_ms: 0,
+        io_timeout_ms: 30_000,
+        action: Action::Restore(RestoreDirective { receive: None, peer_files: vec![], address_map: BTreeMap::new() }),
     }
 }
 
@@ -217,22 +249,18 @@ impl DirectTransfer {
         unix_ms(SystemTime::now() + window)
     }
 
-    /// Writes `directive` for a container through its helper, and reads it back: a restore
-    /// directive that did not land would turn the next `docker start` into a fresh start.
-    async fn place(provider: &Provider, helper: &str, directive: &Directive) -> Result<(), Error> {
-        let json = directive.to_json();
-        let tar = private_files_tar(STATE_DIR, &[(DIRECTIVE_FILE, &json)]);
-        provider.put_archive(helper, MOUNT, tar).await?;
-        let back = provider.read_file(helper, &format!("{MOUNT}/{STATE_DIR}/{DIRECTIVE_FILE}")).await?;
-        if back.as_deref() != Some(json.as_slice()) {
-            return Err(ProviderError::Unsuitable {
-                provider: provider.name().to_string(),
-                requirement: "a directive written to the container's directory",
-                detail: "the directive read back differs from the one written".into(),
-            }
-            .into());
+    /// A directive for one side of this migration.
+    fn directive(&self, on_source: bool, criu: &CriuOptions, action: Action) -> Directive {
+        let (dir, provider) = if on_source { (&self.src_dir, &self.src) } else { (&self.dst_dir, &self.dst) };
+        Directive {
+            version: DIRECTIVE_VERSION,
+            migration: self.migration.clone(),
+            images_dir: Self::images_dir(dir, &self.migration),
+            criu: criu.clone(),
+            deadline_unix_ms: Self::deadline(provider),
+            io_timeout_ms: io_timeout_ms(&self.src, &self.dst),
+            action,
         }
-        Ok(())
     }
 
     /// The runtime's status on one side, if it wrote one for this migration.
@@ -267,14 +295,10 @@ impl DirectTransfer {
         peer_files: &[String],
         address_map: &BTreeMap<String, String>,
     ) -> Result<u16, Error> {
-        let directive = Directive {
-            version: DIRECTIVE_VERSION,
-            migration: self.migration.clone(),
-            images_dir: Self::images_dir(&self.dst_dir, &self.migration),
-            criu: criu.clone(),
-            deadline_unix_ms: Self::deadline(&self.dst),
-            io_timeout_ms: io_timeout_ms(&self.src, &self.dst),
-            action: Action::Restore(RestoreDirective {
+        let directive = self.directive(
+            false,
+            criu,
+            Action::Restore(RestoreDirective {
                 receive: Some(ReceiveFrom {
                     listen: format!("0.0.0.0:{}", self.dst.transfer_port()),
                     token: self.keys.token.clone(),
@@ -284,8 +308,8 @@ impl DirectTransfer {
                 peer_files: peer_files.to_vec(),
                 address_map: address_map.clone(),
             }),
-        };
-        Self::place(&self.dst, &self.dst_helper, &directive).await?;
+        );
+        place_directive(&self.dst, &self.dst_helper, &directive).await?;
         let docker = self.dst.docker().clone();
         let id = self.dst_id.clone();
         self.start =
@@ -338,22 +362,18 @@ impl DirectTransfer {
         volumes: Vec<String>,
         fault: Option<crate::runtime_directive::Fault>,
     ) -> Result<(), Error> {
-        let directive = Directive {
-            version: DIRECTIVE_VERSION,
-            migration: self.migration.clone(),
-            images_dir: Self::images_dir(&self.src_dir, &self.migration),
-            criu: criu.clone(),
-            deadline_unix_ms: Self::deadline(&self.src),
-            io_timeout_ms: io_timeout_ms(&self.src, &self.dst),
-            action: Action::Dump(DumpDirective {
+        let directive = self.directive(
+            true,
+            criu,
+            Action::Dump(DumpDirective {
                 send: Some(SendTo { address, token: self.keys.token.clone(), server_cert: self.keys.cert_b64.clone() }),
                 baseline,
                 excluded: volumes.clone(),
                 volumes,
                 fault,
             }),
-        };
-        Self::place(&self.src, &self.src_helper, &directive).await
+        );
+        place_directive(&self.src, &self.src_helper, &directive).await
     }
 
     /// Waits for the destination's `docker start`: `Ok` once the runtime restored it.
@@ -406,20 +426,8 @@ impl DirectTransfer {
     /// Restores the source from the dump it kept, through its runtime (a local restore
     /// directive and a plain `docker start`).
     pub(crate) async fn restore_source_locally(&self, criu: &CriuOptions) -> Result<(), Error> {
-        let directive = Directive {
-            version: DIRECTIVE_VERSION,
-            migration: self.migration.clone(),
-            images_dir: Self::images_dir(&self.src_dir, &self.migration),
-            criu: criu.clone(),
-            deadline_unix_ms: Self::deadline(&self.src),
-            io_timeout_ms: io_timeout_ms(&self.src, &self.dst),
-            action: Action::Restore(RestoreDirective {
-                receive: None,
-                peer_files: vec![],
-                address_map: BTreeMap::new(),
-            }),
-        };
-        Self::place(&self.src, &self.src_helper, &directive).await?;
+        let directive = local_restore_directive(&self.src_dir, &self.migration, criu);
+        place_directive(&self.src, &self.src_helper, &directive).await?;
         self.src
             .docker()
             .start_container(&self.src_id, None::<StartContainerOptions>)

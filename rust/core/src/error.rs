@@ -217,17 +217,22 @@ impl Error {
 
     /// The error and all of its causes on one line, outermost first.
     pub fn report(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = std::error::Error::source(self);
         // `#[error(transparent)]` variants forward `source()` to the inner error's source, so the
-        // chain below never repeats the top-level message.
-        while let Some(err) = cause {
-            out.push_str(": ");
-            out.push_str(&err.to_string());
-            cause = err.source();
-        }
-        out
+        // chain never repeats the top-level message.
+        error_chain(self)
     }
+}
+
+/// Any error and all of its causes on one line, outermost first.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        out.push_str(": ");
+        out.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    out
 }
 
 /// Classifies a Docker client error by whether the daemon answered and what it said.

@@ -17,18 +17,16 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::{ListContainersOptionsBuilder, StartContainerOptions};
 use serde::Serialize;
 
+use crate::direct_path::{local_restore_directive, place_directive, MOUNT};
 use crate::error::{Error, ProviderError};
 use crate::helper_container::{HELPER_FOR_LABEL, HELPER_LABEL};
 use crate::migration_lock::{lock_name, LOCK_LABEL};
 use crate::provider::Provider;
 use crate::runtime_directive::{
-    Action, CriuOptions, Directive, RestoreDirective, RuntimeState, RuntimeStatus, ABORT_FILE, DIRECTIVE_FILE,
-    DIRECTIVE_VERSION, RUNTIME_NAME, STATE_DIR, STATUS_FILE,
+    CriuOptions, RuntimeState, RuntimeStatus, ABORT_FILE, RUNTIME_NAME, STATE_DIR, STATUS_FILE,
 };
 use crate::tar_writer::private_files_tar;
 
-/// Where the helper heal creates mounts a container's directory.
-const MOUNT: &str = "/vimigrate-c";
 /// How long heal waits for a destination's waiting start to end after withdrawing it.
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -278,21 +276,8 @@ async fn restore_locally(
     let helper = dir_helper(provider, id, image, name).await?;
     let result = async {
         let dir = format!("{}/containers/{id}", provider.docker_root_dir().await?);
-        let directive = Directive {
-            version: DIRECTIVE_VERSION,
-            migration: checkpoint.to_string(),
-            images_dir: format!("{dir}/checkpoints/{checkpoint}"),
-            criu: CriuOptions { tcp: None, skip_in_flight: true },
-            deadline_unix_ms: 0,
-            io_timeout_ms: 30_000,
-            action: Action::Restore(RestoreDirective {
-                receive: None,
-                peer_files: vec![],
-                address_map: Default::default(),
-            }),
-        };
-        let tar = private_files_tar(STATE_DIR, &[(DIRECTIVE_FILE, &directive.to_json())]);
-        provider.put_archive(&helper, MOUNT, tar).await?;
+        let criu = CriuOptions { tcp: None, skip_in_flight: true };
+        place_directive(provider, &helper, &local_restore_directive(&dir, checkpoint, &criu)).await?;
         provider
             .docker()
             .start_container(id, None::<StartContainerOptions>)

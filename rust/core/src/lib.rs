@@ -58,7 +58,9 @@ pub use dns_plan::{apply as dns_apply, lookup as dns_lookup, plan as dns_plan, R
 pub use dns_record::{DnsRecord, RecordType, MAX_TTL};
 pub use dns_server::{DnsServerConfig, PowerDnsConfig, Rfc2136Config, Secret};
 pub use endpoint::{Endpoint, ProviderConfig, TlsFiles};
-pub use error::{Error, ErrorKind, InputError, IntegrityError, PortTaken, ProviderError, RuntimeStepError};
+pub use error::{
+    error_chain, Error, ErrorKind, InputError, IntegrityError, PortTaken, ProviderError, RuntimeStepError,
+};
 pub use heal::{heal, HealReport};
 pub use image_transfer::{ensure_image, image_platform, ImageTransfer};
 pub use labels::MANAGED_LABEL;

@@ -580,26 +580,7 @@ impl Migration<'_> {
         warnings.extend(self.restore_host_options().await);
         stats.cleanup_ms = ms(t);
         stats.total_ms = ms(started);
-        Ok(MigrationReport {
-            container: source.name.clone(),
-            source: self.src.name().to_string(),
-            destination: self.dst.name().to_string(),
-            source_id: source.id.clone(),
-            destination_id,
-            checkpoint,
-            source_kept: self.options.keep_source,
-            stats,
-            warnings,
-            networks: self.decisions.clone(),
-            address_changes,
-            criu_tcp_option: tcp_option.map(str::to_string),
-            rewrites,
-            method: "docker",
-            method_reason: match &self.path {
-                PathChoice::Docker(reason) => Some(reason.clone()),
-                PathChoice::Direct { .. } => None,
-            },
-        })
+        Ok(self.report(&source, Finished { destination_id, checkpoint, stats, warnings, address_changes, rewrites }))
     }
 
     /// The direct path's helpers and keys (after the destination container exists).
@@ -769,24 +750,33 @@ impl Migration<'_> {
         let warnings = self.clean_up(source, &destination_id, &checkpoint).await;
         stats.cleanup_ms = ms(t);
         stats.total_ms = ms(started);
-        let rewrites = self.options.peer_files.iter().map(|p| (p.clone(), 0)).collect();
-        Ok(MigrationReport {
+        let rewrites = received.map(|r| r.stats.rewrites).unwrap_or_default();
+        Ok(self.report(source, Finished { destination_id, checkpoint, stats, warnings, address_changes, rewrites }))
+    }
+
+    /// The report of a successful migration.
+    fn report(&self, source: &SourceContainer, done: Finished) -> MigrationReport {
+        let direct = matches!(self.path, PathChoice::Direct { .. });
+        MigrationReport {
             container: source.name.clone(),
             source: self.src.name().to_string(),
             destination: self.dst.name().to_string(),
             source_id: source.id.clone(),
-            destination_id,
-            checkpoint,
+            destination_id: done.destination_id,
+            checkpoint: done.checkpoint,
             source_kept: self.options.keep_source,
-            stats,
-            warnings,
+            stats: done.stats,
+            warnings: done.warnings,
             networks: self.decisions.clone(),
-            address_changes,
+            address_changes: done.address_changes,
             criu_tcp_option: self.tcp_option().map(str::to_string),
-            rewrites,
-            method: "direct",
-            method_reason: None,
-        })
+            rewrites: done.rewrites,
+            method: if direct { "direct" } else { "docker" },
+            method_reason: match &self.path {
+                PathChoice::Docker(reason) => Some(reason.clone()),
+                PathChoice::Direct { .. } => None,
+            },
+        }
     }
 
     /// The TCP option for this migration: connections can only survive when every network
@@ -1281,6 +1271,16 @@ impl Migration<'_> {
         }
         Ok(())
     }
+}
+
+/// What a successful migration ends with, for its report.
+struct Finished {
+    destination_id: String,
+    checkpoint: String,
+    stats: MigrationStats,
+    warnings: Vec<String>,
+    address_changes: BTreeMap<String, String>,
+    rewrites: Vec<(String, usize)>,
 }
 
 /// What the transfer phase moved.

@@ -267,6 +267,9 @@ pub struct RuntimeStats {
     /// The wrapper's peak resident memory (KiB).
     #[serde(default)]
     pub peak_rss_kib: u64,
+    /// Declared peer files rewritten before the restore, with the addresses replaced in each.
+    #[serde(default)]
+    pub rewrites: Vec<(String, usize)>,
     /// Addresses announced by gratuitous ARP after the restore.
     #[serde(default)]
     pub addresses_announced: u64,

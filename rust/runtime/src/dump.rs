@@ -58,30 +58,19 @@ pub fn on_checkpoint(inv: &Invocation) -> Outcome {
             }
             return Outcome::PassThrough;
         }
-        Err(e) => return fail(&state, log, "", &e),
+        Err(e) => return crate::fail(&state, log, "", &e),
     };
     let dump = match &directive.action {
         Action::Dump(dump) => dump.clone(),
         Action::Restore(_) => {
             let e = RuntimeError::Directive("a restore directive was found at checkpoint time".into());
-            return fail(&state, log, &directive.migration, &e);
+            return crate::fail(&state, log, &directive.migration, &e);
         }
     };
     match run_dump(inv, &spec, &container_dir, &state, &directive, &dump) {
         Ok(code) => Outcome::Exit(code),
-        Err(e) => fail(&state, log, &directive.migration, &e),
+        Err(e) => crate::fail(&state, log, &directive.migration, &e),
     }
-}
-
-fn fail(state: &StateDir, log: Option<&str>, migration: &str, e: &RuntimeError) -> Outcome {
-    state.write_status(&RuntimeStatus {
-        migration: migration.to_string(),
-        state: RuntimeState::Failed,
-        error: Some(RuntimeFailure { step: e.step().to_string(), message: e.report(), retryable: e.is_retryable() }),
-        ..Default::default()
-    });
-    runc_log::log_error(log, &e.report());
-    Outcome::Exit(1)
 }
 
 /// The images directory must be the container's own checkpoint directory.

@@ -113,13 +113,6 @@ impl RuntimeError {
 
     /// The error and its causes on one line.
     pub fn report(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(err) = cause {
-            out.push_str(": ");
-            out.push_str(&err.to_string());
-            cause = err.source();
-        }
-        out
+        vimigrate_core::error_chain(self)
     }
 }

@@ -63,6 +63,25 @@ pub fn run(inv: &Invocation) -> i32 {
     }
 }
 
+/// Reports a failed step: in the status the broker reads, and in runc's log, where containerd
+/// looks for the reason of a failed call.
+pub(crate) fn fail(
+    state: &state_files::StateDir,
+    log: Option<&str>,
+    migration: &str,
+    e: &error::RuntimeError,
+) -> Outcome {
+    use vimigrate_core::runtime_directive::{RuntimeFailure, RuntimeState, RuntimeStatus};
+    state.write_status(&RuntimeStatus {
+        migration: migration.to_string(),
+        state: RuntimeState::Failed,
+        error: Some(RuntimeFailure { step: e.step().to_string(), message: e.report(), retryable: e.is_retryable() }),
+        ..Default::default()
+    });
+    runc_log::log_error(log, &e.report());
+    Outcome::Exit(1)
+}
+
 /// The real runc: `--vimigrate-runc`, else the first `runc` on `PATH` that is not this program.
 pub fn runc_path(inv: &Invocation) -> PathBuf {
     if let Some(path) = &inv.runc {

@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use vimigrate_core::rewrite_addresses;
-use vimigrate_core::runtime_directive::{
-    Action, Directive, RestoreDirective, RuntimeFailure, RuntimeState, RuntimeStatus,
-};
+use vimigrate_core::runtime_directive::{Action, Directive, RestoreDirective, RuntimeState, RuntimeStatus};
 use vimigrate_core::{parse_restore_stats, RESTORE_STATS_FILE};
 
 use crate::announce;
@@ -49,18 +47,18 @@ pub fn on_create(inv: &Invocation) -> Outcome {
     let directive = match state.take_directive() {
         Ok(Some(d)) => d,
         Ok(None) => return Outcome::PassThrough,
-        Err(e) => return fail(&state, log, "", &e),
+        Err(e) => return crate::fail(&state, log, "", &e),
     };
     let restore = match &directive.action {
         Action::Restore(r) => r.clone(),
         Action::Dump(_) => {
             let e = RuntimeError::Directive("a dump directive was found when the container starts".into());
-            return fail(&state, log, &directive.migration, &e);
+            return crate::fail(&state, log, &directive.migration, &e);
         }
     };
     match run_restore(inv, id, &spec, &container_dir, &state, &directive, &restore) {
         Ok(code) => Outcome::Exit(code),
-        Err(e) => fail(&state, log, &directive.migration, &e),
+        Err(e) => crate::fail(&state, log, &directive.migration, &e),
     }
 }
 
@@ -76,17 +74,6 @@ pub fn on_start(inv: &Invocation) -> Outcome {
 /// options, as without the wrapper.
 pub fn on_docker_restore(_inv: &Invocation) -> Outcome {
     Outcome::PassThrough
-}
-
-fn fail(state: &StateDir, log: Option<&str>, migration: &str, e: &RuntimeError) -> Outcome {
-    state.write_status(&RuntimeStatus {
-        migration: migration.to_string(),
-        state: RuntimeState::Failed,
-        error: Some(RuntimeFailure { step: e.step().to_string(), message: e.report(), retryable: e.is_retryable() }),
-        ..Default::default()
-    });
-    runc_log::log_error(log, &e.report());
-    Outcome::Exit(1)
 }
 
 fn run_restore(
@@ -133,7 +120,7 @@ fn run_restore(
         status.state = RuntimeState::Received;
         state.write_status(&status);
     }
-    rewrite_peer_files(&spec.root, &restore.peer_files, &restore.address_map)?;
+    status.stats.rewrites = rewrite_peer_files(&spec.root, &restore.peer_files, &restore.address_map)?;
 
     let runc = runc_path(inv);
     let mut command = runc_command(inv, &runc);
@@ -190,9 +177,14 @@ fn run_restore(
 
 /// Rewrites old peer addresses to new ones in the declared files of the container's root
 /// filesystem, before its processes come back and read them.
-fn rewrite_peer_files(rootfs: &Path, files: &[String], map: &BTreeMap<String, String>) -> Result<(), RuntimeError> {
-    if files.is_empty() || map.is_empty() {
-        return Ok(());
+fn rewrite_peer_files(
+    rootfs: &Path,
+    files: &[String],
+    map: &BTreeMap<String, String>,
+) -> Result<Vec<(String, usize)>, RuntimeError> {
+    let mut done = Vec::new();
+    if files.is_empty() {
+        return Ok(done);
     }
     let root = Root::open(rootfs).map_err(RuntimeError::io("rewrite", format!("open {}", rootfs.display())))?;
     for file in files {
@@ -217,6 +209,7 @@ fn rewrite_peer_files(rootfs: &Path, files: &[String], map: &BTreeMap<String, St
                 .map_err(fail)?;
             out.write_all(rewritten.as_bytes()).map_err(fail)?;
         }
+        done.push((file.clone(), count));
     }
-    Ok(())
+    Ok(done)
 }
