@@ -139,6 +139,7 @@ fn run_dump(
     let started = Instant::now();
     status.stats.at_unix_ms = unix_ms_now();
     let dump_state = Arc::new(AtomicU8::new(RUNNING));
+    let watch = sender.as_ref().and_then(|s| Some((s.progress(), s.socket().ok()?)));
     let send_thread = sender.map(|mut sender| {
         let dump_state = Arc::clone(&dump_state);
         let images_dir = images_dir.clone();
@@ -191,6 +192,22 @@ fn run_dump(
     let exit = command.status().map_err(RuntimeError::io("dump", format!("run {}", runc.display())))?;
     status.stats.dump_ms = ms(started);
     dump_state.store(if exit.success() { DUMPED } else { FAILED }, Ordering::SeqCst);
+    // A link that went silent would hold the sender (and the service's rollback) in blocked
+    // writes, one I/O timeout each: once nothing moved for a whole timeout, the connection is
+    // shut, which ends them at once.
+    if let (Some(thread), Some((progress, socket))) = (&send_thread, &watch) {
+        let timeout = Duration::from_millis(directive.io_timeout_ms.max(1000));
+        // Counted from the dump's end at the earliest: a dump that wrote no pages for a while
+        // left the sender idle without any fault of the link.
+        let dumped = Instant::now();
+        while !thread.is_finished() {
+            if progress.idle() > timeout && dumped.elapsed() > timeout {
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let sent =
         send_thread.map(|t| t.join().unwrap_or_else(|_| Err(RuntimeError::protocol("send", "the sender panicked"))));
 

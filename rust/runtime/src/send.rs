@@ -62,6 +62,28 @@ pub struct Sender {
     report: SendReport,
     buf: Vec<u8>,
     corrupt: bool,
+    progress: Progress,
+}
+
+/// When the sender last moved data (ms since the connection): a watchdog outside the sender's
+/// thread can tell a stalled link from a slow one.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    start: std::time::Instant,
+    last_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Progress {
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since data last moved.
+    pub fn idle(&self) -> Duration {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.start.elapsed().saturating_sub(Duration::from_millis(last))
+    }
 }
 
 impl std::fmt::Debug for Sender {
@@ -137,7 +159,22 @@ impl Sender {
             report: SendReport::default(),
             buf: vec![0; CHUNK],
             corrupt: false,
+            progress: Progress {
+                start: std::time::Instant::now(),
+                last_ms: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            },
         })
+    }
+
+    /// The sender's progress, for a watchdog.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
+    /// A second handle on the connection: shutting it down unblocks a sender stuck on a link
+    /// that went silent.
+    pub fn socket(&self) -> std::io::Result<TcpStream> {
+        self.out.get_ref().sock.try_clone()
     }
 
     /// Fault injection for tests of the integrity checks: flips one byte of the next image
@@ -157,7 +194,9 @@ impl Sender {
 
     fn data(&mut self, id: u32, len: usize) -> Result<(), RuntimeError> {
         self.frame(&Frame::Data { id, len: len as u32 })?;
-        self.out.write_all(&self.buf[..len]).map_err(send_error("write data"))
+        self.out.write_all(&self.buf[..len]).map_err(send_error("write data"))?;
+        self.progress.touch();
+        Ok(())
     }
 
     /// Sends layer or volume entries (`area` Rootfs or Volume; `volume` names the volume).
@@ -266,6 +305,7 @@ impl Sender {
                         .map_err(send_error("write a frame"))?;
                     self.out.write_all(&self.buf[..n]).map_err(send_error("write image data"))?;
                     self.report.image_bytes += n as u64;
+                    self.progress.touch();
                     progressed = true;
                 }
             }
@@ -290,10 +330,16 @@ impl Sender {
         Ok(())
     }
 
-    /// Tells the receiver the dump failed, so that it gives up at once.
+    /// Tells the receiver the transfer is off, so that it gives up at once. Best effort and
+    /// quick: after a failed write the link may be gone, and every blocked write would wait a
+    /// whole I/O timeout (the dump, and the service's rollback, would wait with it).
     pub fn abort(mut self, message: &str) {
+        let _ = self.out.get_ref().sock.set_write_timeout(Some(Duration::from_millis(200)));
         let _ = self.frame(&Frame::Abort { message: message.as_bytes().to_vec() });
         let _ = self.out.flush();
+        // Whatever is still buffered is dropped, not written on drop.
+        let (stream, _unsent) = self.out.into_parts();
+        let _ = stream.sock.shutdown(std::net::Shutdown::Both);
     }
 
     /// Closes the stream and waits for the receiver to confirm that every checksum matched.
