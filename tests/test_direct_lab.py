@@ -69,6 +69,26 @@ def test_a_counter_moves_directly_and_stays_docker_managed(lab, providers, name)
     assert docker(lab, "provider-a", "inspect", "-f", "{{.State.Running}}", name).strip() == "false"
 
 
+def test_the_network_is_prepared_before_the_freeze_and_docker_s_path_still_works_after(lab, providers, name):
+    """The destination runs Docker's network hook while it waits (not inside the interruption),
+    and the restored container is an ordinary one: Docker's own checkpoint path moves it on,
+    which it could not if its dump expected a prepared network namespace back."""
+    a, b = providers
+    run_direct(lab, name)
+    there = vimigrate.migrate(a, b, {"container": name})
+    assert there["method"] == "direct", there
+    assert there["stats"]["network_ms"] > 0, there["stats"]
+    on_b = wait_for(lambda: numbers(docker(lab, "provider-b", "logs", name)), what="output on B")
+    # The restored container has its network: Docker gave it its address on B's bridge.
+    address = docker(lab, "provider-b", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).strip()
+    assert address.startswith(lab["providers"]["provider-b"]["bridge_subnet"].rsplit(".", 2)[0]), address
+    back = vimigrate.migrate(b, a, {"container": name, "method": "docker"})
+    assert back["method"] == "docker", back
+    again = wait_for(lambda: numbers(docker(lab, "provider-a", "logs", name)), what="output on A again")
+    # The counter went on from where B had it, in memory: not a fresh start.
+    assert again[0] > on_b[-1], (on_b[-3:], again[:3])
+
+
 def test_redis_keys_survive_the_direct_path(lab, providers, name):
     a, b = providers
     port = 16511

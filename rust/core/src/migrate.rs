@@ -242,6 +242,9 @@ pub struct MigrationStats {
     pub receive_ms: u64,
     /// Peak resident memory of the runtimes on the source and destination hosts (KiB).
     pub runtime_peak_rss_kib: u64,
+    /// On the direct path: the destination's network set up (Docker's network hook run on a
+    /// prepared namespace) while it waited for the transfer, before the freeze.
+    pub network_ms: u64,
 }
 
 /// A successful migration.
@@ -739,6 +742,7 @@ impl Migration<'_> {
         if let Some(received) = &received {
             stats.receive_ms = received.stats.receive_ms;
             stats.restore_ms = received.stats.restore_ms;
+            stats.network_ms = received.stats.network_ms;
             stats.criu_restore = received.stats.criu_restore.clone();
             stats.runtime_peak_rss_kib = stats.runtime_peak_rss_kib.max(received.stats.peak_rss_kib);
         } else {

@@ -255,6 +255,9 @@ pub struct RuntimeStats {
     /// `runc restore`.
     #[serde(default)]
     pub restore_ms: u64,
+    /// Preparing the destination's network namespace (Docker's network hook), before the freeze.
+    #[serde(default)]
+    pub network_ms: u64,
     /// Bytes of checkpoint images moved.
     #[serde(default)]
     pub image_bytes: u64,

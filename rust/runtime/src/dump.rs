@@ -44,7 +44,7 @@ pub(crate) fn locate(inv: &Invocation) -> Option<(String, Spec, PathBuf)> {
 
 /// Handles `checkpoint`.
 pub fn on_checkpoint(inv: &Invocation) -> Outcome {
-    let Some((_id, spec, container_dir)) = locate(inv) else {
+    let Some((id, spec, container_dir)) = locate(inv) else {
         return Outcome::PassThrough;
     };
     let state = StateDir::of(&container_dir);
@@ -53,7 +53,7 @@ pub fn on_checkpoint(inv: &Invocation) -> Outcome {
         Ok(Some(d)) => d,
         Ok(None) => {
             // Docker's own checkpoint path: the container's CRIU file mirrors the host's.
-            if let Err(e) = state.write_criu_conf(None, None) {
+            if let Err(e) = state.write_criu_conf(None, None, &[]) {
                 runc_log::log_error(log, &e.report());
             }
             return Outcome::PassThrough;
@@ -67,7 +67,7 @@ pub fn on_checkpoint(inv: &Invocation) -> Outcome {
             return crate::fail(&state, log, &directive.migration, &e);
         }
     };
-    match run_dump(inv, &spec, &container_dir, &state, &directive, &dump) {
+    match run_dump(inv, &id, &spec, &container_dir, &state, &directive, &dump) {
         Ok(code) => Outcome::Exit(code),
         Err(e) => crate::fail(&state, log, &directive.migration, &e),
     }
@@ -104,6 +104,7 @@ fn target_of(directive: &Directive, dump: &DumpDirective) -> Result<Option<SendT
 
 fn run_dump(
     inv: &Invocation,
+    id: &str,
     spec: &Spec,
     container_dir: &Path,
     state: &StateDir,
@@ -115,7 +116,13 @@ fn run_dump(
     // CRIU's log and statistics land in its work directory: ours, so that they outlive the
     // shim's (deleted with the task) and the broker can report them.
     let work = state.private_subdir("dump-work")?;
-    state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)))?;
+    // The destination restores into a network namespace it prepared before the freeze: the
+    // dump marks the container's own one external so that CRIU expects exactly that.
+    let runc_root =
+        inv.global_value("--root").ok_or_else(|| RuntimeError::Directive("runc was given no --root".into()))?;
+    let external: Vec<String> =
+        crate::prepared_netns::external_netns_option(Path::new(runc_root), id)?.into_iter().collect();
+    state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)), &external)?;
     let images_dir = checked_images_dir(directive, container_dir)?;
     crate::state_files::create_private_dir(&images_dir)
         .map_err(RuntimeError::io("dump", format!("create {}", images_dir.display())))?;

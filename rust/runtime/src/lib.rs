@@ -23,6 +23,7 @@ pub mod dump;
 pub mod error;
 pub mod layer_delta;
 pub mod oci_spec;
+pub mod prepared_netns;
 pub mod receive;
 pub mod restore;
 pub mod runc_args;

@@ -119,6 +119,17 @@ impl Spec {
             self.document["annotations"] = Value::Object(Default::default());
         }
         self.document["annotations"][CRIU_CONFIG_ANNOTATION] = Value::String(conf.to_string());
+        self.save()
+    }
+
+    /// The whole `config.json`, for the changes [`Spec::save`] then writes.
+    pub fn document_mut(&mut self) -> &mut Value {
+        &mut self.document
+    }
+
+    /// Writes the document back to `<bundle>/config.json`, atomically (runc reads it at any
+    /// moment).
+    pub fn save(&self) -> Result<(), RuntimeError> {
         let path = self.bundle.join("config.json");
         let tmp = self.bundle.join(".config.json.vimigrate");
         let text = serde_json::to_vec(&self.document).map_err(|e| RuntimeError::Directive(e.to_string()))?;

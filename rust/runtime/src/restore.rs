@@ -18,6 +18,7 @@ use crate::announce;
 use crate::dump::{checked_images_dir, locate};
 use crate::error::RuntimeError;
 use crate::oci_spec::Spec;
+use crate::prepared_netns;
 use crate::receive::{self, ReceivePlan};
 use crate::runc_args::Invocation;
 use crate::safe_fs::{self, Root};
@@ -56,7 +57,7 @@ pub fn on_create(inv: &Invocation) -> Outcome {
             return crate::fail(&state, log, &directive.migration, &e);
         }
     };
-    match run_restore(inv, id, &spec, &container_dir, &state, &directive, &restore) {
+    match run_restore(inv, id, spec, &container_dir, &state, &directive, &restore) {
         Ok(code) => Outcome::Exit(code),
         Err(e) => crate::fail(&state, log, &directive.migration, &e),
     }
@@ -79,7 +80,7 @@ pub fn on_docker_restore(_inv: &Invocation) -> Outcome {
 fn run_restore(
     inv: &Invocation,
     id: &str,
-    spec: &Spec,
+    mut spec: Spec,
     container_dir: &Path,
     state: &StateDir,
     directive: &Directive,
@@ -88,8 +89,15 @@ fn run_restore(
     let mut status = RuntimeStatus { migration: directive.migration.clone(), ..Default::default() };
     state.write_status(&status);
     let work = state.private_subdir("restore-work")?;
-    state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)))?;
+    state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)), &[])?;
     let images_dir = checked_images_dir(directive, container_dir)?;
+    // Docker's network hook, the slowest part of a restore, runs now: before the source
+    // freezes, while this waits for the transfer.
+    let docker_spec = spec.clone();
+    let netns = prepared_netns::prepare(&mut spec, id)?;
+    if let Some(n) = &netns {
+        status.stats.network_ms = u64::try_from(n.elapsed.as_millis()).unwrap_or(u64::MAX);
+    }
 
     if let Some(receive) = &restore.receive {
         let listener = receive::bind(&receive.listen)?;
@@ -158,16 +166,26 @@ fn run_restore(
         });
     }
     state.mark_restored()?;
-    // Clients that knocked before the restore left the neighbours' entries unresolved. Docker
-    // lets runc create the network namespace (its prestart hook moves the interface in), so
-    // the namespace is found through the restored process.
-    let netns = spec.network_namespace().or_else(|| {
+    // Clients that knocked before the restore left the neighbours' entries unresolved.
+    let netns_path = netns.as_ref().map(|n| n.path.clone()).or_else(|| spec.network_namespace()).or_else(|| {
         let pid = std::fs::read_to_string(inv.arg_value("--pid-file")?).ok()?;
         Some(PathBuf::from(format!("/proc/{}/ns/net", pid.trim())))
     });
-    if let Some(netns) = netns {
-        status.stats.addresses_announced = announce::announce_addresses(&netns) as u64;
+    if let Some(path) = netns_path {
+        status.stats.addresses_announced = announce::announce_addresses(&path) as u64;
     }
+    if netns.is_some() {
+        let forgotten = inv
+            .global_value("--root")
+            .ok_or_else(|| RuntimeError::Directive("runc was given no --root".into()))
+            .and_then(|root| prepared_netns::forget_path(Path::new(root), id, &docker_spec));
+        if let Err(e) = forgotten {
+            // The container runs; only a later Docker (not vimigrate) checkpoint of it would
+            // expect its network namespace back from the host that restores it.
+            runc_log::log_error(inv.global_value("--log"), &format!("{} (after a successful restore)", e.report()));
+        }
+    }
+    drop(netns);
     status.stats.criu_restore =
         std::fs::read(work.join(RESTORE_STATS_FILE)).ok().and_then(|b| parse_restore_stats(&b).ok());
     status.state = RuntimeState::Restored;

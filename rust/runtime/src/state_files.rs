@@ -134,14 +134,24 @@ impl StateDir {
 
     /// Writes the container's CRIU configuration: the host's `/etc/criu/runc.conf`, with this
     /// migration's options in place of the host's TCP choice, and CRIU's log in `log_file` when
-    /// given (runc removes the log it asks CRIU for when a restore fails).
-    pub fn write_criu_conf(&self, options: Option<&CriuOptions>, log_file: Option<&Path>) -> Result<(), RuntimeError> {
+    /// given (runc removes the log it asks CRIU for when a restore fails), then the `extra`
+    /// option lines of this one dump or restore.
+    pub fn write_criu_conf(
+        &self,
+        options: Option<&CriuOptions>,
+        log_file: Option<&Path>,
+        extra: &[String],
+    ) -> Result<(), RuntimeError> {
         self.ensure()?;
         let host = fs::read_to_string(HOST_CRIU_CONF).unwrap_or_default();
         let mut text = criu_conf(&host, options);
         if let Some(log) = log_file {
             text = text.lines().filter(|l| !is_option(l, "log-file")).map(|l| format!("{l}\n")).collect();
             text.push_str(&format!("log-file {}\n", log.display()));
+        }
+        for line in extra {
+            text.push_str(line);
+            text.push('\n');
         }
         let path = self.dir.join(CRIU_CONF_FILE);
         write_private(&path, text.as_bytes()).map_err(RuntimeError::io("criu", format!("write {}", path.display())))
