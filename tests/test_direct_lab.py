@@ -188,9 +188,21 @@ def test_an_unreachable_destination_fails_before_anything_is_dumped(lab, name):
 
 def test_a_restore_failure_on_b_resumes_the_source(lab, providers, name):
     """The destination's copy of the image differs from the source's where the process maps it
-    (busybox, which the counter's shell runs): CRIU refuses the restore on B."""
+    (busybox, which the counter's shell runs): CRIU refuses the restore on B. The container is
+    on a user-defined network, which the migration created on B: the rollback removes it."""
     a, b = providers
-    run_direct(lab, name)
+    network = f"{name}-net"
+    docker(lab, "provider-a", "network", "create", "--label", "io.vimigrate.managed=true", network)
+    try:
+        _restore_failure_rolls_back(lab, a, b, name, network)
+    finally:
+        docker(lab, "provider-a", "rm", "-f", name, check=False)
+        for provider in ("provider-a", "provider-b"):
+            docker(lab, provider, "network", "rm", network, check=False)
+
+
+def _restore_failure_rolls_back(lab, a, b, name: str, network: str) -> None:
+    run_direct(lab, name, "--network", network)
     injected = []
     root_b = Path(docker(lab, "provider-b", "info", "-f", "{{.DockerRootDir}}").strip())
 
@@ -211,6 +223,8 @@ def test_a_restore_failure_on_b_resumes_the_source(lab, providers, name):
     assert injected and err.phase == "restore" and err.rollback == "resumed", str(err)
     assert "runc restore failed" in str(err) and "CRIU's log" in str(err), str(err)
     _assert_resumed_on_a(lab, a, b, name)
+    assert network not in docker(lab, "provider-b", "network", "ls", "--format", "{{.Name}}").split(), \
+        "the network the migration created is left on B"
 
 
 def test_a_container_under_runc_takes_docker_s_path_and_says_why(lab, providers, name):

@@ -314,6 +314,12 @@ def test_heal_workflow_after_a_broker_died_mid_migration(lab, cfy, tmp_path):
             assert address == lab["providers"]["provider-b"]["public_address"]
     finally:
         _cfy(cfy, env, "executions", "start", "uninstall", "-b", blueprint_id)
+    # Nothing of the deployment is left anywhere, not even the network the dead broker's
+    # migration had made on provider-b.
+    for provider in ("provider-a", "provider-b"):
+        assert docker(lab, provider, "ps", "-aq", "--filter", f"name={blueprint_id}").strip() == "", provider
+        networks = docker(lab, provider, "network", "ls", "--format", "{{.Name}}").split()
+        assert not [n for n in networks if n.startswith(blueprint_id)], f"a network of {blueprint_id} left on {provider}"
 
 
 def _try_visits(address: str, port: int) -> int | None:

@@ -1,6 +1,7 @@
 //! After a migration that did not finish (its broker died, a provider was unreachable during the
 //! rollback): finds where a container really runs, makes it run on exactly one provider, and
-//! removes what the migration left (the other copy, checkpoints, helpers, the lock).
+//! removes what the migration left (the other copy, checkpoints, helpers, the lock, the networks
+//! it created elsewhere for the container and that nothing uses).
 //!
 //! The rules, in order:
 //! - a destination whose runtime may still restore (a start still waiting for the transfer) is
@@ -50,6 +51,8 @@ struct Copy {
     id: String,
     state: String,
     image: String,
+    /// The networks it is attached to.
+    networks: Vec<String>,
 }
 
 /// Makes container `name` run on exactly one of `providers` (see the module documentation).
@@ -119,6 +122,21 @@ pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Erro
             }
         }
     }
+    // Networks an unfinished migration created for this container elsewhere, now unused.
+    for (_, provider) in providers.iter().enumerate().filter(|(i, _)| *i != keep.provider) {
+        for network in provider.list_networks().await? {
+            if network.created_by_migration
+                && keep.networks.contains(&network.name)
+                && provider.remove_network(&network.name, true).await?
+            {
+                report.removed.push(format!(
+                    "{}: network {} (made by the unfinished migration)",
+                    provider.name(),
+                    network.name
+                ));
+            }
+        }
+    }
     // The kept copy's leftover checkpoints hold memory of an earlier state.
     let kept = &providers[keep.provider];
     for checkpoint in kept.list_checkpoints(&keep.id).await.unwrap_or_default() {
@@ -143,6 +161,11 @@ async fn find(provider: &Provider, index: usize, name: &str) -> Result<Vec<Copy>
                 id: c.id?,
                 state: c.state.map(|s| s.to_string()).unwrap_or_default().to_lowercase(),
                 image: c.image_id.or(c.image).unwrap_or_default(),
+                networks: c
+                    .network_settings
+                    .and_then(|n| n.networks)
+                    .map(|n| n.into_keys().collect())
+                    .unwrap_or_default(),
             })
         })
         .collect())

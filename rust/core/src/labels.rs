@@ -3,6 +3,10 @@
 /// Present (value `"true"`) on every container and network vimigrate created.
 pub const MANAGED_LABEL: &str = "io.vimigrate.managed";
 
+/// On a network a migration created on its destination, the migration's id: what heal may remove
+/// once nothing uses it (a user's own networks never carry it).
+pub const MIGRATION_NETWORK_LABEL: &str = "io.vimigrate.created-by-migration";
+
 /// Why vimigrate refuses to touch an object it did not create.
 pub(crate) const NOT_MANAGED: &str = "is not managed by vimigrate";
 

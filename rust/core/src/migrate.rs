@@ -19,6 +19,7 @@ use crate::criu_stats::{parse_dump_stats, DumpStats, RestoreStats};
 use crate::direct_path::{choose_path, DirectTransfer, PathChoice, TransferKeys};
 use crate::error::{Error, InputError, PortTaken, ProviderError};
 use crate::image_transfer::{ensure_image, image_platform};
+use crate::labels;
 use crate::layer_sync::LayerSync;
 use crate::network_map::{self, AddressMode, NetworkDecision};
 use crate::provider::Provider;
@@ -358,6 +359,8 @@ struct Undo {
     checkpoint_taken: bool,
     /// Hosts' CRIU options as found, to put back: (on the source?, previous content).
     criu_options: Vec<(bool, Option<Vec<u8>>)>,
+    /// Networks this migration created on the destination: a rollback removes them once unused.
+    networks: Vec<String>,
 }
 
 /// The name of the checkpoint Docker records on the direct path, next to the runtime's own
@@ -1034,6 +1037,16 @@ impl Migration<'_> {
 
     /// The destination container and the two helpers that carry the checkpoint.
     async fn prepare(&mut self, source: &SourceContainer) -> Result<(String, String), Error> {
+        // Networks created here are marked with this migration and remembered before they
+        // exist, so that a rollback (or a heal, after a broker died) does not leave them.
+        for decision in &mut self.decisions {
+            if let Some(spec) = decision.create.as_mut() {
+                if self.dst.inspect_network(&spec.name).await?.is_none() {
+                    spec.labels.insert(labels::MIGRATION_NETWORK_LABEL.to_string(), self.checkpoint.clone());
+                    self.undo.networks.push(spec.name.clone());
+                }
+            }
+        }
         let destination_id = self.dst.create_clone(source, &self.decisions, &self.changes).await?;
         self.undo.destination_id = Some(destination_id.clone());
         if let PathChoice::Direct { .. } = self.path {
@@ -1182,6 +1195,11 @@ impl Migration<'_> {
                     return Rollback::Held { destination: self.dst.name().to_string(), cause: Box::new(cause) };
                 }
                 Err(e) => keep(Err(e)),
+            }
+        }
+        for network in std::mem::take(&mut self.undo.networks) {
+            if let Err(e) = self.dst.remove_network(&network, true).await {
+                tracing::warn!(error = %e.report(), network = %network, "network left on the destination; heal removes it");
             }
         }
         let helpers = std::mem::take(&mut self.undo.helpers);

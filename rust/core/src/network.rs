@@ -40,6 +40,8 @@ pub struct NetworkInfo {
     pub gateways: Vec<String>,
     /// Whether vimigrate created it.
     pub managed: bool,
+    /// Whether a migration created it on its destination (see [`labels::MIGRATION_NETWORK_LABEL`]).
+    pub created_by_migration: bool,
 }
 
 /// A network's facts from the parts Docker's list and inspect answers share.
@@ -56,6 +58,7 @@ fn network_info(
         subnets: configs.iter().filter_map(|c| c.subnet.clone()).collect(),
         gateways: configs.iter().filter_map(|c| c.gateway.clone()).collect(),
         managed: labels::is_managed(label_set),
+        created_by_migration: label_set.is_some_and(|l| l.contains_key(labels::MIGRATION_NETWORK_LABEL)),
     }
 }
 

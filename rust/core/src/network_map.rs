@@ -107,6 +107,7 @@ mod tests {
             subnets: vec![subnet.into()],
             gateways: vec![subnet.replace(".0/24", ".1")],
             managed: true,
+            created_by_migration: false,
         }
     }
 
