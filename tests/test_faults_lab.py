@@ -134,10 +134,12 @@ def test_destination_daemon_killed_during_the_transfer(lab, name):
     with pytest.raises(vimigrate.MigrationFailedError) as caught:
         vimigrate.migrate(a, b, {"container": name}, at_phase("checkpoint", kill_b, delay=0.3))
     err = caught.value
+    print(f"observed: phase={err.phase} rollback={err.rollback} retryable={err.retryable}: {err}")
     assert killed and err.phase in ("checkpoint", "transfer", "restore"), str(err)
     assert err.rollback in ("resumed", "held"), str(err)
     ensure_lab()
     report = heal(lab, name)
+    print(f"observed: heal: {report}")
     assert report["runs_on"] in ("provider-a", "provider-b"), report
     assert_runs_once_intact(lab, name)
 
@@ -162,6 +164,7 @@ def test_destination_daemon_killed_during_the_restore(lab, name):
     ensure_lab()
     healed = heal(lab, name)
     where = assert_runs_once_intact(lab, name)
+    print(f"observed: {outcome}; heal: {healed}")
     assert healed["runs_on"] == where, (outcome, healed)
 
 
@@ -178,8 +181,9 @@ def test_source_daemon_restarted_after_the_checkpoint(lab, name):
     report = vimigrate.migrate(a, b, {"container": name}, at_phase("transfer", restart_a))
     # The container runs on B: what the source's restart kept from the cleanup is reported.
     assert report["destination"] == "provider-b"
+    print(f"observed: succeeded with warnings {report.get('warnings')}")
     ensure_lab()
-    heal(lab, name)
+    print(f"observed: heal: {heal(lab, name)}")
     assert assert_runs_once_intact(lab, name) == "provider-b"
 
 
@@ -199,6 +203,7 @@ def test_link_between_the_providers_cut_mid_transfer(lab, name):
     finally:
         subprocess.run(["ip", "link", "set", link, "up"], check=True)
     err = caught.value
+    print(f"observed: phase={err.phase} rollback={err.rollback} retryable={err.retryable}: {err}")
     assert down and err.phase == "transfer" and err.rollback == "resumed", str(err)
     assert err.retryable is True, str(err)
     assert assert_runs_once_intact(lab, name) == "provider-a"
@@ -235,6 +240,7 @@ def test_destination_disk_full(lab, name):
         for target in mounted:
             subprocess.run(["umount", "-l", str(target)], check=False)
     err = caught.value
+    print(f"observed: phase={err.phase} rollback={err.rollback} retryable={err.retryable}: {err}")
     assert mounted and err.phase == "transfer" and err.rollback == "resumed", str(err)
     assert "No space left on device" in str(err), str(err)
     assert assert_runs_once_intact(lab, name) == "provider-a"
@@ -267,6 +273,7 @@ def test_broker_killed_mid_migration_then_heal(lab, name, at):
     assert refused.value.phase == "preflight" and refused.value.rollback == "nothing_to_undo"
     assert "being migrated already" in str(refused.value) and "run heal" in str(refused.value)
     healed = heal(lab, name)
+    print(f"observed: refused: {refused.value}; heal: {healed}")
     where = assert_runs_once_intact(lab, name)
     assert healed["runs_on"] == where
     # Healed: the next migration goes through.
