@@ -37,7 +37,7 @@ pub enum ProviderError {
         source: bollard::errors::Error,
     },
     /// A Docker API call failed.
-    #[error("provider `{provider}`: {step} failed")]
+    #[error("provider `{provider}`: {step} failed{}", transport_hint(.source))]
     Api {
         /// Provider name.
         provider: String,
@@ -255,6 +255,20 @@ pub(crate) fn docker_error_kind(err: &bollard::errors::Error) -> ErrorKind {
     }
 }
 
+/// For a call whose connection broke (not an answer of the daemon, not a certificate refused):
+/// what that usually means, since the transport's own message ("connection closed before
+/// message completed") does not say.
+fn transport_hint(err: &bollard::errors::Error) -> &'static str {
+    let transport = !matches!(err, bollard::errors::Error::DockerResponseServerError { .. })
+        && docker_error_kind(err) == ErrorKind::Unavailable
+        && !is_tls_trust_failure(err);
+    if transport {
+        " (the connection to its Docker daemon broke: the daemon stopped, is restarting, or cannot be reached)"
+    } else {
+        ""
+    }
+}
+
 /// Whether a connection failed because one side did not trust the other's certificate. The TLS
 /// stack reports it only in its message (through hyper's error), so the cause chain is read.
 fn is_tls_trust_failure(err: &bollard::errors::Error) -> bool {
@@ -300,6 +314,22 @@ mod tests {
         let report = err.report();
         assert!(report.starts_with("provider `provider-a`: create container `web` failed: "), "{report}");
         assert!(report.contains("name in use"), "{report}");
+    }
+
+    #[test]
+    fn a_broken_connection_says_what_it_usually_means() {
+        let broken = Error::from(ProviderError::Api {
+            provider: "provider-b".into(),
+            step: "start container `web`".into(),
+            source: bollard::errors::Error::RequestTimeoutError,
+        });
+        assert!(broken.report().contains("the connection to its Docker daemon broke"), "{}", broken.report());
+        let answered = Error::from(ProviderError::Api {
+            provider: "provider-b".into(),
+            step: "start container `web`".into(),
+            source: bollard::errors::Error::DockerResponseServerError { status_code: 503, message: "busy".into() },
+        });
+        assert!(!answered.report().contains("connection to its Docker daemon"), "{}", answered.report());
     }
 
     #[test]
