@@ -123,7 +123,8 @@ pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Erro
         }
     }
     // Networks an unfinished migration created for this container elsewhere, now unused.
-    for (_, provider) in providers.iter().enumerate().filter(|(i, _)| *i != keep.provider) {
+    let others = providers.iter().enumerate().filter(|(i, _)| *i != keep.provider).map(|(_, p)| p);
+    for provider in others {
         for network in provider.list_networks().await? {
             if network.created_by_migration
                 && keep.networks.contains(&network.name)

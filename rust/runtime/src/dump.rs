@@ -118,10 +118,8 @@ fn run_dump(
     let work = state.private_subdir("dump-work")?;
     // The destination restores into a network namespace it prepared before the freeze: the
     // dump marks the container's own one external so that CRIU expects exactly that.
-    let runc_root =
-        inv.global_value("--root").ok_or_else(|| RuntimeError::Directive("runc was given no --root".into()))?;
     let external: Vec<String> =
-        crate::prepared_netns::external_netns_option(Path::new(runc_root), id)?.into_iter().collect();
+        crate::prepared_netns::external_netns_option(crate::runc_root(inv)?, id)?.into_iter().collect();
     state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)), &external)?;
     let images_dir = checked_images_dir(directive, container_dir)?;
     crate::state_files::create_private_dir(&images_dir)

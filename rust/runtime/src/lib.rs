@@ -38,6 +38,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use error::RuntimeError;
 use runc_args::Invocation;
 
 /// What a handler decided.
@@ -95,6 +96,11 @@ pub fn runc_path(inv: &Invocation) -> PathBuf {
         .map(|dir| dir.join("runc"))
         .find(|candidate| candidate.is_file() && candidate.canonicalize().ok() != me)
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/runc"))
+}
+
+/// runc's state directory (`--root`), which dockerd always passes.
+pub(crate) fn runc_root(inv: &Invocation) -> Result<&Path, RuntimeError> {
+    inv.global_value("--root").map(Path::new).ok_or_else(|| RuntimeError::Directive("runc was given no --root".into()))
 }
 
 /// A runc command with the invocation's global flags.

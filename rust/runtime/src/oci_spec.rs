@@ -64,10 +64,7 @@ impl Spec {
     /// `<runc root>/<id>/state.json`): how `checkpoint` and `start`, which get no `--bundle`,
     /// find the spec.
     pub fn bundle_from_state(runc_root: &Path, id: &str) -> Result<PathBuf, RuntimeError> {
-        let path = runc_root.join(id).join("state.json");
-        let text = fs::read(&path).map_err(RuntimeError::io("spec", format!("read {}", path.display())))?;
-        let state: Value = serde_json::from_slice(&text)
-            .map_err(|e| RuntimeError::Directive(format!("{} is not JSON: {e}", path.display())))?;
+        let (path, state) = runc_state(runc_root, id, "spec")?;
         state["config"]["labels"]
             .as_array()
             .into_iter()
@@ -136,6 +133,16 @@ impl Spec {
         fs::write(&tmp, text).map_err(RuntimeError::io("spec", format!("write {}", tmp.display())))?;
         fs::rename(&tmp, &path).map_err(RuntimeError::io("spec", format!("replace {}", path.display())))
     }
+}
+
+/// runc's state of container `id` (`<runc root>/<id>/state.json`) and its path; `step` names the
+/// wrapper's step in an error.
+pub fn runc_state(runc_root: &Path, id: &str, step: &'static str) -> Result<(PathBuf, Value), RuntimeError> {
+    let path = runc_root.join(id).join("state.json");
+    let text = fs::read(&path).map_err(RuntimeError::io(step, format!("read {}", path.display())))?;
+    let state = serde_json::from_slice(&text)
+        .map_err(|e| RuntimeError::Directive(format!("{} is not JSON: {e}", path.display())))?;
+    Ok((path, state))
 }
 
 /// The upper (writable) directory of the overlay mounted at `root`, from this process's

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::error::RuntimeError;
-use crate::oci_spec::Spec;
+use crate::oci_spec::{runc_state, Spec};
+use crate::state_files::write_private;
 
 /// The argument that makes this binary the namespace holder.
 pub const HOLDER_ARG: &str = "--vimigrate-hold-netns";
@@ -116,28 +117,20 @@ pub fn prepare(spec: &mut Spec, id: &str) -> Result<Option<PreparedNetns>, Runti
 /// one), and the bundle's spec is Docker's again.
 pub fn forget_path(runc_root: &Path, id: &str, original_spec: &Spec) -> Result<(), RuntimeError> {
     original_spec.save()?;
-    let path = runc_root.join(id).join("state.json");
-    let text = std::fs::read(&path).map_err(RuntimeError::io("network", format!("read {}", path.display())))?;
-    let mut state: Value = serde_json::from_slice(&text)
-        .map_err(|e| RuntimeError::Directive(format!("{} is not JSON: {e}", path.display())))?;
+    let (path, mut state) = runc_state(runc_root, id, "network")?;
     let Some(namespaces) = state["config"]["namespaces"].as_array_mut() else { return Ok(()) };
     for ns in namespaces.iter_mut().filter(|ns| ns["type"].as_str() == Some("NEWNET")) {
         ns["path"] = Value::String(String::new());
     }
-    let tmp = path.with_extension("json.vimigrate");
     let body = serde_json::to_vec(&state).map_err(|e| RuntimeError::Directive(e.to_string()))?;
-    write_private(&tmp, &body).map_err(RuntimeError::io("network", format!("write {}", tmp.display())))?;
-    std::fs::rename(&tmp, &path).map_err(RuntimeError::io("network", format!("replace {}", path.display())))
+    write_private(&path, &body).map_err(RuntimeError::io("network", format!("replace {}", path.display())))
 }
 
 /// The CRIU option that marks the container's network namespace external in its dump (what
 /// the destination's prepared namespace replaces), from runc's state of container `id`;
 /// `None` when runc marks it itself (the spec names the namespace) or it has none of its own.
 pub fn external_netns_option(runc_root: &Path, id: &str) -> Result<Option<String>, RuntimeError> {
-    let path = runc_root.join(id).join("state.json");
-    let text = std::fs::read(&path).map_err(RuntimeError::io("network", format!("read {}", path.display())))?;
-    let state: Value = serde_json::from_slice(&text)
-        .map_err(|e| RuntimeError::Directive(format!("{} is not JSON: {e}", path.display())))?;
+    let (_, state) = runc_state(runc_root, id, "network")?;
     external_option_from_state(&state, |ns_path| std::fs::metadata(ns_path).map(|m| m.ino()))
 }
 
@@ -231,12 +224,6 @@ fn run_hook(hook: &Value, state: &Value) -> Result<(), RuntimeError> {
         });
     }
     Ok(())
-}
-
-fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(body)
 }
 
 #[cfg(test)]

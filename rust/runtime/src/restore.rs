@@ -175,10 +175,7 @@ fn run_restore(
         status.stats.addresses_announced = announce::announce_addresses(&path) as u64;
     }
     if netns.is_some() {
-        let forgotten = inv
-            .global_value("--root")
-            .ok_or_else(|| RuntimeError::Directive("runc was given no --root".into()))
-            .and_then(|root| prepared_netns::forget_path(Path::new(root), id, &docker_spec));
+        let forgotten = crate::runc_root(inv).and_then(|root| prepared_netns::forget_path(root, id, &docker_spec));
         if let Err(e) = forgotten {
             // The container runs; only a later Docker (not vimigrate) checkpoint of it would
             // expect its network namespace back from the host that restores it.
