@@ -10,7 +10,7 @@ use bollard::models::{
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use serde::Serialize;
 
-use crate::container_files::rewrite_addresses;
+use vimigrate_protocol::rewrite_addresses;
 use crate::error::{Error, InputError};
 use crate::network_map::NetworkDecision;
 use crate::provider::Provider;

@@ -1,51 +1,14 @@
 //! Where a zone's authoritative server is and how to change it: RFC 2136 with TSIG, or the
 //! PowerDNS Authoritative HTTP API.
 
-use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+
+pub use vimigrate_protocol::Secret;
 
 use crate::dns_record::validate_fqdn;
 use crate::error::InputError;
-
-const REDACTED: &str = "<redacted>";
-
-/// A credential (TSIG secret, API key). Its `Debug`, `Display` and `Serialize` print
-/// `<redacted>`, so it cannot leak through a message, a log line or a runtime property.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a credential.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The credential itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(REDACTED)
-    }
-}
 
 /// An authoritative server that accepts RFC 2136 dynamic updates signed with TSIG (BIND, Knot...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -100,13 +100,8 @@ pub enum IntegrityError {
         detail: String,
     },
     /// A CRIU image (e.g. stats-dump) could not be decoded.
-    #[error("cannot decode CRIU image {file}: {detail}")]
-    CriuImage {
-        /// The image file name.
-        file: String,
-        /// What was wrong.
-        detail: String,
-    },
+    #[error(transparent)]
+    CriuImage(#[from] vimigrate_protocol::CriuImageError),
 }
 
 /// A published port the destination cannot offer.
@@ -223,17 +218,7 @@ impl Error {
     }
 }
 
-/// Any error and all of its causes on one line, outermost first.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(inner) = cause {
-        out.push_str(": ");
-        out.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    out
-}
+pub use vimigrate_protocol::error_chain;
 
 /// Classifies a Docker client error by whether the daemon answered and what it said.
 pub(crate) fn docker_error_kind(err: &bollard::errors::Error) -> ErrorKind {

@@ -16,7 +16,6 @@ mod container_files;
 mod container_remove;
 mod container_spec;
 mod criu_probe;
-mod criu_stats;
 mod direct_path;
 mod dns_error;
 mod dns_plan;
@@ -38,8 +37,6 @@ mod network;
 mod network_map;
 mod probe;
 mod provider;
-pub mod rfc3339;
-pub mod runtime_directive;
 mod strict;
 mod tar_manifest;
 mod tar_writer;
@@ -47,16 +44,13 @@ mod tar_writer;
 pub use archive::{copy_archive, read_manifest, verify_copy, CopyReport};
 pub use container_clone::VolumeMount;
 pub use container_deploy::{DeployedContainer, PublishedPort};
-pub use container_files::{rewrite_addresses, CriuTcp};
+pub use container_files::CriuTcp;
 pub use container_spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol, VolumeSpec};
 pub use criu_probe::CriuCheck;
-pub use criu_stats::{
-    parse_dump_stats, parse_restore_stats, DumpStats, RestoreStats, DUMP_STATS_FILE, RESTORE_STATS_FILE,
-};
 pub use dns_error::DnsError;
 pub use dns_plan::{apply as dns_apply, lookup as dns_lookup, plan as dns_plan, RecordChange};
 pub use dns_record::{DnsRecord, RecordType, MAX_TTL};
-pub use dns_server::{DnsServerConfig, PowerDnsConfig, Rfc2136Config, Secret};
+pub use dns_server::{DnsServerConfig, PowerDnsConfig, Rfc2136Config};
 pub use endpoint::{Endpoint, ProviderConfig, TlsFiles};
 pub use error::{
     error_chain, Error, ErrorKind, InputError, IntegrityError, PortTaken, ProviderError, RuntimeStepError,
@@ -72,6 +66,14 @@ pub use network_map::{AddressMode, NetworkDecision};
 pub use probe::ProviderReport;
 pub use provider::Provider;
 pub use tar_manifest::{Entry, TarManifest, TarManifestBuilder, CAPTURE_LIMIT};
+
+pub use vimigrate_protocol as protocol;
+pub use vimigrate_protocol::{
+    parse_dump_stats, parse_restore_stats, rewrite_addresses, rfc3339, DumpStats, RestoreStats, Secret,
+    DUMP_STATS_FILE, RESTORE_STATS_FILE,
+};
+pub(crate) use vimigrate_protocol as runtime_directive;
+pub(crate) use vimigrate_protocol::criu_stats;
 
 /// The version of this engine, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

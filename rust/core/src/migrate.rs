@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::{copy_archive, verify_copy};
 use crate::container_clone::{CloneChanges, SourceContainer};
-use crate::container_files::{rewrite_addresses, CriuTcp};
+use crate::container_files::CriuTcp;
+use vimigrate_protocol::rewrite_addresses;
 use crate::criu_stats::{parse_dump_stats, DumpStats, RestoreStats};
 use crate::direct_path::{choose_path, DirectTransfer, PathChoice, TransferKeys};
 use crate::error::{Error, InputError, PortTaken, ProviderError};

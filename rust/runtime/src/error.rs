@@ -113,6 +113,6 @@ impl RuntimeError {
 
     /// The error and its causes on one line.
     pub fn report(&self) -> String {
-        vimigrate_core::error_chain(self)
+        vimigrate_protocol::error_chain(self)
     }
 }

@@ -12,7 +12,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use vimigrate_core::runtime_directive::BaselineEntry;
+use vimigrate_protocol::BaselineEntry;
 
 use crate::error::RuntimeError;
 use crate::wire::Kind;

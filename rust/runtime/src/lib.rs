@@ -3,7 +3,7 @@
 //! dockerd knows it as an OCI runtime (`"runtimes": {"vimigrate": {"path": ...}}` in
 //! daemon.json) and calls it exactly as it calls runc. For every call it is runc: it `exec`s the
 //! real runc with the same arguments. It differs only when the broker left a directive in the
-//! container's directory (see [`vimigrate_core::runtime_directive`]):
+//! container's directory (see [`vimigrate_protocol`]):
 //!
 //! - `checkpoint` with a dump directive: runc dumps into the container's Docker checkpoint
 //!   directory while the writable layer's delta, the volumes and the page images stream to the
@@ -73,7 +73,7 @@ pub(crate) fn fail(
     migration: &str,
     e: &error::RuntimeError,
 ) -> Outcome {
-    use vimigrate_core::runtime_directive::{RuntimeFailure, RuntimeState, RuntimeStatus};
+    use vimigrate_protocol::{RuntimeFailure, RuntimeState, RuntimeStatus};
     state.write_status(&RuntimeStatus {
         migration: migration.to_string(),
         state: RuntimeState::Failed,

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use vimigrate_core::runtime_directive::{CRIU_CONFIG_ANNOTATION, CRIU_CONF_FILE, STATE_DIR};
+use vimigrate_protocol::{CRIU_CONFIG_ANNOTATION, CRIU_CONF_FILE, STATE_DIR};
 
 use crate::error::RuntimeError;
 

@@ -10,9 +10,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use vimigrate_core::rewrite_addresses;
-use vimigrate_core::runtime_directive::{Action, Directive, RestoreDirective, RuntimeState, RuntimeStatus};
-use vimigrate_core::{parse_restore_stats, RESTORE_STATS_FILE};
+use vimigrate_protocol::rewrite_addresses;
+use vimigrate_protocol::{Action, Directive, RestoreDirective, RuntimeState, RuntimeStatus};
+use vimigrate_protocol::{parse_restore_stats, RESTORE_STATS_FILE};
 
 use crate::announce;
 use crate::dump::{checked_images_dir, locate};

@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::time::SystemTime;
 
-use vimigrate_core::rfc3339::format_rfc3339;
+use vimigrate_protocol::rfc3339::format_rfc3339;
 
 /// One log line in runc's format.
 pub fn error_line(message: &str) -> String {
@@ -37,6 +37,6 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
         assert_eq!(value["level"], "error");
         assert_eq!(value["msg"], "vimigrate-runtime: restore: runc restore failed");
-        assert!(vimigrate_core::rfc3339::parse_rfc3339_ns(value["time"].as_str().unwrap()).is_some());
+        assert!(vimigrate_protocol::rfc3339::parse_rfc3339_ns(value["time"].as_str().unwrap()).is_some());
     }
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use vimigrate_core::runtime_directive::{
+use vimigrate_protocol::{
     CriuOptions, Directive, RuntimeStatus, TcpMode, ABORT_FILE, CRIU_CONF_FILE, DIRECTIVE_FILE, DIRECTIVE_VERSION,
     STATE_DIR, STATUS_FILE,
 };

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use vimigrate_core::runtime_directive::BaselineEntry;
+use vimigrate_protocol::BaselineEntry;
 use vimigrate_runtime::error::RuntimeError;
 use vimigrate_runtime::layer_delta::{layer_delta, whole_tree};
 use vimigrate_runtime::receive::{self, ReceivePlan, ReceiveReport};

@@ -1,53 +1,19 @@
-//! What the broker asks of `vimigrate-runtime`, the OCI runtime wrapper on a provider host, and
-//! what the wrapper reports back: the contract of the direct migration path.
-//!
-//! Docker's checkpoint API moves the images through containerd's content store, twice in each
-//! direction (platform.md: 60-75 MB/s, 23-26 s of downtime for 500 MiB). On the direct path
-//! Docker still drives every step (`docker checkpoint create` on the source, `docker start` on
-//! the destination), but the runtime it calls is `vimigrate-runtime`, which finds a *directive*
-//! for the container and turns the call into a dump streamed straight to the destination host,
-//! or into a restore from what arrived. The container stays under Docker's management
-//! throughout: `docker ps`, `logs`, `stop` and the next migration work as for any container.
-//!
-//! Both files live in the container's own directory on its host,
-//! `<DockerRootDir>/containers/<id>/vimigrate/`, so that they disappear with the container. The
-//! broker writes the directive (and reads the status) through a helper container that
-//! bind-mounts that directory; the wrapper finds the directory from the container's OCI spec
-//! (the source of its `/etc/hostname` mount). The wrapper deletes a directive as soon as it acts
-//! on it, so a later plain `docker start` never replays a restore.
+//! What the broker asks of `vimigrate-runtime` about one container: a dump streamed to the
+//! destination host, or a restore (from what arrives, or from a dump already on the host).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::criu_stats::{DumpStats, RestoreStats};
-use crate::dns_server::Secret;
-
-/// The version of the directive format; a wrapper refuses any other.
-pub const DIRECTIVE_VERSION: u32 = 1;
-/// The name under which provider hosts register `vimigrate-runtime` with dockerd
-/// (`"runtimes": {"vimigrate": {"path": "/usr/local/bin/vimigrate-runtime"}}` in daemon.json).
-pub const RUNTIME_NAME: &str = "vimigrate";
-/// The wrapper's directory inside a container's directory.
-pub const STATE_DIR: &str = "vimigrate";
-/// The directive, in [`STATE_DIR`].
-pub const DIRECTIVE_FILE: &str = "directive.json";
-/// The wrapper's report, in [`STATE_DIR`].
-pub const STATUS_FILE: &str = "status.json";
-/// Written by the broker next to a directive a wrapper waits on, to withdraw it (a rollback).
-pub const ABORT_FILE: &str = "abort";
-/// The per-container CRIU configuration the wrapper writes before each dump or restore, in
-/// [`STATE_DIR`]; runc hands it to CRIU through the `org.criu.config` annotation instead of the
-/// host-wide `/etc/criu/runc.conf`, so two migrations on one host never share CRIU options.
-pub const CRIU_CONF_FILE: &str = "criu.conf";
-/// The OCI annotation runc reads to find a container's CRIU configuration file.
-pub const CRIU_CONFIG_ANNOTATION: &str = "org.criu.config";
+use crate::secret::Secret;
+#[cfg(test)]
+use crate::DIRECTIVE_VERSION;
 
 /// One request to the wrapper about one container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Directive {
-    /// [`DIRECTIVE_VERSION`].
+    /// [`crate::DIRECTIVE_VERSION`].
     pub version: u32,
     /// The migration this belongs to: its checkpoint name. Status reports carry it, so that the
     /// broker never mistakes an earlier migration's report for this one's.
@@ -190,102 +156,6 @@ pub struct BaselineEntry {
 
 fn expose<S: Serializer>(secret: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(secret.expose())
-}
-
-/// How far the wrapper got, written to [`STATUS_FILE`] after every step.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuntimeStatus {
-    /// [`Directive::migration`] of the directive this reports on.
-    pub migration: String,
-    /// The last step reached.
-    pub state: RuntimeState,
-    /// The port the receiver listens on (restore with `receive`).
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// The step that failed and why, when `state` is `failed`.
-    #[serde(default)]
-    pub error: Option<RuntimeFailure>,
-    /// Figures of the steps done so far.
-    #[serde(default)]
-    pub stats: RuntimeStats,
-}
-
-/// Steps of the wrapper's work, in order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuntimeState {
-    /// The directive was read.
-    #[default]
-    Accepted,
-    /// The receiver listens (see [`RuntimeStatus::port`]).
-    Listening,
-    /// Everything arrived and matched its checksums.
-    Received,
-    /// The dump finished (and was sent, when asked).
-    Dumped,
-    /// The restore finished: the container runs.
-    Restored,
-    /// A step failed (see [`RuntimeStatus::error`]).
-    Failed,
-}
-
-/// A failed step of the wrapper.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuntimeFailure {
-    /// `connect`, `send`, `receive`, `verify`, `dump`, `restore`, ...
-    pub step: String,
-    /// What went wrong, with its causes.
-    pub message: String,
-    /// Whether trying again may succeed (an unreachable peer, a timeout).
-    pub retryable: bool,
-}
-
-/// Figures the wrapper measured. Times in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuntimeStats {
-    /// `runc checkpoint`: CRIU's dump, freeze to processes gone.
-    #[serde(default)]
-    pub dump_ms: u64,
-    /// From the start of the dump to the receiver's acknowledgement of the last byte.
-    #[serde(default)]
-    pub send_ms: u64,
-    /// Receiving, from the connection to the last checksum checked.
-    #[serde(default)]
-    pub receive_ms: u64,
-    /// `runc restore`.
-    #[serde(default)]
-    pub restore_ms: u64,
-    /// Preparing the destination's network namespace (Docker's network hook), before the freeze.
-    #[serde(default)]
-    pub network_ms: u64,
-    /// Bytes of checkpoint images moved.
-    #[serde(default)]
-    pub image_bytes: u64,
-    /// Bytes of writable-layer and volume files moved.
-    #[serde(default)]
-    pub file_bytes: u64,
-    /// Writable-layer and volume entries moved (files, directories, links, deletions).
-    #[serde(default)]
-    pub file_entries: u64,
-    /// The wrapper's peak resident memory (KiB).
-    #[serde(default)]
-    pub peak_rss_kib: u64,
-    /// Declared peer files rewritten before the restore, with the addresses replaced in each.
-    #[serde(default)]
-    pub rewrites: Vec<(String, usize)>,
-    /// Addresses announced by gratuitous ARP after the restore.
-    #[serde(default)]
-    pub addresses_announced: u64,
-    /// When the dump started (source) or the restore ended (destination), Unix time in ms:
-    /// the two ends of the interruption as the hosts saw it.
-    #[serde(default)]
-    pub at_unix_ms: u64,
-    /// CRIU's own dump statistics (`stats-dump`).
-    #[serde(default)]
-    pub criu_dump: Option<DumpStats>,
-    /// CRIU's own restore statistics (`stats-restore`).
-    #[serde(default)]
-    pub criu_restore: Option<RestoreStats>,
 }
 
 impl Directive {

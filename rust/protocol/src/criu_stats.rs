@@ -16,7 +16,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::IntegrityError;
+/// A CRIU image that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode CRIU image {file}: {detail}")]
+pub struct CriuImageError {
+    /// The image file name.
+    pub file: String,
+    /// What was wrong.
+    pub detail: String,
+}
 
 /// File name CRIU gives the statistics of a dump.
 pub const DUMP_STATS_FILE: &str = "stats-dump";
@@ -84,8 +92,8 @@ pub struct RestoreStats {
 }
 
 /// Decodes a `stats-dump` image.
-pub fn parse_dump_stats(bytes: &[u8]) -> Result<DumpStats, IntegrityError> {
-    let fail = |detail: String| IntegrityError::CriuImage { file: DUMP_STATS_FILE.to_string(), detail };
+pub fn parse_dump_stats(bytes: &[u8]) -> Result<DumpStats, CriuImageError> {
+    let fail = |detail: String| CriuImageError { file: DUMP_STATS_FILE.to_string(), detail };
     let entry = stats_entry(bytes).map_err(fail)?;
     let dump = submessage(entry, 1, "dump").map_err(fail)?;
     let mut stats = DumpStats::default();
@@ -129,8 +137,8 @@ pub fn parse_dump_stats(bytes: &[u8]) -> Result<DumpStats, IntegrityError> {
 }
 
 /// Decodes a `stats-restore` image.
-pub fn parse_restore_stats(bytes: &[u8]) -> Result<RestoreStats, IntegrityError> {
-    let fail = |detail: String| IntegrityError::CriuImage { file: RESTORE_STATS_FILE.to_string(), detail };
+pub fn parse_restore_stats(bytes: &[u8]) -> Result<RestoreStats, CriuImageError> {
+    let fail = |detail: String| CriuImageError { file: RESTORE_STATS_FILE.to_string(), detail };
     let entry = stats_entry(bytes).map_err(fail)?;
     let restore = submessage(entry, 2, "restore").map_err(fail)?;
     let mut stats = RestoreStats::default();
@@ -378,8 +386,8 @@ mod tests {
         varint(v, out);
     }
 
-    fn is_criu_image_error(err: &IntegrityError, file: &str) -> bool {
-        matches!(err, IntegrityError::CriuImage { file: f, .. } if f == file)
+    fn is_criu_image_error(err: &CriuImageError, file: &str) -> bool {
+        err.file == file
     }
 
     #[test]

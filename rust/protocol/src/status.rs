@@ -1,0 +1,102 @@
+//! What `vimigrate-runtime` reports back to the broker: how far it got with a directive, what
+//! failed, and the figures it measured. Written to [`crate::STATUS_FILE`] after every step.
+
+use serde::{Deserialize, Serialize};
+
+use crate::criu_stats::{DumpStats, RestoreStats};
+
+/// How far the wrapper got, written to [`STATUS_FILE`] after every step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeStatus {
+    /// [`Directive::migration`] of the directive this reports on.
+    pub migration: String,
+    /// The last step reached.
+    pub state: RuntimeState,
+    /// The port the receiver listens on (restore with `receive`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The step that failed and why, when `state` is `failed`.
+    #[serde(default)]
+    pub error: Option<RuntimeFailure>,
+    /// Figures of the steps done so far.
+    #[serde(default)]
+    pub stats: RuntimeStats,
+}
+
+/// Steps of the wrapper's work, in order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeState {
+    /// The directive was read.
+    #[default]
+    Accepted,
+    /// The receiver listens (see [`RuntimeStatus::port`]).
+    Listening,
+    /// Everything arrived and matched its checksums.
+    Received,
+    /// The dump finished (and was sent, when asked).
+    Dumped,
+    /// The restore finished: the container runs.
+    Restored,
+    /// A step failed (see [`RuntimeStatus::error`]).
+    Failed,
+}
+
+/// A failed step of the wrapper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeFailure {
+    /// `connect`, `send`, `receive`, `verify`, `dump`, `restore`, ...
+    pub step: String,
+    /// What went wrong, with its causes.
+    pub message: String,
+    /// Whether trying again may succeed (an unreachable peer, a timeout).
+    pub retryable: bool,
+}
+
+/// Figures the wrapper measured. Times in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeStats {
+    /// `runc checkpoint`: CRIU's dump, freeze to processes gone.
+    #[serde(default)]
+    pub dump_ms: u64,
+    /// From the start of the dump to the receiver's acknowledgement of the last byte.
+    #[serde(default)]
+    pub send_ms: u64,
+    /// Receiving, from the connection to the last checksum checked.
+    #[serde(default)]
+    pub receive_ms: u64,
+    /// `runc restore`.
+    #[serde(default)]
+    pub restore_ms: u64,
+    /// Preparing the destination's network namespace (Docker's network hook), before the freeze.
+    #[serde(default)]
+    pub network_ms: u64,
+    /// Bytes of checkpoint images moved.
+    #[serde(default)]
+    pub image_bytes: u64,
+    /// Bytes of writable-layer and volume files moved.
+    #[serde(default)]
+    pub file_bytes: u64,
+    /// Writable-layer and volume entries moved (files, directories, links, deletions).
+    #[serde(default)]
+    pub file_entries: u64,
+    /// The wrapper's peak resident memory (KiB).
+    #[serde(default)]
+    pub peak_rss_kib: u64,
+    /// Declared peer files rewritten before the restore, with the addresses replaced in each.
+    #[serde(default)]
+    pub rewrites: Vec<(String, usize)>,
+    /// Addresses announced by gratuitous ARP after the restore.
+    #[serde(default)]
+    pub addresses_announced: u64,
+    /// When the dump started (source) or the restore ended (destination), Unix time in ms:
+    /// the two ends of the interruption as the hosts saw it.
+    #[serde(default)]
+    pub at_unix_ms: u64,
+    /// CRIU's own dump statistics (`stats-dump`).
+    #[serde(default)]
+    pub criu_dump: Option<DumpStats>,
+    /// CRIU's own restore statistics (`stats-restore`).
+    #[serde(default)]
+    pub criu_restore: Option<RestoreStats>,
+}
