@@ -153,7 +153,7 @@ pub enum Error {
     PortTaken(#[from] PortTaken),
     /// A DNS server or API failed or refused a request.
     #[error(transparent)]
-    Dns(#[from] crate::dns_error::DnsError),
+    Dns(#[from] crate::dns::error::DnsError),
     /// The runtime wrapper on a provider host failed a step of the direct path.
     #[error(transparent)]
     Runtime(#[from] RuntimeStepError),

@@ -10,8 +10,8 @@ use hickory_proto::rr::{Name, RData, RecordType as WireType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::dns_error::DnsError;
-use crate::dns_record::RecordType;
+use crate::dns::error::DnsError;
+use crate::dns::record::RecordType;
 
 /// Where an exchange goes and what it is for, for error messages.
 pub(crate) struct Target<'a> {

@@ -64,7 +64,7 @@ pub struct VolumeSpec {
     /// Absolute mount point inside the container.
     pub destination: String,
     /// Mount read-only.
-    #[serde(default, deserialize_with = "crate::strict::strict_bool")]
+    #[serde(default, deserialize_with = "crate::serde_strict::strict_bool")]
     pub read_only: bool,
 }
 

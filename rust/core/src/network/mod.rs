@@ -1,13 +1,15 @@
 //! User-defined networks on a provider.
 
+pub mod map;
+
 use std::collections::BTreeMap;
 
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::container_spec::is_valid_docker_name;
+use crate::provider::spec::is_valid_docker_name;
 use crate::error::{is_not_found, Error, InputError, ProviderError};
-use crate::labels::{self, NOT_MANAGED};
+use crate::provider::labels::{self, NOT_MANAGED};
 use crate::provider::Provider;
 
 /// A user-defined bridge network as the user declares it.
@@ -69,13 +71,13 @@ impl NetworkSpec {
             return Err(InputError::new("name", "a network name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*", &self.name));
         }
         if let Some(subnet) = &self.subnet {
-            if crate::network_map::parse_cidr(subnet).is_none() {
+            if crate::network::map::parse_cidr(subnet).is_none() {
                 return Err(InputError::new("subnet", "an IPv4 subnet in CIDR form, e.g. 10.10.0.0/24", subnet));
             }
         }
         if let Some(gateway) = &self.gateway {
             let inside = match (
-                self.subnet.as_deref().and_then(crate::network_map::parse_cidr),
+                self.subnet.as_deref().and_then(crate::network::map::parse_cidr),
                 gateway.parse::<std::net::Ipv4Addr>(),
             ) {
                 (Some((network, len)), Ok(address)) => {

@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
-use crate::dns_error::DnsError;
-use crate::dns_plan::RecordChange;
-use crate::dns_server::PowerDnsConfig;
+use crate::dns::error::DnsError;
+use crate::dns::RecordChange;
+use crate::dns::server::PowerDnsConfig;
 use crate::error::Error;
 
 /// How much of an error body is kept in the message.
@@ -64,7 +64,7 @@ fn clean_body(body: &str, config: &PowerDnsConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns_server::Secret;
+    use crate::dns::server::Secret;
 
     #[test]
     fn echoed_key_is_removed_from_the_body() {

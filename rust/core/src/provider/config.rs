@@ -30,7 +30,7 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub tls: Option<TlsFiles>,
     /// Allow `tcp://` without TLS. Off by default: an unauthenticated Docker API is root on the host.
-    #[serde(default, deserialize_with = "crate::strict::strict_bool")]
+    #[serde(default, deserialize_with = "crate::serde_strict::strict_bool")]
     pub allow_plain_tcp: bool,
     /// Seconds a single API call may take before it is abandoned.
     #[serde(default = "default_timeout_secs")]

@@ -8,7 +8,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 
 use crate::error::{is_not_found, Error};
-use crate::labels::MANAGED_LABEL;
+use crate::provider::labels::MANAGED_LABEL;
 use crate::provider::Provider;
 
 /// Marks helper containers, so that a later run can find and remove any left behind.

@@ -6,6 +6,8 @@
 //! taken there can be restored on the same daemon (a rollback) without copying, and a migration
 //! copies it to the same place on the destination ([`Provider::checkpoint_parent_dir`]).
 
+pub mod criu_probe;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

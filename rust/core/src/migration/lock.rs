@@ -13,8 +13,8 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 
 use crate::error::{Error, ProviderError};
-use crate::helper_container::HELPER_LABEL;
-use crate::labels::MANAGED_LABEL;
+use crate::provider::helper::HELPER_LABEL;
+use crate::provider::labels::MANAGED_LABEL;
 use crate::provider::Provider;
 
 /// Marks lock containers.

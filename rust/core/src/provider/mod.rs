@@ -1,8 +1,18 @@
 //! A connection to one provider's Docker Engine.
 
+pub mod config;
+pub(crate) mod container;
+pub mod deploy;
+pub mod files;
+pub(crate) mod helper;
+pub mod image;
+pub mod labels;
+pub mod probe;
+pub mod spec;
+
 use bollard::Docker;
 
-use crate::endpoint::{Endpoint, ProviderConfig};
+use crate::provider::config::{Endpoint, ProviderConfig};
 use crate::error::{Error, InputError, ProviderError};
 
 /// One provider: a Docker Engine reached through its API, with the API version negotiated.

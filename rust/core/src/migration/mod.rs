@@ -6,23 +6,28 @@
 //! must move does (the layer's delta, volumes, checkpoint images), and any failure from the
 //! freeze on resumes the service on the source from the same checkpoint.
 
+pub mod clone;
+pub mod heal;
+pub(crate) mod lock;
+pub(crate) mod path;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{copy_archive, verify_copy};
-use crate::container_clone::{CloneChanges, SourceContainer};
-use crate::container_files::CriuTcp;
+use crate::transfer::archive::{copy_archive, verify_copy};
+use crate::migration::clone::{CloneChanges, SourceContainer};
+use crate::provider::files::CriuTcp;
 use vimigrate_protocol::rewrite_addresses;
 use crate::criu_stats::{parse_dump_stats, DumpStats, RestoreStats};
-use crate::direct_path::{choose_path, DirectTransfer, PathChoice, TransferKeys};
+use crate::migration::path::direct::{choose_path, DirectTransfer, PathChoice, TransferKeys};
 use crate::error::{Error, InputError, PortTaken, ProviderError};
-use crate::image_transfer::{ensure_image, image_platform};
-use crate::labels;
-use crate::layer_sync::LayerSync;
-use crate::network_map::{self, AddressMode, NetworkDecision};
+use crate::provider::image::{ensure_image, image_platform};
+use crate::provider::labels;
+use crate::transfer::layer_sync::LayerSync;
+use crate::network::map::{self as network_map, AddressMode, NetworkDecision};
 use crate::provider::Provider;
 use crate::runtime_directive::{CriuOptions, Fault, TcpMode, RUNTIME_NAME};
 
@@ -33,15 +38,15 @@ pub struct MigrationOptions {
     /// Name or id of the running container on the source provider.
     pub container: String,
     /// Keep the (stopped) source container after a successful migration.
-    #[serde(default, deserialize_with = "crate::strict::strict_bool")]
+    #[serde(default, deserialize_with = "crate::serde_strict::strict_bool")]
     pub keep_source: bool,
     /// Read the checkpoint back from the destination and compare it with what was sent before
     /// restoring (detects a corrupted transfer; costs one more read of the images).
-    #[serde(default = "yes", deserialize_with = "crate::strict::strict_bool")]
+    #[serde(default = "yes", deserialize_with = "crate::serde_strict::strict_bool")]
     pub verify: bool,
     /// Prove checkpoint/restore works on both hosts with a probe container before anything
     /// changes (about a second per provider).
-    #[serde(default = "yes", deserialize_with = "crate::strict::strict_bool")]
+    #[serde(default = "yes", deserialize_with = "crate::serde_strict::strict_bool")]
     pub check_criu: bool,
     /// Checkpoint name; default `vimigrate-<unix time in ms>`.
     #[serde(default)]
@@ -90,7 +95,7 @@ fn yes() -> bool {
 impl MigrationOptions {
     /// Checks what can be checked without a provider; the error names the first wrong field.
     pub fn validate(&self) -> Result<(), InputError> {
-        if !crate::container_spec::is_valid_docker_name(&self.container) {
+        if !crate::provider::spec::is_valid_docker_name(&self.container) {
             return Err(InputError::new("container", "a container name or id", &self.container));
         }
         if let Some(name) = &self.checkpoint_name {
@@ -861,7 +866,7 @@ impl Migration<'_> {
     /// The source container, as the migration will move it.
     async fn find_source(&self, checkpoint: &str) -> Result<SourceContainer, Error> {
         self.options.validate()?;
-        if !crate::container_spec::is_valid_docker_name(checkpoint) {
+        if !crate::provider::spec::is_valid_docker_name(checkpoint) {
             return Err(
                 InputError::new("checkpoint_name", "a name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*", checkpoint).into()
             );
@@ -1102,7 +1107,7 @@ impl Migration<'_> {
         for volume in &source.volumes {
             let done = total;
             let each = |bytes: u64| progress(done + bytes);
-            let parent = crate::container_files::parent(&volume.destination);
+            let parent = crate::provider::files::parent(&volume.destination);
             let copied =
                 copy_archive(self.src, &source.id, &volume.destination, self.dst, destination_id, parent, &each)
                     .await?;
@@ -1310,6 +1315,6 @@ struct Finished {
 struct Sent {
     total_bytes: u64,
     checkpoint_bytes: u64,
-    manifest: crate::tar_manifest::TarManifest,
+    manifest: crate::transfer::tar::manifest::TarManifest,
     dump_stats: Option<DumpStats>,
 }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::criu_stats::DUMP_STATS_FILE;
 use crate::error::{Error, IntegrityError, ProviderError};
 use crate::provider::Provider;
-use crate::tar_manifest::{TarManifest, TarManifestBuilder};
+use crate::transfer::tar::manifest::{TarManifest, TarManifestBuilder};
 
 /// Chunks queued between the download and the upload. Docker sends chunks of at most a few tens
 /// of KiB, so this bounds the memory a copy holds to about a megabyte, whatever its size.
@@ -305,7 +305,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::tar_manifest::tests::TarWriter;
+    use crate::transfer::tar::manifest::tests::TarWriter;
 
     fn sample() -> Vec<u8> {
         let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();

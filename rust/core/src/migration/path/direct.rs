@@ -28,7 +28,7 @@ use crate::runtime_directive::{
     Action, BaselineEntry, CriuOptions, Directive, DumpDirective, ReceiveFrom, RestoreDirective, RuntimeState,
     RuntimeStatus, SendTo, DIRECTIVE_FILE, DIRECTIVE_VERSION, RUNTIME_NAME, STATE_DIR, STATUS_FILE,
 };
-use crate::tar_writer::private_files_tar;
+use crate::transfer::tar::writer::private_files_tar;
 use crate::Secret;
 
 /// Where the helper containers mount a container's directory.
@@ -57,7 +57,7 @@ impl Provider {
     /// Docker's directory of a container on its host, `<DockerRootDir>/containers/<id>`.
     pub(crate) async fn container_dir(&self, container: &str) -> Result<String, Error> {
         let checkpoints = self.checkpoint_parent_dir(container).await?;
-        Ok(crate::container_files::parent(&checkpoints).to_string())
+        Ok(crate::provider::files::parent(&checkpoints).to_string())
     }
 
     /// The daemon's root directory (`DockerRootDir`).
@@ -77,13 +77,13 @@ impl Provider {
 /// Decides the path: direct when both hosts run `vimigrate-runtime`, the source container runs
 /// under it, and the destination has an address the source host can reach.
 pub(crate) fn choose_path(
-    wanted: crate::migrate::Method,
+    wanted: crate::migration::Method,
     src_has: bool,
     dst_has: bool,
     source_runtime: Option<&str>,
     dst: &Provider,
 ) -> Result<PathChoice, String> {
-    use crate::migrate::Method;
+    use crate::migration::Method;
     let reason = if wanted == Method::Docker {
         Some("method docker was asked for".to_string())
     } else if !src_has {

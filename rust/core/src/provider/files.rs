@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{is_not_found, Error, IntegrityError};
 use crate::provider::Provider;
-use crate::tar_manifest::TarManifestBuilder;
-use crate::tar_writer::single_file_tar;
+use crate::transfer::tar::manifest::TarManifestBuilder;
+use crate::transfer::tar::writer::single_file_tar;
 use vimigrate_protocol::rewrite_addresses;
 
 /// Where runc's CRIU reads its options on a provider host.

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bollard::models::ChangeType;
 use bollard::query_parameters::ContainerArchiveInfoOptionsBuilder;
 
-use crate::archive::copy_archive;
-use crate::container_files::parent;
+use crate::transfer::archive::copy_archive;
+use crate::provider::files::parent;
 use crate::error::{is_not_found, Error};
 use crate::provider::Provider;
 

@@ -17,7 +17,7 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 
 use crate::error::{is_not_found, Error, ProviderError};
-use crate::labels;
+use crate::provider::labels;
 use crate::provider::Provider;
 
 /// Repository of the probe image on every provider; its tag is the engine's version.
@@ -115,7 +115,7 @@ pub(crate) fn probe_elf() -> Vec<u8> {
 /// The probe image's root filesystem as a tar: `/probe` (0755) and the empty directories a
 /// container's mounts go on.
 pub(crate) fn probe_rootfs_tar() -> Vec<u8> {
-    use crate::tar_writer::ustar_header;
+    use crate::transfer::tar::writer::ustar_header;
     let program = probe_elf();
     let mut tar = Vec::new();
     for dir in ["dev/", "etc/", "proc/", "sys/"] {

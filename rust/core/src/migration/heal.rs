@@ -18,15 +18,15 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::{ListContainersOptionsBuilder, StartContainerOptions};
 use serde::Serialize;
 
-use crate::direct_path::{local_restore_directive, place_directive, MOUNT};
+use crate::migration::path::direct::{local_restore_directive, place_directive, MOUNT};
 use crate::error::{Error, ProviderError};
-use crate::helper_container::{HELPER_FOR_LABEL, HELPER_LABEL};
-use crate::migration_lock::{lock_name, LOCK_LABEL};
+use crate::provider::helper::{HELPER_FOR_LABEL, HELPER_LABEL};
+use crate::migration::lock::{lock_name, LOCK_LABEL};
 use crate::provider::Provider;
 use crate::runtime_directive::{
     CriuOptions, RuntimeState, RuntimeStatus, ABORT_FILE, RUNTIME_NAME, STATE_DIR, STATUS_FILE,
 };
-use crate::tar_writer::private_files_tar;
+use crate::transfer::tar::writer::private_files_tar;
 
 /// How long heal waits for a destination's waiting start to end after withdrawing it.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -57,7 +57,7 @@ struct Copy {
 
 /// Makes container `name` run on exactly one of `providers` (see the module documentation).
 pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Error> {
-    crate::container_spec::is_valid_docker_name(name)
+    crate::provider::spec::is_valid_docker_name(name)
         .then_some(())
         .ok_or_else(|| crate::error::InputError::new("container", "a container name", name))?;
     let mut report = HealReport { container: name.to_string(), ..Default::default() };
@@ -254,7 +254,7 @@ async fn resume_from_checkpoint(providers: &[Provider], copies: &[Copy], name: &
             .list_checkpoints(&copy.id)
             .await?
             .into_iter()
-            .filter(|c| !c.ends_with(crate::migrate::DOCKER_CHECKPOINT_SUFFIX))
+            .filter(|c| !c.ends_with(crate::migration::DOCKER_CHECKPOINT_SUFFIX))
             .collect();
         let Some(checkpoint) = dumps.into_iter().next_back() else {
             continue;

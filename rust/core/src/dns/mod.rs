@@ -2,13 +2,19 @@
 //! answers, compute the record changes that make it match the desired state, then apply exactly
 //! those. Applying a desired state twice changes nothing the second time.
 
+mod backend;
+pub mod error;
+pub mod record;
+pub mod server;
+mod wire;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dns_record::{canonical_value, in_zone, validate_fqdn, DnsRecord, RecordType, MAX_TTL};
-use crate::dns_server::DnsServerConfig;
-use crate::dns_wire::{query, Target};
+use crate::dns::record::{canonical_value, in_zone, validate_fqdn, DnsRecord, RecordType, MAX_TTL};
+use crate::dns::server::DnsServerConfig;
+use crate::dns::wire::{query, Target};
 use crate::error::{Error, InputError};
 
 /// One RRset to change: what the server answers now (`before`) and what it should answer
@@ -57,8 +63,8 @@ pub async fn apply(server: &DnsServerConfig, changes: &[RecordChange]) -> Result
         return Ok(());
     }
     match server {
-        DnsServerConfig::Rfc2136(config) => crate::dns_rfc2136::update(config, changes).await,
-        DnsServerConfig::Powerdns(config) => crate::dns_powerdns::patch(config, changes).await,
+        DnsServerConfig::Rfc2136(config) => crate::dns::backend::rfc2136::update(config, changes).await,
+        DnsServerConfig::Powerdns(config) => crate::dns::backend::powerdns::patch(config, changes).await,
     }
 }
 

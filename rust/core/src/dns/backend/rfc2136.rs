@@ -9,11 +9,11 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, Updat
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{DNSClass, RData, Record};
 
-use crate::dns_error::DnsError;
-use crate::dns_plan::RecordChange;
-use crate::dns_record::RecordType;
-use crate::dns_server::Rfc2136Config;
-use crate::dns_wire::{exchange, new_id, wire_name, wire_type, Target};
+use crate::dns::error::DnsError;
+use crate::dns::RecordChange;
+use crate::dns::record::RecordType;
+use crate::dns::server::Rfc2136Config;
+use crate::dns::wire::{exchange, new_id, wire_name, wire_type, Target};
 use crate::error::{Error, InputError};
 
 /// How far apart our clock and the server's may be, in seconds (BIND's default).

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 pub use vimigrate_protocol::Secret;
 
-use crate::dns_record::validate_fqdn;
+use crate::dns::record::validate_fqdn;
 use crate::error::InputError;
 
 /// An authoritative server that accepts RFC 2136 dynamic updates signed with TSIG (BIND, Knot...).

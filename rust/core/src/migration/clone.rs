@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use vimigrate_protocol::rewrite_addresses;
 use crate::error::{Error, InputError};
-use crate::network_map::NetworkDecision;
+use crate::network::map::NetworkDecision;
 use crate::provider::Provider;
 
 /// Docker's built-in networks: present on every daemon, never created by vimigrate.

@@ -3,7 +3,7 @@
 use bollard::query_parameters::RemoveContainerOptionsBuilder;
 
 use crate::error::{is_not_found, Error, ProviderError};
-use crate::labels::{self, NOT_MANAGED};
+use crate::provider::labels::{self, NOT_MANAGED};
 use crate::provider::Provider;
 
 impl Provider {

@@ -9,9 +9,9 @@ use bollard::models::{
 use bollard::query_parameters::{CreateContainerOptionsBuilder, StartContainerOptions};
 use serde::Serialize;
 
-use crate::container_spec::{ContainerSpec, NetworkAttachment};
+use crate::provider::spec::{ContainerSpec, NetworkAttachment};
 use crate::error::{is_not_found, Error, ProviderError};
-use crate::labels;
+use crate::provider::labels;
 use crate::provider::Provider;
 
 /// A published port as the provider bound it.
@@ -56,7 +56,7 @@ fn endpoint_settings(attachment: &NetworkAttachment) -> EndpointSettings {
 }
 
 fn create_body(spec: &ContainerSpec, runtime: Option<String>) -> ContainerCreateBody {
-    let port_key = |p: &crate::container_spec::PortSpec| format!("{}/{}", p.container_port, p.protocol.as_str());
+    let port_key = |p: &crate::provider::spec::PortSpec| format!("{}/{}", p.container_port, p.protocol.as_str());
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &spec.ports {
         port_bindings.entry(port_key(port)).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(
@@ -284,7 +284,7 @@ impl Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container_spec::{PortSpec, Protocol};
+    use crate::provider::spec::{PortSpec, Protocol};
 
     #[test]
     fn create_body_maps_ports_networks_and_labels() {

@@ -1,0 +1,3 @@
+//! How the checkpoint moves.
+
+pub(crate) mod direct;
