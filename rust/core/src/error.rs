@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::dns::error::DnsError;
+
 /// One field of the caller's input is wrong: names the field and what is expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid `{field}`: expected {expected}, got {got}")]
@@ -47,7 +49,9 @@ pub enum ProviderError {
         #[source]
         source: bollard::errors::Error,
     },
-    /// The provider cannot do what vimigrate needs (e.g. no experimental mode).
+    /// The provider lacks a capability vimigrate needs (experimental mode, a CRIU that can dump
+    /// and restore, the image's architecture, the direct path's runtime): only for what a
+    /// provider cannot do, never for an operation that failed.
     #[error("provider `{provider}`: {requirement} is not met: {detail}")]
     Unsuitable {
         /// Provider name.
@@ -55,6 +59,39 @@ pub enum ProviderError {
         /// The requirement, e.g. "experimental mode".
         requirement: &'static str,
         /// What was found instead.
+        detail: String,
+    },
+    /// A step ran but did not have the effect it must have (a restored container that stopped
+    /// at once, a directive that reads back different, a runtime that never reported).
+    #[error("provider `{provider}`: {step} failed: {detail}")]
+    Failed {
+        /// Provider name (`broker` for the broker's own steps).
+        provider: String,
+        /// The step, e.g. "restore container `web`".
+        step: String,
+        /// What was found instead of the step's effect.
+        detail: String,
+    },
+    /// Something a step relies on is not there (the checkpoint a stopped container would be
+    /// resumed from).
+    #[error("provider `{provider}`: {what} is missing: {detail}")]
+    Missing {
+        /// Provider name, or several, comma-separated.
+        provider: String,
+        /// What is missing, e.g. "a checkpoint to resume from".
+        what: &'static str,
+        /// Where it was looked for.
+        detail: String,
+    },
+    /// What the providers hold contradicts an invariant the step keeps (one container running
+    /// on several providers): nothing was changed, the operator decides.
+    #[error("provider `{provider}`: {invariant} does not hold: {detail}")]
+    Inconsistent {
+        /// Provider name, or several, comma-separated.
+        provider: String,
+        /// The invariant, e.g. "the container runs on one provider".
+        invariant: &'static str,
+        /// What was found and what to do.
         detail: String,
     },
     /// Another migration of the container holds its lock.
@@ -153,7 +190,7 @@ pub enum Error {
     PortTaken(#[from] PortTaken),
     /// A DNS server or API failed or refused a request.
     #[error(transparent)]
-    Dns(#[from] crate::dns::error::DnsError),
+    Dns(#[from] DnsError),
     /// The runtime wrapper on a provider host failed a step of the direct path.
     #[error(transparent)]
     Runtime(#[from] RuntimeStepError),
@@ -198,6 +235,9 @@ impl Error {
             Error::Provider(ProviderError::Connect { .. }) => ErrorKind::Unavailable,
             Error::Provider(ProviderError::Api { source, .. }) => docker_error_kind(source),
             Error::Provider(ProviderError::Unsuitable { .. }) => ErrorKind::Unsuitable,
+            Error::Provider(ProviderError::Failed { .. }) => ErrorKind::Failed,
+            Error::Provider(ProviderError::Missing { .. }) => ErrorKind::NotFound,
+            Error::Provider(ProviderError::Inconsistent { .. }) => ErrorKind::Conflict,
             Error::Provider(ProviderError::NameTaken { .. }) => ErrorKind::Conflict,
             Error::Provider(ProviderError::Busy { .. }) => ErrorKind::Conflict,
             // A corrupted transfer may well succeed when repeated.
@@ -219,6 +259,31 @@ impl Error {
 }
 
 pub use vimigrate_protocol::error_chain;
+
+// Here rather than in dns/error.rs: the error kinds are this module's, and dns/ only describes
+// what failed.
+impl DnsError {
+    /// The class of this error: unreachable or slow servers may recover, bad credentials and
+    /// refusals will not.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DnsError::Unreachable { .. } | DnsError::Timeout { .. } => ErrorKind::Unavailable,
+            DnsError::Denied { .. } => ErrorKind::AccessDenied,
+            DnsError::Refused { .. } => ErrorKind::Failed,
+            DnsError::Rcode { rcode, .. } if rcode.starts_with("SERVFAIL") => ErrorKind::Unavailable,
+            DnsError::Rcode { .. } | DnsError::Protocol { .. } => ErrorKind::Failed,
+            DnsError::Http { source, .. } if source.is_connect() || source.is_timeout() => ErrorKind::Unavailable,
+            DnsError::Http { .. } => ErrorKind::Failed,
+            DnsError::Api { status, .. } => match status {
+                401 | 403 => ErrorKind::AccessDenied,
+                404 => ErrorKind::NotFound,
+                400 | 422 => ErrorKind::InvalidInput,
+                502..=504 => ErrorKind::Unavailable,
+                _ => ErrorKind::Failed,
+            },
+        }
+    }
+}
 
 /// Classifies a Docker client error by whether the daemon answered and what it said.
 pub(crate) fn docker_error_kind(err: &bollard::errors::Error) -> ErrorKind {

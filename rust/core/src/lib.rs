@@ -20,7 +20,7 @@ pub mod transfer;
 pub use transfer::archive::{copy_archive, read_manifest, verify_copy, CopyReport};
 pub use migration::clone::VolumeMount;
 pub use provider::deploy::{DeployedContainer, PublishedPort};
-pub use provider::files::CriuTcp;
+pub use checkpoint::criu_options::CriuTcp;
 pub use provider::spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol, VolumeSpec};
 pub use checkpoint::criu_probe::CriuCheck;
 pub use dns::error::DnsError;

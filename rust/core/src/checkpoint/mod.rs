@@ -6,6 +6,7 @@
 //! taken there can be restored on the same daemon (a rollback) without copying, and a migration
 //! copies it to the same place on the destination ([`Provider::checkpoint_parent_dir`]).
 
+pub mod criu_options;
 pub mod criu_probe;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use bollard::container::{CreateCheckpointOptions, DeleteCheckpointOptions, ListC
 use bollard::query_parameters::StartContainerOptions;
 use bollard::BollardRequest;
 
-use crate::error::{is_not_found, Error, InputError, ProviderError};
+use crate::error::{is_not_found, Error, InputError};
 use crate::provider::Provider;
 
 /// Longest checkpoint name accepted: it becomes a directory name (NAME_MAX).
@@ -200,23 +201,7 @@ impl Provider {
     /// The directory on the provider's host where a restore on this daemon looks for the
     /// checkpoints of `container`: `<DockerRootDir>/containers/<full id>/checkpoints`.
     pub async fn checkpoint_parent_dir(&self, container: &str) -> Result<String, Error> {
-        let info = self.docker().info().await.map_err(self.api_error("read system info"))?;
-        let root = info.docker_root_dir.filter(|r| !r.is_empty()).ok_or_else(|| ProviderError::Unsuitable {
-            provider: self.name().to_string(),
-            requirement: "Docker root directory",
-            detail: "GET /info reported no DockerRootDir".to_string(),
-        })?;
-        let inspect = self
-            .docker()
-            .inspect_container(container, None)
-            .await
-            .map_err(self.api_error(format!("inspect container `{container}`")))?;
-        let id = inspect.id.filter(|id| !id.is_empty()).ok_or_else(|| ProviderError::Unsuitable {
-            provider: self.name().to_string(),
-            requirement: "container id",
-            detail: format!("inspecting container `{container}` returned no id"),
-        })?;
-        Ok(format!("{}/containers/{id}/checkpoints", root.trim_end_matches('/')))
+        Ok(format!("{}/checkpoints", self.container_dir(container).await?))
     }
 
     /// Whether `container` has checkpoint `name`; `false` when the container is gone.

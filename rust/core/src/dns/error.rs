@@ -1,8 +1,6 @@
 //! Failures while reading or changing a zone. Each names the server (its address, never a
 //! credential) and the step, and keeps its cause.
 
-use crate::error::ErrorKind;
-
 /// A failure talking to a zone's authoritative server or its API.
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -94,25 +92,3 @@ pub enum DnsError {
     },
 }
 
-impl DnsError {
-    /// The class of this error: unreachable or slow servers may recover, bad credentials and
-    /// refusals will not.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            DnsError::Unreachable { .. } | DnsError::Timeout { .. } => ErrorKind::Unavailable,
-            DnsError::Denied { .. } => ErrorKind::AccessDenied,
-            DnsError::Refused { .. } => ErrorKind::Failed,
-            DnsError::Rcode { rcode, .. } if rcode.starts_with("SERVFAIL") => ErrorKind::Unavailable,
-            DnsError::Rcode { .. } | DnsError::Protocol { .. } => ErrorKind::Failed,
-            DnsError::Http { source, .. } if source.is_connect() || source.is_timeout() => ErrorKind::Unavailable,
-            DnsError::Http { .. } => ErrorKind::Failed,
-            DnsError::Api { status, .. } => match status {
-                401 | 403 => ErrorKind::AccessDenied,
-                404 => ErrorKind::NotFound,
-                400 | 422 => ErrorKind::InvalidInput,
-                502..=504 => ErrorKind::Unavailable,
-                _ => ErrorKind::Failed,
-            },
-        }
-    }
-}

@@ -10,27 +10,12 @@ mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
 
+pub use crate::dns::record::RecordChange;
 use crate::dns::record::{canonical_value, in_zone, validate_fqdn, DnsRecord, RecordType, MAX_TTL};
 use crate::dns::server::DnsServerConfig;
 use crate::dns::wire::{query, Target};
 use crate::error::{Error, InputError};
-
-/// One RRset to change: what the server answers now (`before`) and what it should answer
-/// (`after`, `None` to delete). Values are `(value, ttl)`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecordChange {
-    /// Fully qualified name.
-    pub name: String,
-    /// Record type.
-    pub rtype: RecordType,
-    /// The current value and TTL, `None` when the name has no record of this type.
-    pub before: Option<(String, u32)>,
-    /// The wanted value and TTL, `None` to delete the RRset.
-    pub after: Option<(String, u32)>,
-}
 
 /// What the server answers, per (lower-case name, type).
 type Current = BTreeMap<(String, RecordType), Vec<(String, u32)>>;

@@ -114,6 +114,21 @@ pub(crate) fn in_zone(name: &str, zone: &str) -> bool {
     name == zone || name.ends_with(&format!(".{zone}"))
 }
 
+/// One RRset to change: what the server answers now (`before`) and what it should answer
+/// (`after`, `None` to delete). Values are `(value, ttl)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordChange {
+    /// Fully qualified name.
+    pub name: String,
+    /// Record type.
+    pub rtype: RecordType,
+    /// The current value and TTL, `None` when the name has no record of this type.
+    pub before: Option<(String, u32)>,
+    /// The wanted value and TTL, `None` to delete the RRset.
+    pub after: Option<(String, u32)>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,7 +189,7 @@ async fn helpers_of(provider: &Provider, name: &str) -> Result<Vec<String>, Erro
 /// A helper on `provider` that mounts the directory of container `id`, found without
 /// inspecting the container (an inspect waits for a start in progress).
 async fn dir_helper(provider: &Provider, id: &str, image: &str, name: &str) -> Result<String, Error> {
-    let dir = format!("{}/containers/{id}", provider.docker_root_dir().await?);
+    let dir = provider.container_dir_of_id(id).await?;
     let tag: String = id.chars().take(12).collect();
     provider.create_helper(&format!("vimigrate-helper-heal-{tag}"), image, &dir, MOUNT, false, name).await
 }
@@ -299,7 +299,7 @@ async fn restore_locally(
 ) -> Result<(), Error> {
     let helper = dir_helper(provider, id, image, name).await?;
     let result = async {
-        let dir = format!("{}/containers/{id}", provider.docker_root_dir().await?);
+        let dir = provider.container_dir_of_id(id).await?;
         let criu = CriuOptions { tcp: None, skip_in_flight: true };
         place_directive(provider, &helper, &local_restore_directive(&dir, checkpoint, &criu)).await?;
         provider

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::transfer::archive::{copy_archive, verify_copy};
 use crate::migration::clone::{CloneChanges, SourceContainer};
-use crate::provider::files::CriuTcp;
+use crate::checkpoint::criu_options::CriuTcp;
 use vimigrate_protocol::rewrite_addresses;
 use crate::criu_stats::{parse_dump_stats, DumpStats, RestoreStats};
 use crate::migration::path::direct::{choose_path, DirectTransfer, PathChoice, TransferKeys};

@@ -1,5 +1,6 @@
 //! User-defined networks on a provider.
 
+pub(crate) mod cidr;
 pub mod map;
 
 use std::collections::BTreeMap;
@@ -71,13 +72,13 @@ impl NetworkSpec {
             return Err(InputError::new("name", "a network name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*", &self.name));
         }
         if let Some(subnet) = &self.subnet {
-            if crate::network::map::parse_cidr(subnet).is_none() {
+            if cidr::parse_cidr(subnet).is_none() {
                 return Err(InputError::new("subnet", "an IPv4 subnet in CIDR form, e.g. 10.10.0.0/24", subnet));
             }
         }
         if let Some(gateway) = &self.gateway {
             let inside = match (
-                self.subnet.as_deref().and_then(crate::network::map::parse_cidr),
+                self.subnet.as_deref().and_then(cidr::parse_cidr),
                 gateway.parse::<std::net::Ipv4Addr>(),
             ) {
                 (Some((network, len)), Ok(address)) => {
@@ -123,10 +124,10 @@ impl Provider {
             .await
             .map_err(self.api_error(format!("create network `{}`", spec.name)))?;
         self.inspect_network(&spec.name).await?.ok_or_else(|| {
-            ProviderError::Unsuitable {
+            ProviderError::Failed {
                 provider: self.name().to_string(),
-                requirement: "network creation",
-                detail: format!("network `{}` vanished right after it was created", spec.name),
+                step: format!("create network `{}`", spec.name),
+                detail: "the network vanished right after it was created".into(),
             }
             .into()
         })

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
 
-use crate::error::{is_not_found, Error};
+use crate::error::Error;
 use crate::provider::labels::MANAGED_LABEL;
 use crate::provider::Provider;
 
@@ -57,14 +57,5 @@ impl Provider {
         Ok(created.id)
     }
 
-    /// Removes a container whatever its labels say (a helper, or the migrated source once its
-    /// service runs elsewhere). Returns `false` when it was already gone.
-    pub(crate) async fn force_remove(&self, container: &str) -> Result<bool, Error> {
-        let options = RemoveContainerOptionsBuilder::default().force(true).v(false).build();
-        match self.docker().remove_container(container, Some(options)).await {
-            Ok(()) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(self.api_error(format!("remove container `{container}`"))(e)),
-        }
-    }
+
 }

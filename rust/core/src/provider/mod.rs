@@ -115,4 +115,40 @@ impl Provider {
         let step = step.into();
         move |source| ProviderError::Api { provider: self.name.clone(), step, source }.into()
     }
+
+    /// The daemon's root directory (`DockerRootDir`), where it keeps every container's directory.
+    pub(crate) async fn docker_root_dir(&self) -> Result<String, Error> {
+        let info = self.docker().info().await.map_err(self.api_error("read system info"))?;
+        info.docker_root_dir.filter(|r| !r.is_empty()).map(|r| r.trim_end_matches('/').to_string()).ok_or_else(|| {
+            ProviderError::Failed {
+                provider: self.name().to_string(),
+                step: "read the Docker root directory".into(),
+                detail: "GET /info reported no DockerRootDir".into(),
+            }
+            .into()
+        })
+    }
+
+    /// Docker's directory of the container with the full id `id` on its host,
+    /// `<DockerRootDir>/containers/<id>`, found without inspecting the container (an inspect
+    /// waits for a start in progress).
+    pub(crate) async fn container_dir_of_id(&self, id: &str) -> Result<String, Error> {
+        Ok(format!("{}/containers/{id}", self.docker_root_dir().await?))
+    }
+
+    /// Docker's directory of `container` (a name or an id) on its host,
+    /// `<DockerRootDir>/containers/<full id>`.
+    pub(crate) async fn container_dir(&self, container: &str) -> Result<String, Error> {
+        let inspect = self
+            .docker()
+            .inspect_container(container, None)
+            .await
+            .map_err(self.api_error(format!("inspect container `{container}`")))?;
+        let id = inspect.id.filter(|id| !id.is_empty()).ok_or_else(|| ProviderError::Failed {
+            provider: self.name().to_string(),
+            step: format!("inspect container `{container}`"),
+            detail: "Docker returned no container id".into(),
+        })?;
+        self.container_dir_of_id(&id).await
+    }
 }

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::dns::error::DnsError;
-use crate::dns::RecordChange;
+use crate::dns::record::RecordChange;
 use crate::dns::server::PowerDnsConfig;
 use crate::error::Error;
 

@@ -10,7 +10,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{DNSClass, RData, Record};
 
 use crate::dns::error::DnsError;
-use crate::dns::RecordChange;
+use crate::dns::record::RecordChange;
 use crate::dns::record::RecordType;
 use crate::dns::server::Rfc2136Config;
 use crate::dns::wire::{exchange, new_id, wire_name, wire_type, Target};

@@ -53,27 +53,6 @@ pub(crate) enum PathChoice {
     Docker(String),
 }
 
-impl Provider {
-    /// Docker's directory of a container on its host, `<DockerRootDir>/containers/<id>`.
-    pub(crate) async fn container_dir(&self, container: &str) -> Result<String, Error> {
-        let checkpoints = self.checkpoint_parent_dir(container).await?;
-        Ok(crate::provider::files::parent(&checkpoints).to_string())
-    }
-
-    /// The daemon's root directory (`DockerRootDir`).
-    pub(crate) async fn docker_root_dir(&self) -> Result<String, Error> {
-        let info = self.docker().info().await.map_err(self.api_error("read system info"))?;
-        info.docker_root_dir.filter(|r| !r.is_empty()).map(|r| r.trim_end_matches('/').to_string()).ok_or_else(|| {
-            ProviderError::Unsuitable {
-                provider: self.name().to_string(),
-                requirement: "Docker root directory",
-                detail: "GET /info reported no DockerRootDir".to_string(),
-            }
-            .into()
-        })
-    }
-}
-
 /// Decides the path: direct when both hosts run `vimigrate-runtime`, the source container runs
 /// under it, and the destination has an address the source host can reach.
 pub(crate) fn choose_path(
