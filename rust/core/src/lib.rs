@@ -15,32 +15,35 @@ pub mod migration;
 pub mod network;
 pub mod provider;
 mod serde_strict;
+mod shapes;
 pub mod transfer;
 
-pub use transfer::archive::{copy_archive, read_manifest, verify_copy, CopyReport};
-pub use migration::clone::VolumeMount;
-pub use provider::deploy::{DeployedContainer, PublishedPort};
 pub use checkpoint::criu_options::CriuTcp;
-pub use provider::spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol, VolumeSpec};
 pub use checkpoint::criu_probe::CriuCheck;
 pub use dns::error::DnsError;
-pub use dns::{apply as dns_apply, lookup as dns_lookup, plan as dns_plan, RecordChange};
 pub use dns::record::{DnsRecord, RecordType, MAX_TTL};
 pub use dns::server::{DnsServerConfig, PowerDnsConfig, Rfc2136Config};
-pub use provider::config::{Endpoint, ProviderConfig, TlsFiles};
+pub use dns::{apply as dns_apply, lookup as dns_lookup, plan as dns_plan, RecordChange};
 pub use error::{
     error_chain, Error, ErrorKind, InputError, IntegrityError, PortTaken, ProviderError, RuntimeStepError,
 };
 pub use migration::heal::{heal, HealReport};
+pub use migration::source::VolumeMount;
+pub use migration::{
+    migrate, plan_migration, Forwarding, Method, MigrationError, MigrationOptions, MigrationPlan, MigrationReport,
+    MigrationStats, Phase, PlannedPath, ProgressEvent, Rollback,
+};
+pub use network::map::{AddressMode, NetworkDecision};
+pub use network::{NetworkInfo, NetworkSpec};
+pub use provider::config::{Endpoint, ProviderConfig, TlsFiles};
+pub use provider::deploy::{DeployedContainer, PublishedPort};
 pub use provider::image::{ensure_image, image_platform, ImageTransfer};
 pub use provider::labels::MANAGED_LABEL;
-pub use migration::{
-    migrate, Method, MigrationError, MigrationOptions, MigrationReport, MigrationStats, Phase, ProgressEvent, Rollback,
-};
-pub use network::{NetworkInfo, NetworkSpec};
-pub use network::map::{AddressMode, NetworkDecision};
 pub use provider::probe::ProviderReport;
+pub use provider::spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol, VolumeSpec};
 pub use provider::Provider;
+pub use shapes::shapes;
+pub use transfer::archive::{copy_archive, read_manifest, verify_copy, CopyReport};
 pub use transfer::tar::manifest::{Entry, TarManifest, TarManifestBuilder, CAPTURE_LIMIT};
 
 pub use vimigrate_protocol as protocol;
@@ -48,8 +51,6 @@ pub use vimigrate_protocol::{
     parse_dump_stats, parse_restore_stats, rewrite_addresses, rfc3339, DumpStats, RestoreStats, Secret,
     DUMP_STATS_FILE, RESTORE_STATS_FILE,
 };
-pub(crate) use vimigrate_protocol as runtime_directive;
-pub(crate) use vimigrate_protocol::criu_stats;
 
 /// The version of this engine, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

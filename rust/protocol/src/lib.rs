@@ -67,12 +67,10 @@ pub mod status;
 
 pub use address_rewrite::rewrite_addresses;
 pub use criu_stats::{
-    parse_dump_stats, parse_restore_stats, CriuImageError, DumpStats, RestoreStats, DUMP_STATS_FILE,
-    RESTORE_STATS_FILE,
+    parse_dump_stats, parse_restore_stats, CriuImageError, DumpStats, RestoreStats, DUMP_STATS_FILE, RESTORE_STATS_FILE,
 };
 pub use directive::{
-    Action, BaselineEntry, CriuOptions, Directive, DumpDirective, Fault, ReceiveFrom, RestoreDirective, SendTo,
-    TcpMode,
+    Action, BaselineEntry, CriuOptions, Directive, DumpDirective, Fault, ReceiveFrom, RestoreDirective, SendTo, TcpMode,
 };
 pub use error_chain::error_chain;
 pub use secret::Secret;
@@ -97,4 +95,3 @@ pub const ABORT_FILE: &str = "abort";
 pub const CRIU_CONF_FILE: &str = "criu.conf";
 /// The OCI annotation runc reads to find a container's CRIU configuration file.
 pub const CRIU_CONFIG_ANNOTATION: &str = "org.criu.config";
-

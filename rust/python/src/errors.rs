@@ -4,7 +4,7 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use vimigrate_core::{Error, ErrorKind, MigrationError, Rollback};
+use vimigrate_core::{Error, ErrorKind, MigrationError};
 
 create_exception!(vimigrate._native, VimigrateError, PyException, "Base class of every vimigrate error.");
 create_exception!(
@@ -40,7 +40,7 @@ create_exception!(
     MigrationFailedError,
     VimigrateError,
     "A migration failed. `phase` names the phase, `rollback` says where the service runs now \
-     (nothing_to_undo, undone, resumed or failed), `retryable` whether trying again may succeed."
+     (nothing_to_undo, undone, resumed, held or failed), `retryable` whether trying again may succeed."
 );
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -82,13 +82,7 @@ pub(crate) fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
 pub(crate) fn migration_error(py: Python<'_>, err: MigrationError) -> PyErr {
     let message = err.to_string();
     let retryable = err.cause.kind().is_retryable();
-    let rollback = match &err.rollback {
-        Rollback::NothingToUndo => "nothing_to_undo",
-        Rollback::Undone => "undone",
-        Rollback::Resumed { .. } => "resumed",
-        Rollback::Failed(_) => "failed",
-        Rollback::Held { .. } => "held",
-    };
+    let rollback = err.rollback.state();
     let py_err = MigrationFailedError::new_err(message);
     let value = py_err.value(py);
     // Best effort: the message already carries all of this.

@@ -25,8 +25,16 @@ fn self_check(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(out)
 }
 
+/// The engine's shapes as serde spells them: type name -> sorted field names (structs) or
+/// variant names (enums). The stubs' test compares its TypedDicts with these.
+#[pyfunction]
+fn shapes(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    crate::convert::to_py(py, &vimigrate_core::shapes())
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(shapes, m)?)?;
     m.add_function(wrap_pyfunction!(self_check, m)?)?;
     Ok(())
 }

@@ -21,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<provider::Provider>()?;
     m.add_function(wrap_pyfunction!(migration::migrate, m)?)?;
+    m.add_function(wrap_pyfunction!(migration::plan_migration, m)?)?;
     m.add_function(wrap_pyfunction!(heal::heal, m)?)?;
     m.add_function(wrap_pyfunction!(dns::dns_plan, m)?)?;
     m.add_function(wrap_pyfunction!(dns::dns_apply, m)?)?;

@@ -1,17 +1,19 @@
-//! `migrate()`: one container from one provider to another, with progress callbacks.
+//! `migrate()`: one container from one provider to another, with progress callbacks;
+//! `plan_migration()`: what it would do, changing nothing.
 
 use pyo3::prelude::*;
 use vimigrate_core as core;
 
 use crate::convert::{from_py, to_py};
-use crate::errors::migration_error;
+use crate::errors::{migration_error, to_py_err};
 use crate::provider::Provider;
 use crate::runtime::block_on;
 
 /// Live-migrates one running container from `source` to `destination`.
 ///
 /// `options` has the fields of `MigrationOptions` (`container`, `keep_source`, `verify`,
-/// `check_criu`, `checkpoint_name`). `progress`, if given, is called with a dict per event
+/// `check_criu`, `checkpoint_name`, `port_map`, `address_map`, `peer_files`, `criu_tcp`,
+/// `method`, `fault`). `progress`, if given, is called with a dict per event
 /// (`{"event": "phase", "phase": ...}` or `{"event": "bytes", "phase": ..., "bytes": ...}`)
 /// from the engine's threads. Returns the report with per-phase statistics; raises
 /// `MigrationFailedError` (with `phase`, `rollback` and `retryable`) on failure.
@@ -45,4 +47,22 @@ pub(crate) fn migrate<'py>(
         Ok(report) => to_py(py, &report),
         Err(err) => Err(migration_error(py, err)),
     }
+}
+
+/// What `migrate` would do with the same arguments, from the same preflight, changing nothing:
+/// the `MigrationPlan` as a dict, with its description in words under `lines`.
+#[pyfunction]
+pub(crate) fn plan_migration<'py>(
+    py: Python<'py>,
+    source: &Provider,
+    destination: &Provider,
+    options: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let options: core::MigrationOptions = from_py(options, "options")?;
+    let (src, dst) = (source.inner().clone(), destination.inner().clone());
+    let plan =
+        block_on(py, async move { core::plan_migration(&src, &dst, &options).await })?.map_err(|e| to_py_err(py, e))?;
+    let described = to_py(py, &plan)?;
+    described.set_item("lines", plan.describe())?;
+    Ok(described)
 }

@@ -12,10 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use vimigrate_protocol::{
-    Action, Directive, DumpDirective, Fault, RuntimeFailure, RuntimeState, RuntimeStatus,
-};
 use vimigrate_protocol::{parse_dump_stats, DUMP_STATS_FILE};
+use vimigrate_protocol::{Action, Directive, DumpDirective, Fault, RuntimeFailure, RuntimeState, RuntimeStatus};
 
 use crate::error::RuntimeError;
 use crate::layer_delta::{layer_delta, whole_tree};

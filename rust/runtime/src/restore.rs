@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use vimigrate_protocol::rewrite_addresses;
-use vimigrate_protocol::{Action, Directive, RestoreDirective, RuntimeState, RuntimeStatus};
 use vimigrate_protocol::{parse_restore_stats, RESTORE_STATS_FILE};
+use vimigrate_protocol::{Action, Directive, RestoreDirective, RuntimeState, RuntimeStatus};
 
 use crate::announce;
 use crate::dump::{checked_images_dir, locate};

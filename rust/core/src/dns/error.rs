@@ -91,4 +91,3 @@ pub enum DnsError {
         body: String,
     },
 }
-

@@ -10,7 +10,6 @@ mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-
 pub use crate::dns::record::RecordChange;
 use crate::dns::record::{canonical_value, in_zone, validate_fqdn, DnsRecord, RecordType, MAX_TTL};
 use crate::dns::server::DnsServerConfig;

@@ -18,15 +18,14 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::{ListContainersOptionsBuilder, StartContainerOptions};
 use serde::Serialize;
 
-use crate::migration::path::direct::{local_restore_directive, place_directive, MOUNT};
 use crate::error::{Error, ProviderError};
-use crate::provider::helper::{HELPER_FOR_LABEL, HELPER_LABEL};
 use crate::migration::lock::{lock_name, LOCK_LABEL};
+use crate::migration::path::direct::DOCKER_CHECKPOINT_SUFFIX;
+use crate::migration::path::direct_transfer::{local_restore_directive, place_directive, MOUNT};
+use crate::provider::helper::{HELPER_FOR_LABEL, HELPER_LABEL};
 use crate::provider::Provider;
-use crate::runtime_directive::{
-    CriuOptions, RuntimeState, RuntimeStatus, ABORT_FILE, RUNTIME_NAME, STATE_DIR, STATUS_FILE,
-};
 use crate::transfer::tar::writer::private_files_tar;
+use vimigrate_protocol::{CriuOptions, RuntimeState, RuntimeStatus, ABORT_FILE, RUNTIME_NAME, STATE_DIR, STATUS_FILE};
 
 /// How long heal waits for a destination's waiting start to end after withdrawing it.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -55,6 +54,29 @@ struct Copy {
     networks: Vec<String>,
 }
 
+/// What heal does about the copies it found (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HealDecision {
+    /// Exactly one copy runs (or restarts): it is kept, the others go.
+    Keep(usize),
+    /// None runs: the copy holding the migration's checkpoint is restored from it.
+    Resume,
+    /// Several run: nothing is touched; these are their indexes.
+    RunsOnSeveral(Vec<usize>),
+}
+
+/// The decision for `copies` (every copy of the container on every provider, the destination's
+/// waiting start already settled).
+fn decide(copies: &[Copy]) -> HealDecision {
+    let running: Vec<usize> =
+        (0..copies.len()).filter(|&i| matches!(copies[i].state.as_str(), "running" | "restarting")).collect();
+    match running.as_slice() {
+        [one] => HealDecision::Keep(*one),
+        [] => HealDecision::Resume,
+        _ => HealDecision::RunsOnSeveral(running),
+    }
+}
+
 /// Makes container `name` run on exactly one of `providers` (see the module documentation).
 pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Error> {
     crate::provider::spec::is_valid_docker_name(name)
@@ -75,29 +97,24 @@ pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Erro
     for (i, provider) in providers.iter().enumerate() {
         copies.extend(find(provider, i, name).await?);
     }
-    let running: Vec<&Copy> = copies.iter().filter(|c| c.state == "running" || c.state == "restarting").collect();
-    let keep = match running.as_slice() {
-        [one] => Some((*one).clone()),
-        [] => None,
-        several => {
-            let at: Vec<&str> = several.iter().map(|c| providers[c.provider].name()).collect();
-            return Err(ProviderError::Unsuitable {
+    let keep = match decide(&copies) {
+        HealDecision::Keep(index) => copies[index].clone(),
+        HealDecision::Resume => {
+            let resumed = resume_from_checkpoint(providers, &copies, name).await?;
+            report.resumed = true;
+            resumed
+        }
+        HealDecision::RunsOnSeveral(found) => {
+            let at: Vec<&str> = found.iter().map(|&i| providers[copies[i].provider].name()).collect();
+            return Err(ProviderError::Inconsistent {
                 provider: at.join(", "),
-                requirement: "the container running on one provider",
+                invariant: "the container runs on one provider",
                 detail: format!(
                     "`{name}` runs on {}; heal does not choose whose data to keep: stop the copy to drop, then heal again",
                     at.join(" and ")
                 ),
             }
             .into());
-        }
-    };
-    let keep = match keep {
-        Some(copy) => copy,
-        None => {
-            let resumed = resume_from_checkpoint(providers, &copies, name).await?;
-            report.resumed = true;
-            resumed
         }
     };
     report.runs_on = Some(providers[keep.provider].name().to_string());
@@ -225,10 +242,10 @@ async fn settle_waiting_start(provider: &Provider, copy: &Copy, name: &str) -> R
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(ProviderError::Unsuitable {
+        Err(ProviderError::Failed {
             provider: provider.name().to_string(),
-            requirement: "a settled destination",
-            detail: format!("container {} still waits for a transfer after {} s", copy.id, SETTLE.as_secs()),
+            step: format!("withdraw the waiting start of container {}", copy.id),
+            detail: format!("it still waits for a transfer after {} s", SETTLE.as_secs()),
         }
         .into())
     }
@@ -254,7 +271,7 @@ async fn resume_from_checkpoint(providers: &[Provider], copies: &[Copy], name: &
             .list_checkpoints(&copy.id)
             .await?
             .into_iter()
-            .filter(|c| !c.ends_with(crate::migration::DOCKER_CHECKPOINT_SUFFIX))
+            .filter(|c| !c.ends_with(DOCKER_CHECKPOINT_SUFFIX))
             .collect();
         let Some(checkpoint) = dumps.into_iter().next_back() else {
             continue;
@@ -264,9 +281,9 @@ async fn resume_from_checkpoint(providers: &[Provider], copies: &[Copy], name: &
         let restored = if runtime.as_deref() == Some(RUNTIME_NAME) {
             restore_locally(provider, &copy.id, &copy.image, &checkpoint, name).await
         } else {
-            Err(ProviderError::Unsuitable {
+            Err(ProviderError::Failed {
                 provider: provider.name().to_string(),
-                requirement: "the vimigrate runtime",
+                step: "restore through vimigrate-runtime".into(),
                 detail: "the container runs under another runtime".into(),
             }
             .into())
@@ -280,9 +297,9 @@ async fn resume_from_checkpoint(providers: &[Provider], copies: &[Copy], name: &
             return Ok(Copy { state: "running".into(), ..copy.clone() });
         }
     }
-    Err(ProviderError::Unsuitable {
+    Err(ProviderError::Missing {
         provider: providers.iter().map(Provider::name).collect::<Vec<_>>().join(", "),
-        requirement: "a copy to resume",
+        what: "a copy to resume",
         detail: format!("`{name}` runs nowhere and no copy holds a checkpoint to resume it from"),
     }
     .into())
@@ -311,4 +328,39 @@ async fn restore_locally(
     .await;
     let _ = provider.force_remove(&helper).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copies(states: &[&str]) -> Vec<Copy> {
+        states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| Copy {
+                provider: i,
+                id: format!("c{i}"),
+                state: state.to_string(),
+                image: "img".into(),
+                networks: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn heal_keeps_the_one_running_copy_resumes_when_none_runs_and_refuses_two() {
+        let table: [(&[&str], HealDecision); 7] = [
+            (&["running", "created"], HealDecision::Keep(0)),
+            (&["exited", "running"], HealDecision::Keep(1)),
+            (&["restarting", "exited"], HealDecision::Keep(0)),
+            (&["exited", "created"], HealDecision::Resume),
+            (&["exited"], HealDecision::Resume),
+            (&[], HealDecision::Resume),
+            (&["running", "exited", "running"], HealDecision::RunsOnSeveral(vec![0, 2])),
+        ];
+        for (states, expected) in table {
+            assert_eq!(decide(&copies(states)), expected, "{states:?}");
+        }
+    }
 }

@@ -4,13 +4,13 @@
 //! containers that move together can survive), or with a subnet the destination picks (then the
 //! addresses change, and every place that held the old ones is rewritten).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::network::cidr::overlaps;
 use crate::network::{NetworkInfo, NetworkSpec};
 
 /// Whether a network keeps its addresses on the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AddressMode {
     /// Same subnet on the destination: the container keeps its address.

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::provider::spec::is_valid_docker_name;
 use crate::error::{is_not_found, Error, InputError, ProviderError};
 use crate::provider::labels::{self, NOT_MANAGED};
+use crate::provider::spec::is_valid_docker_name;
 use crate::provider::Provider;
 
 /// A user-defined bridge network as the user declares it.
@@ -77,16 +77,14 @@ impl NetworkSpec {
             }
         }
         if let Some(gateway) = &self.gateway {
-            let inside = match (
-                self.subnet.as_deref().and_then(cidr::parse_cidr),
-                gateway.parse::<std::net::Ipv4Addr>(),
-            ) {
-                (Some((network, len)), Ok(address)) => {
-                    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                    u32::from(address) & mask == network
-                }
-                _ => false,
-            };
+            let inside =
+                match (self.subnet.as_deref().and_then(cidr::parse_cidr), gateway.parse::<std::net::Ipv4Addr>()) {
+                    (Some((network, len)), Ok(address)) => {
+                        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                        u32::from(address) & mask == network
+                    }
+                    _ => false,
+                };
             if !inside {
                 return Err(InputError::new("gateway", "an IPv4 address inside the declared subnet", gateway));
             }

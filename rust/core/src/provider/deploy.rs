@@ -9,9 +9,9 @@ use bollard::models::{
 use bollard::query_parameters::{CreateContainerOptionsBuilder, StartContainerOptions};
 use serde::Serialize;
 
-use crate::provider::spec::{ContainerSpec, NetworkAttachment};
 use crate::error::{Error, ProviderError};
 use crate::provider::labels;
+use crate::provider::spec::{ContainerSpec, NetworkAttachment};
 use crate::provider::Provider;
 
 /// A published port as the provider bound it.
@@ -183,8 +183,8 @@ impl Provider {
                 let runtime = info
                     .runtimes
                     .unwrap_or_default()
-                    .contains_key(crate::runtime_directive::RUNTIME_NAME)
-                    .then(|| crate::runtime_directive::RUNTIME_NAME.to_string());
+                    .contains_key(vimigrate_protocol::RUNTIME_NAME)
+                    .then(|| vimigrate_protocol::RUNTIME_NAME.to_string());
                 let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
                 self.docker()
                     .create_container(Some(options), create_body(spec, runtime))
@@ -233,8 +233,6 @@ impl Provider {
     pub async fn inspect_deployed(&self, name: &str) -> Result<Option<DeployedContainer>, Error> {
         Ok(self.inspect_container_raw(name).await?.map(|c| deployed_from(self.name(), c)))
     }
-
-
 }
 
 #[cfg(test)]

@@ -82,8 +82,6 @@ impl Provider {
         }
         Ok(count)
     }
-
-
 }
 
 #[cfg(test)]

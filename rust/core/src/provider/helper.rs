@@ -56,6 +56,4 @@ impl Provider {
             .map_err(self.api_error(format!("create helper container `{name}` for {host_dir}")))?;
         Ok(created.id)
     }
-
-
 }

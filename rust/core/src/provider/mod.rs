@@ -12,8 +12,8 @@ pub mod spec;
 
 use bollard::Docker;
 
-use crate::provider::config::{Endpoint, ProviderConfig};
 use crate::error::{Error, InputError, ProviderError};
+use crate::provider::config::{Endpoint, ProviderConfig};
 
 /// One provider: a Docker Engine reached through its API, with the API version negotiated.
 ///

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::provider::Provider;
-use crate::runtime_directive::RUNTIME_NAME;
+use vimigrate_protocol::RUNTIME_NAME;
 
 /// Facts about a provider's Docker Engine, read through its API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

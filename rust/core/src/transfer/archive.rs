@@ -16,10 +16,10 @@ use futures_util::future::Either;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::criu_stats::DUMP_STATS_FILE;
 use crate::error::{Error, IntegrityError, ProviderError};
 use crate::provider::Provider;
 use crate::transfer::tar::manifest::{TarManifest, TarManifestBuilder};
+use vimigrate_protocol::DUMP_STATS_FILE;
 
 /// Chunks queued between the download and the upload. Docker sends chunks of at most a few tens
 /// of KiB, so this bounds the memory a copy holds to about a megabyte, whatever its size.

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bollard::models::ChangeType;
 use bollard::query_parameters::ContainerArchiveInfoOptionsBuilder;
 
-use crate::transfer::archive::copy_archive;
-use crate::provider::files::parent;
 use crate::error::{is_not_found, Error};
+use crate::provider::files::parent;
 use crate::provider::Provider;
+use crate::transfer::archive::copy_archive;
 
 /// How a path differs from the image, as `GET /containers/{id}/changes` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,30 +124,30 @@ impl Provider {
 }
 
 /// Copies the writable layer of `src_container` into `dst_container` in two passes.
-pub(crate) struct LayerSync<'a> {
-    src: &'a Provider,
-    src_container: &'a str,
-    dst: &'a Provider,
-    dst_container: &'a str,
+pub(crate) struct LayerSync {
+    src: Provider,
+    src_container: String,
+    dst: Provider,
+    dst_container: String,
     excluded: Vec<String>,
     first: LayerPlan,
     first_stats: HashMap<String, Stat>,
 }
 
-impl<'a> LayerSync<'a> {
+impl LayerSync {
     /// A sync of the layer, leaving out the `excluded` mount points.
     pub(crate) fn new(
-        src: &'a Provider,
-        src_container: &'a str,
-        dst: &'a Provider,
-        dst_container: &'a str,
+        src: &Provider,
+        src_container: &str,
+        dst: &Provider,
+        dst_container: &str,
         excluded: Vec<String>,
     ) -> Self {
         LayerSync {
-            src,
-            src_container,
-            dst,
-            dst_container,
+            src: src.clone(),
+            src_container: src_container.to_string(),
+            dst: dst.clone(),
+            dst_container: dst_container.to_string(),
             excluded,
             first: LayerPlan::default(),
             first_stats: HashMap::new(),
@@ -157,10 +157,10 @@ impl<'a> LayerSync<'a> {
     /// The first pass, while the source still runs: every changed path, recording what each
     /// leaf looked like so the delta pass can find what changed since.
     pub(crate) async fn first_pass(&mut self, progress: &(dyn Fn(u64) + Send + Sync)) -> Result<PassReport, Error> {
-        let changes = self.src.layer_changes(self.src_container).await?;
+        let changes = self.src.layer_changes(&self.src_container).await?;
         self.first = plan(&changes, &self.excluded);
         for leaf in &self.first.leaves {
-            if let Some(stat) = self.src.stat_path(self.src_container, leaf).await? {
+            if let Some(stat) = self.src.stat_path(&self.src_container, leaf).await? {
                 self.first_stats.insert(leaf.clone(), stat);
             }
         }
@@ -171,13 +171,13 @@ impl<'a> LayerSync<'a> {
     /// What the destination holds of the layer after the first pass, for the direct path's
     /// runtime to compare the frozen layer with. A time that does not parse never matches, so
     /// that file is sent again.
-    pub(crate) fn baseline(&self) -> Vec<crate::runtime_directive::BaselineEntry> {
+    pub(crate) fn baseline(&self) -> Vec<vimigrate_protocol::BaselineEntry> {
         self.first_stats
             .iter()
-            .map(|(path, stat)| crate::runtime_directive::BaselineEntry {
+            .map(|(path, stat)| vimigrate_protocol::BaselineEntry {
                 path: path.clone(),
                 size: u64::try_from(stat.size).unwrap_or(u64::MAX),
-                mtime_ns: crate::rfc3339::parse_rfc3339_ns(&stat.mtime).unwrap_or(i128::MIN),
+                mtime_ns: vimigrate_protocol::rfc3339::parse_rfc3339_ns(&stat.mtime).unwrap_or(i128::MIN),
                 mode: stat.mode,
             })
             .collect()
@@ -186,7 +186,7 @@ impl<'a> LayerSync<'a> {
     /// The delta pass, once the source is frozen: new subtrees, and leaves whose size, time or
     /// mode changed since the first pass.
     pub(crate) async fn delta_pass(&mut self, progress: &(dyn Fn(u64) + Send + Sync)) -> Result<PassReport, Error> {
-        let changes = self.src.layer_changes(self.src_container).await?;
+        let changes = self.src.layer_changes(&self.src_container).await?;
         let now = plan(&changes, &self.excluded);
         let copied_before: Vec<&String> = self.first.copies.iter().collect();
         let mut todo: Vec<String> = Vec::new();
@@ -200,7 +200,7 @@ impl<'a> LayerSync<'a> {
             if todo.iter().any(|t| is_under(leaf, t)) {
                 continue;
             }
-            let stat = self.src.stat_path(self.src_container, leaf).await?;
+            let stat = self.src.stat_path(&self.src_container, leaf).await?;
             if stat.is_some() && stat.as_ref() != self.first_stats.get(leaf) {
                 todo.push(leaf.clone());
             }
@@ -214,7 +214,7 @@ impl<'a> LayerSync<'a> {
             let done = report.bytes;
             let each = |bytes: u64| progress(done + bytes);
             let copied =
-                copy_archive(self.src, self.src_container, path, self.dst, self.dst_container, parent(path), &each)
+                copy_archive(&self.src, &self.src_container, path, &self.dst, &self.dst_container, parent(path), &each)
                     .await?;
             report.bytes += copied.bytes;
             report.paths += 1;

@@ -1,7 +1,6 @@
-//! The broker's side of the direct migration path (see [`crate::runtime_directive`]).
-//!
-//! Docker drives every step; the broker only leaves directives for `vimigrate-runtime` on both
-//! hosts and makes the Docker calls in the right order:
+//! The direct path (see [`vimigrate_protocol`] for its protocol): Docker drives every step; the
+//! broker only leaves directives for `vimigrate-runtime` on both hosts and makes the Docker
+//! calls in the right order:
 //!
 //! 1. before the freeze, the destination container is started (`docker start`): Docker sets up
 //!    its network, ports and mounts, and the runtime's `create` waits for the images, listening
@@ -15,402 +14,277 @@
 //! source from the dump it kept (the same directive mechanism on the source host, or Docker's
 //! own restore from the same checkpoint directory should that fail).
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use vimigrate_protocol::RuntimeState;
 
-use base64::Engine;
-use bollard::query_parameters::StartContainerOptions;
-use tokio::task::JoinHandle;
-
-use crate::error::{Error, ProviderError, RuntimeStepError};
+use crate::error::{Error, RuntimeStepError};
+use crate::migration::path::direct_transfer::DirectTransfer;
+use crate::migration::path::docker::{first_layer_pass, not_prepared};
+use crate::migration::path::transfer_keys::TransferKeys;
+use crate::migration::path::{CheckpointPath, Ctx, InPhase, StepError};
+use crate::migration::plan::PlannedPath;
+use crate::migration::report::{MigrationStats, Phase};
+use crate::migration::side::Side;
+use crate::migration::undo::Undo;
 use crate::provider::Provider;
-use crate::runtime_directive::{
-    Action, BaselineEntry, CriuOptions, Directive, DumpDirective, ReceiveFrom, RestoreDirective, RuntimeState,
-    RuntimeStatus, SendTo, DIRECTIVE_FILE, DIRECTIVE_VERSION, RUNTIME_NAME, STATE_DIR, STATUS_FILE,
-};
-use crate::transfer::tar::writer::private_files_tar;
-use crate::Secret;
+use crate::transfer::layer_sync::LayerSync;
 
-/// Where the helper containers mount a container's directory.
-pub(crate) const MOUNT: &str = "/vimigrate-c";
-/// How often the broker looks at the destination's status while it starts listening.
-const STATUS_POLL: Duration = Duration::from_millis(20);
-/// Longest silence on the transfer connection: a quarter of the providers' call timeout, between
-/// 2 and 30 s (ms).
-fn io_timeout_ms(a: &Provider, b: &Provider) -> u64 {
-    (a.timeout_secs().min(b.timeout_secs()) * 250).clamp(2_000, 30_000)
+/// See [`docker_checkpoint_name`].
+pub(crate) const DOCKER_CHECKPOINT_SUFFIX: &str = ".docker";
+
+/// The name of the checkpoint Docker records on the direct path, next to the runtime's own
+/// (whose directory holds the dump). Docker's checkpoint of this name only carries containerd's
+/// bookkeeping: a failure of Docker's after the dump, which makes it delete its checkpoint
+/// directory, cannot take the dump with it.
+pub(crate) fn docker_checkpoint_name(checkpoint: &str) -> String {
+    format!("{checkpoint}{DOCKER_CHECKPOINT_SUFFIX}")
 }
 
-/// Why a migration takes the direct path or Docker's checkpoint API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PathChoice {
-    /// The direct path: the destination's runtime is reached at this host.
-    Direct {
-        /// Host (name or address) of the destination, as the source host reaches it.
-        destination_host: String,
-    },
-    /// Docker's checkpoint API, for this reason.
-    Docker(String),
+/// The state of one migration on the direct path.
+#[derive(Default)]
+pub(crate) struct DirectPath {
+    /// The helpers, directives and the destination's start, once prepared.
+    transfer: Option<DirectTransfer>,
+    /// The writable layer after its first pass: its baseline tells the source's runtime what
+    /// the destination has already.
+    layer: Option<LayerSync>,
 }
 
-/// Decides the path: direct when both hosts run `vimigrate-runtime`, the source container runs
-/// under it, and the destination has an address the source host can reach.
-pub(crate) fn choose_path(
-    wanted: crate::migration::Method,
-    src_has: bool,
-    dst_has: bool,
-    source_runtime: Option<&str>,
-    dst: &Provider,
-) -> Result<PathChoice, String> {
-    use crate::migration::Method;
-    let reason = if wanted == Method::Docker {
-        Some("method docker was asked for".to_string())
-    } else if !src_has {
-        Some("the source provider has no `vimigrate` runtime (vimigrate-runtime is not installed there)".to_string())
-    } else if !dst_has {
-        Some(format!("provider `{}` has no `vimigrate` runtime (vimigrate-runtime is not installed there)", dst.name()))
-    } else if source_runtime != Some(RUNTIME_NAME) {
-        Some(format!("the container runs under runtime `{}`, not `{RUNTIME_NAME}`", source_runtime.unwrap_or("runc")))
-    } else if dst.transfer_address().is_none() {
-        Some(format!("provider `{}` has neither transfer_address nor public_address", dst.name()))
-    } else {
-        None
+impl DirectPath {
+    fn prepared(&self) -> Result<&DirectTransfer, Error> {
+        self.transfer.as_ref().ok_or_else(|| not_prepared("the direct transfer"))
+    }
+}
+
+/// Why a destination's start failed, from what both runtimes reported: the destination's own
+/// report names the root cause (a full disk, a corrupted file), the source's adds what it saw;
+/// without the former, the source's explains a destination that waited in vain. `received`:
+/// everything had arrived, so the restore is what failed.
+pub(crate) fn start_failure(at_destination: Error, source_report: Option<Error>, received: bool) -> StepError {
+    let cause = match (at_destination, source_report) {
+        (Error::Runtime(at_dst), Some(Error::Runtime(at_src))) if !received => Error::Runtime(RuntimeStepError {
+            message: format!("{} (the source reported: {})", at_dst.message, at_src.message),
+            retryable: at_dst.retryable || at_src.retryable,
+            ..at_dst
+        }),
+        (Error::Runtime(at_dst), _) => Error::Runtime(at_dst),
+        (_, Some(at_src)) if !received => at_src,
+        (e, _) => e,
     };
-    match (reason, wanted) {
-        (None, _) => {
-            Ok(PathChoice::Direct { destination_host: dst.transfer_address().unwrap_or_default().to_string() })
-        }
-        (Some(reason), Method::Direct) => Err(reason),
-        (Some(reason), _) => Ok(PathChoice::Docker(reason)),
-    }
+    StepError { phase: if received { Phase::Restore } else { Phase::Transfer }, cause }
 }
 
-/// Writes `directive` for a container through its helper, and reads it back: a restore
-/// directive that did not land would turn the next `docker start` into a fresh start.
-pub(crate) async fn place_directive(provider: &Provider, helper: &str, directive: &Directive) -> Result<(), Error> {
-    let json = directive.to_json();
-    let tar = private_files_tar(STATE_DIR, &[(DIRECTIVE_FILE, &json)]);
-    provider.put_archive(helper, MOUNT, tar).await?;
-    let back = provider.read_file(helper, &format!("{MOUNT}/{STATE_DIR}/{DIRECTIVE_FILE}")).await?;
-    if back.as_deref() != Some(json.as_slice()) {
-        return Err(ProviderError::Unsuitable {
-            provider: provider.name().to_string(),
-            requirement: "a directive written to the container's directory",
-            detail: "the directive read back differs from the one written".into(),
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// A restore from the dump already in the container's checkpoint directory `migration` (a
-/// rollback on the source, or heal).
-pub(crate) fn local_restore_directive(container_dir: &str, migration: &str, criu: &CriuOptions) -> Directive {
-    Directive {
-        version: DIRECTIVE_VERSION,
-        migration: migration.to_string(),
-        images_dir: format!("{container_dir}/checkpoints/{migration}"),
-        criu: criu.clone(),
-        deadline_unix_ms: 0,
-        io_timeout_ms: 30_000,
-        action: Action::Restore(RestoreDirective { receive: None, peer_files: vec![], address_map: BTreeMap::new() }),
-    }
-}
-
-/// The secrets of one direct transfer: the receiver's certificate and key, and the token.
-#[derive(Clone)]
-pub(crate) struct TransferKeys {
-    token: Secret,
-    cert_b64: String,
-    key_b64: Secret,
-}
-
-impl std::fmt::Debug for TransferKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TransferKeys(<redacted>)")
-    }
-}
-
-impl TransferKeys {
-    /// A fresh certificate (P-256, self-signed) and a 256-bit token, for one migration.
-    pub(crate) fn generate() -> Result<TransferKeys, Error> {
-        let fail = |detail: String| ProviderError::Unsuitable {
-            provider: "broker".into(),
-            requirement: "transfer keys",
-            detail,
-        };
-        let made = rcgen::generate_simple_self_signed(vec!["vimigrate-transfer".to_string()])
-            .map_err(|e| fail(format!("cannot generate a certificate: {e}")))?;
-        let mut token = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut token)
-            .map_err(|_| fail("no system randomness".into()))?;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        Ok(TransferKeys {
-            token: Secret::new(token.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-            cert_b64: b64.encode(made.cert.der()),
-            key_b64: Secret::new(b64.encode(made.key_pair.serialize_der())),
-        })
-    }
-}
-
-/// One direct transfer in progress: the containers, their directories and helpers, and the
-/// destination's `docker start` in flight.
-pub(crate) struct DirectTransfer {
-    pub src: Provider,
-    pub dst: Provider,
-    pub migration: String,
-    pub src_id: String,
-    pub dst_id: String,
-    pub src_dir: String,
-    pub dst_dir: String,
-    pub src_helper: String,
-    pub dst_helper: String,
-    pub keys: TransferKeys,
-    start: Option<JoinHandle<Result<(), bollard::errors::Error>>>,
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-impl DirectTransfer {
-    /// Creates the helper containers that give the broker the two container directories
-    /// (`ids`: the source's and the destination's container; `serves`: the container's name).
-    pub(crate) async fn prepare(
-        (src, dst): (&Provider, &Provider),
-        migration: &str,
-        (src_id, dst_id): (&str, &str),
-        image: &str,
-        serves: &str,
-        keys: TransferKeys,
-    ) -> Result<(DirectTransfer, Vec<(bool, String)>), (Error, Vec<(bool, String)>)> {
-        let mut made = Vec::new();
-        let result = async {
-            let src_dir = src.container_dir(src_id).await?;
-            let dst_dir = dst.container_dir(dst_id).await?;
-            let tag: String = dst_id.chars().take(12).collect();
-            let src_helper = src
-                .create_helper(&format!("vimigrate-helper-src-{tag}"), image, &src_dir, MOUNT, false, serves)
-                .await?;
-            made.push((true, src_helper.clone()));
-            let dst_helper = dst
-                .create_helper(&format!("vimigrate-helper-dst-{tag}"), image, &dst_dir, MOUNT, false, serves)
-                .await?;
-            made.push((false, dst_helper.clone()));
-            Ok::<_, Error>(DirectTransfer {
-                src: src.clone(),
-                dst: dst.clone(),
-                migration: migration.to_string(),
-                src_id: src_id.to_string(),
-                dst_id: dst_id.to_string(),
-                src_dir,
-                dst_dir,
-                src_helper,
-                dst_helper,
-                keys,
-                start: None,
-            })
-        }
-        .await;
-        match result {
-            Ok(transfer) => Ok((transfer, made)),
-            Err(e) => Err((e, made)),
-        }
+impl CheckpointPath<Provider> for DirectPath {
+    fn method(&self) -> &'static str {
+        "direct"
     }
 
-    fn images_dir(dir: &str, migration: &str) -> String {
-        format!("{dir}/checkpoints/{migration}")
-    }
-
-    fn deadline(provider: &Provider) -> u64 {
-        // The destination's `docker start` must return before the broker's own call times out.
-        let window = Duration::from_secs(provider.timeout_secs().max(10)).mul_f64(0.8);
-        unix_ms(SystemTime::now() + window)
-    }
-
-    /// A directive for one side of this migration.
-    fn directive(&self, on_source: bool, criu: &CriuOptions, action: Action) -> Directive {
-        let (dir, provider) = if on_source { (&self.src_dir, &self.src) } else { (&self.dst_dir, &self.dst) };
-        Directive {
-            version: DIRECTIVE_VERSION,
-            migration: self.migration.clone(),
-            images_dir: Self::images_dir(dir, &self.migration),
-            criu: criu.clone(),
-            deadline_unix_ms: Self::deadline(provider),
-            io_timeout_ms: io_timeout_ms(&self.src, &self.dst),
-            action,
-        }
-    }
-
-    /// The runtime's status on one side, if it wrote one for this migration.
-    pub(crate) async fn status(&self, on_source: bool) -> Option<RuntimeStatus> {
-        let (provider, helper) = if on_source { (&self.src, &self.src_helper) } else { (&self.dst, &self.dst_helper) };
-        let bytes = provider.read_file(helper, &format!("{MOUNT}/{STATE_DIR}/{STATUS_FILE}")).await.ok()??;
-        let status: RuntimeStatus = serde_json::from_slice(&bytes).ok()?;
-        (status.migration == self.migration).then_some(status)
-    }
-
-    /// The error a failed side reported, if it did.
-    pub(crate) async fn reported_failure(&self, on_source: bool) -> Option<Error> {
-        let status = self.status(on_source).await?;
-        let failure = status.error?;
-        let provider = if on_source { self.src.name() } else { self.dst.name() };
-        Some(
-            RuntimeStepError {
-                provider: provider.to_string(),
-                step: failure.step,
-                message: failure.message,
-                retryable: failure.retryable,
-            }
-            .into(),
+    async fn prepare(&mut self, ctx: &Ctx<'_, Provider>, undo: &mut Undo) -> Result<(), Error> {
+        let destination_id = undo.destination_id.clone().ok_or_else(|| not_prepared("the destination container"))?;
+        let keys = TransferKeys::generate()?;
+        let ids = (ctx.source.id.as_str(), destination_id.as_str());
+        match DirectTransfer::prepare(
+            (ctx.src, ctx.dst),
+            &ctx.plan.checkpoint,
+            ids,
+            &ctx.plan.image,
+            &ctx.source.name,
+            keys,
         )
-    }
-
-    /// Arms the destination: its directive, then `docker start` in the background, until its
-    /// runtime listens. Returns the port.
-    pub(crate) async fn arm_destination(
-        &mut self,
-        criu: &CriuOptions,
-        peer_files: &[String],
-        address_map: &BTreeMap<String, String>,
-    ) -> Result<u16, Error> {
-        let directive = self.directive(
-            false,
-            criu,
-            Action::Restore(RestoreDirective {
-                receive: Some(ReceiveFrom {
-                    listen: format!("0.0.0.0:{}", self.dst.transfer_port()),
-                    token: self.keys.token.clone(),
-                    cert: self.keys.cert_b64.clone(),
-                    key: self.keys.key_b64.clone(),
-                }),
-                peer_files: peer_files.to_vec(),
-                address_map: address_map.clone(),
-            }),
-        );
-        place_directive(&self.dst, &self.dst_helper, &directive).await?;
-        let docker = self.dst.docker().clone();
-        let id = self.dst_id.clone();
-        self.start =
-            Some(tokio::spawn(async move { docker.start_container(&id, None::<StartContainerOptions>).await }));
-        let waited = Instant::now();
-        let limit = Duration::from_secs(self.dst.timeout_secs().clamp(10, 60));
-        loop {
-            if let Some(status) = self.status(false).await {
-                match status.state {
-                    RuntimeState::Listening | RuntimeState::Received => {
-                        if let Some(port) = status.port {
-                            return Ok(port);
-                        }
-                    }
-                    RuntimeState::Failed => {
-                        return Err(self
-                            .reported_failure(false)
-                            .await
-                            .unwrap_or_else(|| self.unsuitable("a listening runtime", "it failed without saying why")))
-                    }
-                    _ => {}
-                }
+        .await
+        {
+            Ok((transfer, helpers)) => {
+                undo.helpers.extend(helpers);
+                self.transfer = Some(transfer);
+                Ok(())
             }
-            if self.start.as_ref().is_some_and(JoinHandle::is_finished) {
-                return Err(match self.await_start().await {
-                    Err(e) => e,
-                    Ok(()) => self.unsuitable(
-                        "the vimigrate runtime on the destination",
-                        "the container started without waiting for the transfer (was it created under the `vimigrate` runtime?)",
-                    ),
-                });
+            Err((e, helpers)) => {
+                undo.helpers.extend(helpers);
+                Err(e)
             }
-            if waited.elapsed() > limit {
-                return Err(self.unsuitable("a listening runtime", format!("no status after {} s", limit.as_secs())));
-            }
-            tokio::time::sleep(STATUS_POLL).await;
         }
     }
 
-    fn unsuitable(&self, requirement: &'static str, detail: impl Into<String>) -> Error {
-        ProviderError::Unsuitable { provider: self.dst.name().to_string(), requirement, detail: detail.into() }.into()
+    async fn precopy(&mut self, ctx: &Ctx<'_, Provider>, undo: &Undo, stats: &mut MigrationStats) -> Result<(), Error> {
+        self.layer = Some(first_layer_pass(ctx, undo, stats).await?);
+        Ok(())
     }
 
-    /// Arms the source: where to send, what the destination has of the layer already.
-    pub(crate) async fn arm_source(
-        &self,
-        address: String,
-        criu: &CriuOptions,
-        baseline: Vec<BaselineEntry>,
-        volumes: Vec<String>,
-        fault: Option<crate::runtime_directive::Fault>,
-    ) -> Result<(), Error> {
-        let directive = self.directive(
-            true,
-            criu,
-            Action::Dump(DumpDirective {
-                send: Some(SendTo { address, token: self.keys.token.clone(), server_cert: self.keys.cert_b64.clone() }),
-                baseline,
-                excluded: volumes.clone(),
-                volumes,
-                fault,
-            }),
-        );
-        place_directive(&self.src, &self.src_helper, &directive).await
-    }
-
-    /// Waits for the destination's `docker start`: `Ok` once the runtime restored it.
-    pub(crate) async fn await_start(&mut self) -> Result<(), Error> {
-        let Some(task) = self.start.take() else { return Ok(()) };
-        let result = match task.await {
-            Ok(result) => result,
-            Err(join) => {
-                return Err(self.unsuitable("the destination's start call", format!("it did not complete: {join}")));
-            }
+    async fn arm(&mut self, ctx: &Ctx<'_, Provider>, undo: &mut Undo) -> Result<(), Error> {
+        let PlannedPath::Direct { destination_host } = &ctx.plan.path else {
+            return Err(not_prepared("a direct path in the plan"));
         };
-        match result {
-            Ok(()) => Ok(()),
-            Err(source) => {
-                // The runtime's own report says which step failed; Docker's message is the
-                // fallback.
-                if let Some(reported) = self.reported_failure(false).await {
-                    return Err(reported);
-                }
-                Err(ProviderError::Api {
-                    provider: self.dst.name().to_string(),
-                    step: format!("start container {} restoring from the transfer", self.dst_id),
-                    source,
-                }
-                .into())
+        let baseline = self.layer.as_ref().ok_or_else(|| not_prepared("the layer's first pass"))?.baseline();
+        let transfer = self.transfer.as_mut().ok_or_else(|| not_prepared("the direct transfer"))?;
+        let criu = ctx.plan.criu_options();
+        // Still while the service runs: the destination starts and waits for the images.
+        undo.destination_started = true;
+        let port = transfer.arm_destination(&criu, &ctx.plan.peer_files, &ctx.plan.address_map).await?;
+        let host =
+            if destination_host.contains(':') { format!("[{destination_host}]") } else { destination_host.clone() };
+        let volumes = ctx.source.volumes.iter().map(|v| v.destination.clone()).collect();
+        transfer.arm_source(format!("{host}:{port}"), &criu, baseline, volumes, ctx.options.fault).await
+    }
+
+    async fn freeze(&mut self, ctx: &Ctx<'_, Provider>) -> Result<(), Error> {
+        let dumped = ctx.src.create_checkpoint(&ctx.source.id, &docker_checkpoint_name(&ctx.plan.checkpoint)).await;
+        let Err(e) = dumped else { return Ok(()) };
+        let transfer = self.prepared()?;
+        match transfer.status(Side::Source).await {
+            // Dumped and sent in full: what failed was Docker's bookkeeping after the dump
+            // (containerd's content store, moby/moby#42900); the destination has it all.
+            Some(status) if status.state == RuntimeState::Dumped => {
+                tracing::warn!(error = %e.report(), "Docker reported a failed checkpoint after a complete dump and transfer; going on");
+                Ok(())
+            }
+            // The runtime's report says why (the destination unreachable, CRIU's error).
+            _ => Err(transfer.reported_failure(Side::Source).await.unwrap_or(e)),
+        }
+    }
+
+    async fn transfer(
+        &mut self,
+        _ctx: &Ctx<'_, Provider>,
+        _undo: &Undo,
+        _stats: &mut MigrationStats,
+    ) -> Result<(), StepError> {
+        let transfer =
+            self.transfer.as_mut().ok_or_else(|| not_prepared("the direct transfer")).in_phase(Phase::Transfer)?;
+        let Err(e) = transfer.await_start().await else { return Ok(()) };
+        // Everything had arrived when the destination got as far as its restore.
+        let received = transfer.status(Side::Destination).await.is_some_and(|s| {
+            s.state == RuntimeState::Received || s.error.is_some_and(|e| e.step == "restore" || e.step == "rewrite")
+        });
+        Err(start_failure(e, transfer.reported_failure(Side::Source).await, received))
+    }
+
+    fn verifies(&self, _options: &crate::migration::options::MigrationOptions) -> bool {
+        // The destination's runtime checks every file's BLAKE3 as it arrives.
+        false
+    }
+
+    async fn verify(&mut self, _ctx: &Ctx<'_, Provider>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn restore(&mut self, _ctx: &Ctx<'_, Provider>, _undo: &Undo) -> Result<(), Error> {
+        // The destination's start, awaited in the transfer phase, restored it.
+        Ok(())
+    }
+
+    async fn finish(&mut self, _ctx: &Ctx<'_, Provider>, stats: &mut MigrationStats) -> Vec<(String, usize)> {
+        let Some(transfer) = self.transfer.as_ref() else { return Vec::new() };
+        let (sent, received) = (transfer.status(Side::Source).await, transfer.status(Side::Destination).await);
+        if let Some(sent) = &sent {
+            stats.dump_ms = sent.stats.dump_ms;
+            stats.transfer_ms = sent.stats.send_ms;
+            stats.checkpoint_bytes = sent.stats.image_bytes;
+            stats.transfer_bytes = sent.stats.image_bytes + sent.stats.file_bytes;
+            stats.criu_dump = sent.stats.criu_dump.clone();
+            stats.runtime_peak_rss_kib = sent.stats.peak_rss_kib;
+        }
+        match received {
+            Some(received) => {
+                stats.receive_ms = received.stats.receive_ms;
+                stats.restore_ms = received.stats.restore_ms;
+                stats.network_ms = received.stats.network_ms;
+                stats.criu_restore = received.stats.criu_restore.clone();
+                stats.runtime_peak_rss_kib = stats.runtime_peak_rss_kib.max(received.stats.peak_rss_kib);
+                received.stats.rewrites
+            }
+            None => Vec::new(),
+        }
+    }
+
+    async fn withdraw(&mut self, _ctx: &Ctx<'_, Provider>) {
+        if let Some(transfer) = self.transfer.as_mut() {
+            if transfer.destination_starting() {
+                transfer.withdraw_destination().await;
             }
         }
     }
 
-    /// Whether the destination's start is still in flight.
-    pub(crate) fn destination_starting(&self) -> bool {
-        self.start.is_some()
-    }
-
-    /// Withdraws the destination's directive and waits (bounded) for its start call to end, so
-    /// that the container can be removed.
-    pub(crate) async fn withdraw_destination(&mut self) {
-        let tar = private_files_tar(STATE_DIR, &[(crate::runtime_directive::ABORT_FILE, b"")]);
-        if let Err(e) = self.dst.put_archive(&self.dst_helper, MOUNT, tar).await {
-            tracing::warn!(error = %e.report(), "could not withdraw the destination's directive");
-        }
-        if let Some(task) = self.start.take() {
-            let waited = tokio::time::timeout(Duration::from_secs(30), task).await;
-            if waited.is_err() {
-                tracing::warn!("the destination's start call did not end within 30 s of the withdrawal");
+    async fn restore_source(&self, ctx: &Ctx<'_, Provider>, name: &str) -> Result<(), Error> {
+        // The runtime kept the dump in the checkpoint directory: restore from it the same way
+        // the destination would have; Docker's own restore reads the same directory and is the
+        // fallback.
+        if let Some(transfer) = &self.transfer {
+            match transfer.restore_source_locally(&ctx.plan.criu_options()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e.report(), "direct restore on the source failed; trying Docker's restore")
+                }
             }
         }
+        ctx.src.start_from_checkpoint(&ctx.source.id, name).await
     }
 
-    /// Restores the source from the dump it kept, through its runtime (a local restore
-    /// directive and a plain `docker start`).
-    pub(crate) async fn restore_source_locally(&self, criu: &CriuOptions) -> Result<(), Error> {
-        let directive = local_restore_directive(&self.src_dir, &self.migration, criu);
-        place_directive(&self.src, &self.src_helper, &directive).await?;
-        self.src
-            .docker()
-            .start_container(&self.src_id, None::<StartContainerOptions>)
-            .await
-            .map_err(self.src.api_error(format!("restore container {} from its own dump", self.src_id)))
+    fn source_records(&self, name: &str) -> Vec<String> {
+        vec![docker_checkpoint_name(name)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ProviderError;
+
+    fn runtime(provider: &str, message: &str, retryable: bool) -> Error {
+        RuntimeStepError { provider: provider.into(), step: "receive".into(), message: message.into(), retryable }
+            .into()
+    }
+
+    fn message(err: &Error) -> String {
+        match err {
+            Error::Runtime(e) => format!("{}: {} ({})", e.provider, e.message, e.retryable),
+            other => other.report(),
+        }
+    }
+
+    #[test]
+    fn a_start_failure_names_both_runtimes_until_everything_arrived() {
+        let docker = || -> Error {
+            ProviderError::Api {
+                provider: "provider-b".into(),
+                step: "start container".into(),
+                source: bollard::errors::Error::RequestTimeoutError,
+            }
+            .into()
+        };
+        let table: [(Error, Option<Error>, bool, Phase, &str); 5] = [
+            (
+                runtime("provider-b", "disk full", false),
+                Some(runtime("provider-a", "peer closed", true)),
+                false,
+                Phase::Transfer,
+                "provider-b: disk full (the source reported: peer closed) (true)",
+            ),
+            (
+                runtime("provider-b", "restore failed", false),
+                Some(runtime("provider-a", "x", true)),
+                true,
+                Phase::Restore,
+                "provider-b: restore failed (false)",
+            ),
+            (
+                docker(),
+                Some(runtime("provider-a", "cannot connect", true)),
+                false,
+                Phase::Transfer,
+                "provider-a: cannot connect (true)",
+            ),
+            (docker(), Some(runtime("provider-a", "late", true)), true, Phase::Restore, "provider `provider-b`: start"),
+            (docker(), None, false, Phase::Transfer, "provider `provider-b`: start"),
+        ];
+        for (at_destination, source, received, phase, expected) in table {
+            let failure = start_failure(at_destination, source, received);
+            assert_eq!(failure.phase, phase);
+            assert!(message(&failure.cause).starts_with(expected), "{} / {expected}", message(&failure.cause));
+        }
+    }
+
+    #[test]
+    fn docker_records_its_own_checkpoint_next_to_the_dump() {
+        assert_eq!(docker_checkpoint_name("vimigrate-1"), "vimigrate-1.docker");
+        assert_eq!(DirectPath::default().source_records("cp"), vec!["cp.docker".to_string()]);
     }
 }

@@ -1,0 +1,85 @@
+//! A failed migration: the phase that failed, its cause, and what the rollback did about it.
+
+use std::fmt;
+
+use crate::error::Error;
+use crate::migration::report::Phase;
+
+/// What happened to the service after a failure.
+#[derive(Debug)]
+pub enum Rollback {
+    /// The failure came before anything changed.
+    NothingToUndo,
+    /// The failure came before the freeze: what was made on the destination was removed; the
+    /// service never stopped.
+    Undone,
+    /// The service runs again on the source, restored from the checkpoint (or never stopped).
+    Resumed {
+        /// The provider it runs on.
+        provider: String,
+    },
+    /// The destination was being started and could not be reached to make sure it does not run
+    /// the container: the source was left stopped with its checkpoint rather than risk the
+    /// service running twice. `heal` settles it once the destination answers.
+    Held {
+        /// The provider that could not be reached.
+        destination: String,
+        /// Why removing the destination's container failed.
+        cause: Box<Error>,
+    },
+    /// Undoing failed too: this error says why, and the service may be down.
+    Failed(Box<Error>),
+}
+
+impl Rollback {
+    /// Every state's name, as [`Rollback::state`] gives them.
+    pub const STATES: [&'static str; 5] = ["nothing_to_undo", "undone", "resumed", "held", "failed"];
+
+    /// The state's name, as front ends report it (`resumed`, `held`, ...).
+    pub fn state(&self) -> &'static str {
+        match self {
+            Rollback::NothingToUndo => "nothing_to_undo",
+            Rollback::Undone => "undone",
+            Rollback::Resumed { .. } => "resumed",
+            Rollback::Held { .. } => "held",
+            Rollback::Failed(_) => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rollback::NothingToUndo => f.write_str("nothing was changed"),
+            Rollback::Undone => f.write_str("the destination was cleaned up; the service never stopped"),
+            Rollback::Resumed { provider } => write!(f, "rolled back: the service runs on {provider} again"),
+            Rollback::Held { destination, cause } => write!(
+                f,
+                "HELD: {destination} cannot be reached to make sure it does not run the container ({}); the source \
+                 was left stopped with its checkpoint so that the service never runs twice; run heal once \
+                 {destination} answers",
+                cause.report()
+            ),
+            Rollback::Failed(err) => write!(f, "ROLLBACK FAILED: {}", err.report()),
+        }
+    }
+}
+
+/// A failed migration: the phase, the cause, and how the rollback went.
+#[derive(Debug, thiserror::Error)]
+#[error("migration of `{container}` from {source_provider} to {destination} failed in phase {phase}: {}; {rollback}", .cause.report())]
+pub struct MigrationError {
+    /// The phase that failed.
+    pub phase: Phase,
+    /// The container being migrated.
+    pub container: String,
+    /// Source provider.
+    pub source_provider: String,
+    /// Destination provider.
+    pub destination: String,
+    /// Why the phase failed.
+    #[source]
+    pub cause: Error,
+    /// What was done about it.
+    pub rollback: Rollback,
+}

@@ -1,0 +1,186 @@
+//! Preflight: every check that can fail before anything changes, on both providers, ending in
+//! the [`MigrationPlan`] the migration follows (and a dry run prints). Nothing here writes to a
+//! provider but the CRIU proof, which removes its probe container whatever happens.
+
+use crate::error::{Error, InputError, ProviderError};
+use crate::migration::options::{CheckedOptions, MigrationOptions};
+use crate::migration::plan::{self, MigrationPlan, PathFacts};
+use crate::migration::source::SourceContainer;
+use crate::network::map::{self as network_map, NetworkDecision};
+use crate::provider::image::image_platform;
+use crate::provider::Provider;
+
+/// The source container, as the migration will move it; the options are checked first, and
+/// the two providers must differ.
+pub(crate) async fn find_source(
+    src: &Provider,
+    dst: &Provider,
+    options: &MigrationOptions,
+) -> Result<(SourceContainer, CheckedOptions), Error> {
+    let checked = options.checked()?;
+    if src.name() == dst.name() {
+        return Err(InputError::new("destination", "a provider other than the source", dst.name()).into());
+    }
+    let name = &options.container;
+    let inspect = src
+        .inspect_container_raw(name)
+        .await?
+        .ok_or_else(|| InputError::new("container", format!("a container on {}", src.name()), name))?;
+    let mut source = SourceContainer::from_inspect(inspect);
+    // The container runs the image it was created from; its reference may name another image by
+    // now (a rebuilt `latest`). Move and run exactly the image it runs.
+    let named = src.docker().inspect_image(&source.image).await.ok().and_then(|i| i.id);
+    if named.as_deref() != Some(source.image_id.as_str()) && !source.image_id.is_empty() {
+        tracing::info!(container = %source.name, reference = %source.image, id = %source.image_id,
+            "the image reference names another image now; migrating by id");
+        source.image = source.image_id.clone();
+    }
+    Ok((source, checked))
+}
+
+/// Whether the preflight proves checkpoint/restore on both hosts (when the options ask for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CriuProof {
+    /// Prove it, as a migration does: a probe container checkpointed and restored on each host.
+    Run,
+    /// Only plan it: a dry run changes nothing.
+    Skip,
+}
+
+/// Every other check that can fail before anything changes; returns the plan.
+pub(crate) async fn preflight(
+    src: &Provider,
+    dst: &Provider,
+    options: &MigrationOptions,
+    checked: &CheckedOptions,
+    source: &SourceContainer,
+    proof: CriuProof,
+) -> Result<MigrationPlan, Error> {
+    let name = &options.container;
+    if !source.running {
+        return Err(InputError::new("container", "a running container", format!("{name} ({})", source.status)).into());
+    }
+    if source.auto_remove {
+        return Err(InputError::new(
+            "container",
+            "a container without auto-remove (--rm): Docker would delete it, and the checkpoint to roll back to, at the freeze",
+            name,
+        )
+        .into());
+    }
+    if !source.host_binds.is_empty() {
+        return Err(InputError::new(
+            "container",
+            "no bind mount of a host path (it cannot follow the container to another host; use a named volume)",
+            source.host_binds.join(", "),
+        )
+        .into());
+    }
+    let (src_report, dst_report) = tokio::try_join!(src.probe(), dst.probe())?;
+    for report in [&src_report, &dst_report] {
+        if !report.experimental {
+            return Err(ProviderError::Unsuitable {
+                provider: report.name.clone(),
+                requirement: "experimental mode (dockerd --experimental) for checkpoint/restore",
+                detail: format!("Docker {} runs without it", report.server_version),
+            }
+            .into());
+        }
+    }
+    let path = plan::choose_path(PathFacts {
+        wanted: options.method,
+        source_has_runtime: src_report.vimigrate_runtime,
+        destination_has_runtime: dst_report.vimigrate_runtime,
+        container_runtime: source.runtime.as_deref(),
+        destination: dst.name(),
+        destination_host: dst.transfer_address(),
+    })
+    .map_err(|detail| ProviderError::Unsuitable {
+        provider: dst.name().to_string(),
+        requirement: "the direct migration path (method direct)",
+        detail,
+    })?;
+    if let plan::PlannedPath::Docker { reason } = &path {
+        tracing::info!(container = %source.name, %reason, "migrating through Docker's checkpoint API");
+    }
+    // The container list, not an inspect: an inspect waits for a start in progress there.
+    if dst.container_exists(&source.name).await? {
+        return Err(ProviderError::NameTaken {
+            provider: dst.name().to_string(),
+            what: "container",
+            name: source.name.clone(),
+            reason: "is already in use on the destination",
+        }
+        .into());
+    }
+    let (_, image_arch) = image_platform(src, &source.image).await?;
+    if !image_arch.is_empty() && image_arch != dst_report.arch {
+        return Err(ProviderError::Unsuitable {
+            provider: dst.name().to_string(),
+            requirement: "the image's architecture",
+            detail: format!("image `{}` is {image_arch}, the destination is {}", source.image, dst_report.arch),
+        }
+        .into());
+    }
+    let image_on_destination = image_on(dst, source).await;
+    let networks = plan_networks(src, dst, source).await?;
+    let forwarding =
+        plan::forwarding(dst.name(), &source.host_ports, &checked.port_map, &dst.published_ports().await?)?;
+    for (i, path) in options.peer_files.iter().enumerate() {
+        if src.read_file(&source.id, path).await?.is_none() {
+            return Err(InputError::new(
+                format!("peer_files[{i}]"),
+                "an absolute path of a file in the container",
+                path,
+            )
+            .into());
+        }
+    }
+    if options.check_criu && proof == CriuProof::Run {
+        tokio::try_join!(src.check_criu(), dst.check_criu())?;
+    }
+    let (tcp, tcp_reason) = plan::tcp_mode(options.criu_tcp, &networks);
+    Ok(MigrationPlan {
+        container: source.name.clone(),
+        source: src.name().to_string(),
+        destination: dst.name().to_string(),
+        source_id: source.id.clone(),
+        checkpoint: checked.checkpoint.clone(),
+        image: source.image.clone(),
+        image_on_destination,
+        path,
+        networks,
+        forwarding,
+        tcp,
+        tcp_reason,
+        destination_runtime: plan::destination_runtime(dst_report.vimigrate_runtime, source.runtime.as_deref()),
+        address_map: options.address_map.clone(),
+        peer_files: options.peer_files.clone(),
+        criu_check: options.check_criu,
+    })
+}
+
+/// Whether `dst` has the image the container runs, under the same id.
+async fn image_on(dst: &Provider, source: &SourceContainer) -> bool {
+    let found = dst.docker().inspect_image(&source.image).await.ok().and_then(|found| found.id);
+    found.is_some_and(|id| id == source.image_id)
+}
+
+/// Decides, for each network of the container, whether the destination keeps its subnet.
+async fn plan_networks(
+    src: &Provider,
+    dst: &Provider,
+    source: &SourceContainer,
+) -> Result<Vec<NetworkDecision>, Error> {
+    let existing = dst.list_networks().await?;
+    let mut decisions = Vec::new();
+    for ep in &source.networks {
+        let info = src.inspect_network(&ep.network).await?.ok_or_else(|| {
+            InputError::new("container", format!("a container whose network `{}` exists", ep.network), &source.name)
+        })?;
+        let decision = network_map::decide(&info, &existing);
+        tracing::info!(network = %decision.name, mode = ?decision.mode, reason = %decision.reason, "network mapping");
+        decisions.push(decision);
+    }
+    Ok(decisions)
+}

@@ -1,0 +1,158 @@
+//! What a migration tells its caller: the phases as they start ([`ProgressEvent`]), and at the
+//! end the report of a success with the figures of each phase ([`MigrationReport`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use vimigrate_protocol::{DumpStats, RestoreStats};
+
+use crate::network::map::NetworkDecision;
+
+/// The phases of a migration, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Checks on both providers; nothing changes.
+    Preflight,
+    /// The image reaches the destination if it lacks it.
+    Image,
+    /// The destination container is created (not started).
+    Prepare,
+    /// First copy of the writable layer, while the service runs.
+    Precopy,
+    /// The checkpoint: the service stops answering here.
+    Checkpoint,
+    /// Writable-layer delta, volumes and checkpoint images move.
+    Transfer,
+    /// What arrived is compared with what was sent.
+    Verify,
+    /// The destination restores the checkpoint: the service answers again.
+    Restore,
+    /// Checkpoint data and the source container are removed.
+    Cleanup,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Phase::Preflight => "preflight",
+            Phase::Image => "image",
+            Phase::Prepare => "prepare",
+            Phase::Precopy => "precopy",
+            Phase::Checkpoint => "checkpoint",
+            Phase::Transfer => "transfer",
+            Phase::Verify => "verify",
+            Phase::Restore => "restore",
+            Phase::Cleanup => "cleanup",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Something a running migration reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ProgressEvent {
+    /// A phase starts.
+    Phase {
+        /// The phase.
+        phase: Phase,
+    },
+    /// Bytes moved so far within a phase.
+    Bytes {
+        /// The phase moving them.
+        phase: Phase,
+        /// Total so far in this phase.
+        bytes: u64,
+    },
+}
+
+/// Time and volume of each phase. Times in milliseconds; the CRIU figures use Podman's
+/// `--print-stats` names and CRIU's own microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MigrationStats {
+    /// Preflight checks, including the CRIU proof on both hosts.
+    pub preflight_ms: u64,
+    /// Image transfer (0 bytes when the destination had it).
+    pub image_ms: u64,
+    /// Bytes of image streamed.
+    pub image_bytes: u64,
+    /// Creating the destination container.
+    pub prepare_ms: u64,
+    /// First pass over the writable layer.
+    pub precopy_ms: u64,
+    /// Bytes moved by the first pass.
+    pub precopy_bytes: u64,
+    /// `docker checkpoint`: freezing and dumping the processes.
+    pub checkpoint_ms: u64,
+    /// Writable-layer delta, volumes and checkpoint images.
+    pub transfer_ms: u64,
+    /// Bytes moved after the freeze (delta + volumes + checkpoint).
+    pub transfer_bytes: u64,
+    /// Of which the checkpoint images.
+    pub checkpoint_bytes: u64,
+    /// Reading the checkpoint back on the destination and comparing.
+    pub verify_ms: u64,
+    /// `docker start --checkpoint` on the destination.
+    pub restore_ms: u64,
+    /// From the start of the checkpoint to the restored container running: the service's
+    /// interruption as the broker sees it.
+    pub downtime_ms: u64,
+    /// Deleting checkpoint data and the source container.
+    pub cleanup_ms: u64,
+    /// The whole migration.
+    pub total_ms: u64,
+    /// CRIU's own dump statistics (freezing_time, frozen_time, memdump_time, memwrite_time,
+    /// pages_written, ...), when the checkpoint carried them.
+    pub criu_dump: Option<DumpStats>,
+    /// CRIU's own restore statistics (restore_time, ...), on the direct path.
+    pub criu_restore: Option<RestoreStats>,
+    /// On the direct path: the source runtime's dump (runc checkpoint), ms.
+    pub dump_ms: u64,
+    /// On the direct path: the destination runtime's receive, from connection to last checksum.
+    pub receive_ms: u64,
+    /// Peak resident memory of the runtimes on the source and destination hosts (KiB).
+    pub runtime_peak_rss_kib: u64,
+    /// On the direct path: the destination's network set up (Docker's network hook run on a
+    /// prepared namespace) while it waited for the transfer, before the freeze.
+    pub network_ms: u64,
+}
+
+/// A successful migration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationReport {
+    /// Container name (the same on both providers).
+    pub container: String,
+    /// Source provider.
+    pub source: String,
+    /// Destination provider.
+    pub destination: String,
+    /// Container id on the source.
+    pub source_id: String,
+    /// Container id on the destination, where it runs now.
+    pub destination_id: String,
+    /// The checkpoint's name.
+    pub checkpoint: String,
+    /// Whether the source container was kept (stopped).
+    pub source_kept: bool,
+    /// Per-phase figures.
+    pub stats: MigrationStats,
+    /// Cleanup steps that failed after the service already ran on the destination; the
+    /// migration still succeeded.
+    pub warnings: Vec<String>,
+    /// How each user-defined network mapped to the destination.
+    pub networks: Vec<NetworkDecision>,
+    /// The container's addresses that changed, old -> new (empty when all were kept): what
+    /// peers that name it by address need rewritten.
+    pub address_changes: BTreeMap<String, String>,
+    /// The TCP option CRIU ran with on both hosts (`tcp-established`, `tcp-close`), unless the
+    /// hosts' own configuration was left alone.
+    pub criu_tcp_option: Option<String>,
+    /// Declared peer files rewritten on the destination, with the number of addresses replaced.
+    pub rewrites: Vec<(String, usize)>,
+    /// `direct` or `docker`: how the checkpoint moved.
+    pub method: &'static str,
+    /// Why Docker's checkpoint API was used, when it was.
+    pub method_reason: Option<String>,
+}
