@@ -44,7 +44,8 @@ pub use provider::spec::{ContainerSpec, NetworkAttachment, PortSpec, Protocol, V
 pub use provider::Provider;
 pub use shapes::shapes;
 pub use transfer::archive::{copy_archive, read_manifest, verify_copy, CopyReport};
-pub use transfer::tar::manifest::{Entry, TarManifest, TarManifestBuilder, CAPTURE_LIMIT};
+pub use transfer::tar::manifest::{Entry, TarManifest, CAPTURE_LIMIT};
+pub use transfer::tar::reader::TarManifestBuilder;
 
 pub use vimigrate_protocol as protocol;
 pub use vimigrate_protocol::{

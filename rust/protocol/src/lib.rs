@@ -61,6 +61,7 @@ pub mod address_rewrite;
 pub mod criu_stats;
 pub mod directive;
 pub mod error_chain;
+mod protobuf;
 pub mod rfc3339;
 pub mod secret;
 pub mod status;

@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::criu_stats::{DumpStats, RestoreStats};
 
-/// How far the wrapper got, written to [`STATUS_FILE`] after every step.
+/// How far the wrapper got, written to [`crate::STATUS_FILE`] after every step.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeStatus {
-    /// [`Directive::migration`] of the directive this reports on.
+    /// [`crate::Directive::migration`] of the directive this reports on.
     pub migration: String,
     /// The last step reached.
     pub state: RuntimeState,

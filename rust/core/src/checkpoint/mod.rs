@@ -1,4 +1,6 @@
-//! Checkpointing a container with CRIU through Docker, and restoring it from a checkpoint.
+//! Checkpointing a container with CRIU through Docker, and restoring it from a checkpoint (this
+//! file); proving that a provider can do both ([`criu_probe`]); and what CRIU does with TCP
+//! connections, set on the hosts for Docker's path ([`criu_options`]).
 //!
 //! Checkpoints live where the daemon keeps them by default,
 //! `<DockerRootDir>/containers/<full id>/checkpoints/<name>`: Docker 20.10 refuses a restore

@@ -1,6 +1,9 @@
-//! The plan/apply cycle of a zone, after external-dns: read what the authoritative server
-//! answers, compute the record changes that make it match the desired state, then apply exactly
-//! those. Applying a desired state twice changes nothing the second time.
+//! Public DNS names that follow a migration. The plan/apply cycle of a zone, after external-dns
+//! (this file): read what the authoritative server answers, compute the record changes that
+//! make it match the desired state, then apply exactly those; applying a desired state twice
+//! changes nothing the second time. Records and changes are [`record`], where a zone's server is
+//! and how to reach it is [`server`], the backends that apply changes (RFC 2136 with TSIG,
+//! PowerDNS's HTTP API) are `backend/`, DNS queries are `wire.rs`, failures [`error`].
 
 mod backend;
 pub mod error;

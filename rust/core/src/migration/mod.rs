@@ -11,7 +11,7 @@
 //! - [`options`]: what the caller asks for, checked in one place;
 //! - `preflight.rs`: every check before anything changes, ending in a [`MigrationPlan`]
 //!   (`plan.rs`: the plan and the pure decisions behind it: path, TCP mode, ports, runtime);
-//! - `sequence.rs`: the phase sequence, once for both paths, over the narrow [`host`] seam;
+//! - `sequence.rs`: the phase sequence, once for both paths, over the narrow `host.rs` seam;
 //! - `path/`: what differs between Docker's checkpoint API (`docker.rs`) and the direct path
 //!   through `vimigrate-runtime` (`direct.rs`, `direct_transfer.rs`, `transfer_keys.rs`);
 //! - `undo.rs` and `rollback.rs`: what was changed and how a failure undoes it;

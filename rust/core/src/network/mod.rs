@@ -1,4 +1,6 @@
-//! User-defined networks on a provider.
+//! User-defined networks: their declaration and their life on a provider (this file), IPv4
+//! subnets (`cidr.rs`), and how a container's networks map to the destination of a migration,
+//! kept or remapped ([`map`]).
 
 pub(crate) mod cidr;
 pub mod map;

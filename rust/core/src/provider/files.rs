@@ -7,7 +7,7 @@ use futures_util::TryStreamExt;
 
 use crate::error::{is_not_found, Error, IntegrityError};
 use crate::provider::Provider;
-use crate::transfer::tar::manifest::TarManifestBuilder;
+use crate::transfer::tar::reader::TarManifestBuilder;
 use crate::transfer::tar::writer::single_file_tar;
 use vimigrate_protocol::rewrite_addresses;
 

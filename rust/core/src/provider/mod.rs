@@ -1,4 +1,11 @@
-//! A connection to one provider's Docker Engine.
+//! A provider: one Docker Engine reached through its API. This module owns the connection
+//! ([`config`]: how a user writes where it is; [`Provider`]: the negotiated client), what the
+//! provider is ([`probe`]), and everything the engine does to it that is not a migration
+//! step of its own: the labels on what vimigrate creates ([`labels`]), finding and removing
+//! containers (`container.rs`), deploying one from a spec ([`spec`], [`deploy`]), single files
+//! through the archive endpoints ([`files`]), never-started helper containers (`helper.rs`),
+//! and images moved between providers ([`image`]). One definition of where a daemon keeps a
+//! container's directory lives here too.
 
 pub mod config;
 pub(crate) mod container;

@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, IntegrityError, ProviderError};
 use crate::provider::Provider;
-use crate::transfer::tar::manifest::{TarManifest, TarManifestBuilder};
+use crate::transfer::tar::manifest::TarManifest;
+use crate::transfer::tar::reader::TarManifestBuilder;
 use vimigrate_protocol::DUMP_STATS_FILE;
 
 /// Chunks queued between the download and the upload. Docker sends chunks of at most a few tens
@@ -305,7 +306,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::transfer::tar::manifest::tests::TarWriter;
+    use crate::transfer::tar::tests::TarWriter;
 
     fn sample() -> Vec<u8> {
         let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();

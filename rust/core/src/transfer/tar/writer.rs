@@ -56,7 +56,8 @@ pub(crate) fn private_files_tar(dir: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfer::tar::manifest::{Entry, TarManifestBuilder};
+    use crate::transfer::tar::manifest::Entry;
+    use crate::transfer::tar::reader::TarManifestBuilder;
 
     #[test]
     fn a_single_file_tar_reads_back() {
