@@ -8,8 +8,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
-use vimigrate_runtime::receive::{self, ReceivePlan};
-use vimigrate_runtime::send::{SendTarget, Sender};
+use vimigrate_runtime::transfer::receive::{self, ReceivePlan};
+use vimigrate_runtime::transfer::send::{SendTarget, Sender};
 
 fn main() {
     let mib: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(512);

@@ -16,13 +16,16 @@ use vimigrate_protocol::{parse_dump_stats, DUMP_STATS_FILE};
 use vimigrate_protocol::{Action, Directive, DumpDirective, Fault, RuntimeFailure, RuntimeState, RuntimeStatus};
 
 use crate::error::RuntimeError;
-use crate::layer_delta::{layer_delta, whole_tree};
-use crate::oci_spec::{overlay_upper_dir, Spec};
-use crate::runc_args::Invocation;
-use crate::send::{SendReport, SendTarget, Sender};
-use crate::state_files::StateDir;
-use crate::wire::Area;
-use crate::{criu_log_tail, ms, peak_rss_kib, runc_command, runc_log, runc_path, unix_ms_now, Outcome, CRIU_LOG};
+use crate::fs::layer_delta::{layer_delta, whole_tree};
+use crate::fs::state_files;
+use crate::fs::state_files::StateDir;
+use crate::net::prepared_netns;
+use crate::runc::args::Invocation;
+use crate::runc::log as runc_log;
+use crate::runc::spec::{overlay_upper_dir, Spec};
+use crate::transfer::send::{SendReport, SendTarget, Sender};
+use crate::transfer::wire::Area;
+use crate::{criu_log_tail, ms, peak_rss_kib, runc_command, runc_path, unix_ms_now, Outcome, CRIU_LOG};
 
 const RUNNING: u8 = 0;
 const DUMPED: u8 = 1;
@@ -117,10 +120,10 @@ fn run_dump(
     // The destination restores into a network namespace it prepared before the freeze: the
     // dump marks the container's own one external so that CRIU expects exactly that.
     let external: Vec<String> =
-        crate::prepared_netns::external_netns_option(crate::runc_root(inv)?, id)?.into_iter().collect();
+        prepared_netns::external_netns_option(crate::runc_root(inv)?, id)?.into_iter().collect();
     state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)), &external)?;
     let images_dir = checked_images_dir(directive, container_dir)?;
-    crate::state_files::create_private_dir(&images_dir)
+    state_files::create_private_dir(&images_dir)
         .map_err(RuntimeError::io("dump", format!("create {}", images_dir.display())))?;
 
     let mut sender = match target_of(directive, dump)? {

@@ -18,28 +18,20 @@
 //! `org.criu.config` annotation), so that a migration's CRIU options never touch the
 //! host-wide `/etc/criu/runc.conf`.
 
-pub mod announce;
 pub mod dump;
 pub mod error;
-pub mod layer_delta;
-pub mod oci_spec;
-pub mod prepared_netns;
-pub mod receive;
+pub mod fs;
+pub mod net;
 pub mod restore;
-pub mod runc_args;
-pub mod runc_log;
-pub mod safe_fs;
-pub mod send;
-pub mod state_files;
-pub mod transfer_tls;
-pub mod wire;
+pub mod runc;
+pub mod transfer;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use error::RuntimeError;
-use runc_args::Invocation;
+use runc::args::Invocation;
 
 /// What a handler decided.
 #[derive(Debug)]
@@ -68,7 +60,7 @@ pub fn run(inv: &Invocation) -> i32 {
 /// Reports a failed step: in the status the broker reads, and in runc's log, where containerd
 /// looks for the reason of a failed call.
 pub(crate) fn fail(
-    state: &state_files::StateDir,
+    state: &fs::state_files::StateDir,
     log: Option<&str>,
     migration: &str,
     e: &error::RuntimeError,
@@ -80,7 +72,7 @@ pub(crate) fn fail(
         error: Some(RuntimeFailure { step: e.step().to_string(), message: e.report(), retryable: e.is_retryable() }),
         ..Default::default()
     });
-    runc_log::log_error(log, &e.report());
+    runc::log::log_error(log, &e.report());
     Outcome::Exit(1)
 }
 
@@ -118,7 +110,7 @@ fn exec_runc(inv: &Invocation) -> i32 {
     }
     command.args(&inv.args);
     let err = command.exec();
-    runc_log::log_error(inv.global_value("--log"), &format!("cannot run {}: {err}", runc.display()));
+    runc::log::log_error(inv.global_value("--log"), &format!("cannot run {}: {err}", runc.display()));
     127
 }
 

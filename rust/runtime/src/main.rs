@@ -3,9 +3,9 @@
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.first().map(String::as_str) == Some(vimigrate_runtime::prepared_netns::HOLDER_ARG) {
-        std::process::exit(vimigrate_runtime::prepared_netns::hold());
+    if argv.first().map(String::as_str) == Some(vimigrate_runtime::net::prepared_netns::HOLDER_ARG) {
+        std::process::exit(vimigrate_runtime::net::prepared_netns::hold());
     }
-    let invocation = vimigrate_runtime::runc_args::Invocation::parse(&argv);
+    let invocation = vimigrate_runtime::runc::args::Invocation::parse(&argv);
     std::process::exit(vimigrate_runtime::run(&invocation));
 }

@@ -14,17 +14,19 @@ use vimigrate_protocol::rewrite_addresses;
 use vimigrate_protocol::{parse_restore_stats, RESTORE_STATS_FILE};
 use vimigrate_protocol::{Action, Directive, RestoreDirective, RuntimeState, RuntimeStatus};
 
-use crate::announce;
 use crate::dump::{checked_images_dir, locate};
 use crate::error::RuntimeError;
-use crate::oci_spec::Spec;
-use crate::prepared_netns;
-use crate::receive::{self, ReceivePlan};
-use crate::runc_args::Invocation;
-use crate::safe_fs::{self, Root};
-use crate::state_files::StateDir;
-use crate::transfer_tls::decode_der;
-use crate::{criu_log_tail, ms, peak_rss_kib, runc_command, runc_log, runc_path, unix_ms_now, Outcome, CRIU_LOG};
+use crate::fs::safe;
+use crate::fs::safe::Root;
+use crate::fs::state_files::StateDir;
+use crate::net::announce;
+use crate::net::prepared_netns;
+use crate::runc::args::Invocation;
+use crate::runc::log as runc_log;
+use crate::runc::spec::Spec;
+use crate::transfer::receive::{self, ReceivePlan};
+use crate::transfer::tls::decode_der;
+use crate::{criu_log_tail, ms, peak_rss_kib, runc_command, runc_path, unix_ms_now, Outcome, CRIU_LOG};
 
 /// Handles `create`: a restore when a directive asks for one, else runc's create (with the
 /// container's own CRIU configuration file recorded in its spec).
@@ -212,7 +214,7 @@ fn rewrite_peer_files(
         let path = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)))
             .join(std::ffi::OsStr::new(name.to_str().unwrap_or_default()));
         let mut text = String::new();
-        safe_fs::open_no_follow(&path).and_then(|mut f| f.read_to_string(&mut text)).map_err(fail)?;
+        safe::open_no_follow(&path).and_then(|mut f| f.read_to_string(&mut text)).map_err(fail)?;
         let (rewritten, count) = rewrite_addresses(&text, map);
         if count > 0 {
             // Truncate and write in place: the file keeps its inode, owner and mode.

@@ -2,8 +2,8 @@
 //! error or a value and never panic; what the sender writes, the receiver reads back.
 
 use proptest::prelude::*;
-use vimigrate_runtime::runc_args::Invocation;
-use vimigrate_runtime::wire::{self, Area, EntryHeader, Frame, Hello, Kind};
+use vimigrate_runtime::runc::args::Invocation;
+use vimigrate_runtime::transfer::wire::{self, Area, EntryHeader, Frame, Hello, Kind};
 
 fn area() -> impl Strategy<Value = Area> {
     prop_oneof![Just(Area::Images), Just(Area::Rootfs), Just(Area::Volume)]
@@ -83,7 +83,7 @@ proptest! {
         let inv = Invocation::parse(&argv);
         // The id, when found, is always one that is safe in a path.
         if let Some(id) = inv.container_id() {
-            prop_assert!(vimigrate_runtime::runc_args::is_container_id(id));
+            prop_assert!(vimigrate_runtime::runc::args::is_container_id(id));
         }
         let _ = inv.args_without("--image-path");
         let _ = inv.global_value("--root");

@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use vimigrate_protocol::BaselineEntry;
 use vimigrate_runtime::error::RuntimeError;
-use vimigrate_runtime::layer_delta::{layer_delta, whole_tree};
-use vimigrate_runtime::receive::{self, ReceivePlan, ReceiveReport};
-use vimigrate_runtime::send::{SendTarget, Sender};
-use vimigrate_runtime::wire::Area;
+use vimigrate_runtime::fs::layer_delta::{layer_delta, whole_tree};
+use vimigrate_runtime::transfer::receive::{self, ReceivePlan, ReceiveReport};
+use vimigrate_runtime::transfer::send::{SendTarget, Sender};
+use vimigrate_runtime::transfer::wire::Area;
 
 struct Keys {
     cert: Vec<u8>,

@@ -15,9 +15,12 @@ use std::time::{Duration, Instant, SystemTime};
 use rustls::{ServerConnection, StreamOwned};
 
 use crate::error::RuntimeError;
-use crate::safe_fs::{self, Attributes, Root};
-use crate::transfer_tls::server_config;
-use crate::wire::{self, Area, EntryHeader, Frame, Kind, MAX_DATA};
+use crate::fs::safe;
+use crate::fs::safe::{Attributes, Root};
+use crate::fs::state_files;
+use crate::transfer::tls::server_config;
+use crate::transfer::wire;
+use crate::transfer::wire::{Area, EntryHeader, Frame, Kind, MAX_DATA};
 
 /// Entries open at once (the sender keeps only the growing page images open).
 const MAX_OPEN: usize = 1024;
@@ -184,7 +187,7 @@ struct Receiver<'a> {
 
 impl<'a> Receiver<'a> {
     fn new(plan: &'a ReceivePlan<'a>) -> Result<Receiver<'a>, RuntimeError> {
-        crate::state_files::create_private_dir(&plan.images_dir)
+        state_files::create_private_dir(&plan.images_dir)
             .map_err(recv_error(format!("create {}", plan.images_dir.display())))?;
         let images = Root::open(&plan.images_dir).map_err(recv_error(format!("open {}", plan.images_dir.display())))?;
         Ok(Receiver {
@@ -290,25 +293,25 @@ impl<'a> Receiver<'a> {
         let (dir, name): (OwnedFd, _) = self.root_for(&header)?.parent_of(&path).map_err(fail)?;
         match header.kind {
             Kind::File => {
-                let file = safe_fs::create_file(&dir, &name).map_err(fail)?;
+                let file = safe::create_file(&dir, &name).map_err(fail)?;
                 self.open.insert(
                     header.id,
                     Open { file, hasher: blake3::Hasher::new(), written: 0, attrs, images, what: what.clone() },
                 );
             }
             Kind::Dir => {
-                let made = safe_fs::make_dir(&dir, &name).map_err(fail)?;
-                safe_fs::set_attributes(&made, &attrs, false).map_err(fail)?;
+                let made = safe::make_dir(&dir, &name).map_err(fail)?;
+                safe::set_attributes(&made, &attrs, false).map_err(fail)?;
             }
             Kind::Symlink => {
-                safe_fs::make_symlink(&dir, &name, &header.link).map_err(fail)?;
-                safe_fs::set_entry_attributes(&dir, &name, &attrs, true).map_err(fail)?;
+                safe::make_symlink(&dir, &name, &header.link).map_err(fail)?;
+                safe::set_entry_attributes(&dir, &name, &attrs, true).map_err(fail)?;
             }
             Kind::Fifo => {
-                safe_fs::make_fifo(&dir, &name).map_err(fail)?;
-                safe_fs::set_entry_attributes(&dir, &name, &attrs, false).map_err(fail)?;
+                safe::make_fifo(&dir, &name).map_err(fail)?;
+                safe::set_entry_attributes(&dir, &name, &attrs, false).map_err(fail)?;
             }
-            Kind::Delete => safe_fs::remove_entry(&dir, &name).map_err(fail)?,
+            Kind::Delete => safe::remove_entry(&dir, &name).map_err(fail)?,
         }
         Ok(())
     }
@@ -358,7 +361,7 @@ impl<'a> Receiver<'a> {
                 ),
             });
         }
-        safe_fs::set_attributes(&open.file, &open.attrs, true)
+        safe::set_attributes(&open.file, &open.attrs, true)
             .map_err(RuntimeError::io("receive", format!("set the attributes of {}", open.what)))?;
         Ok(())
     }

@@ -17,10 +17,11 @@ use std::time::Duration;
 use rustls::{ClientConnection, StreamOwned};
 
 use crate::error::RuntimeError;
-use crate::layer_delta::DeltaItem;
-use crate::safe_fs::open_no_follow;
-use crate::transfer_tls::{client_config, server_name};
-use crate::wire::{self, Area, EntryHeader, Frame, Hello, Kind};
+use crate::fs::layer_delta::DeltaItem;
+use crate::fs::safe::open_no_follow;
+use crate::transfer::tls::{client_config, server_name};
+use crate::transfer::wire;
+use crate::transfer::wire::{Area, EntryHeader, Frame, Hello, Kind};
 
 /// Payload of one `Data` frame.
 const CHUNK: usize = 1 << 20;

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::error::RuntimeError;
-use crate::oci_spec::{runc_state, Spec};
-use crate::state_files::write_private;
+use crate::fs::state_files::write_private;
+use crate::runc::spec::{runc_state, Spec};
 
 /// The argument that makes this binary the namespace holder.
 pub const HOLDER_ARG: &str = "--vimigrate-hold-netns";

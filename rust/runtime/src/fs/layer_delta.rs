@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use vimigrate_protocol::BaselineEntry;
 
 use crate::error::RuntimeError;
-use crate::wire::Kind;
+use crate::transfer::wire::Kind;
 
 /// One entry to send.
 #[derive(Debug, Clone, PartialEq, Eq)]

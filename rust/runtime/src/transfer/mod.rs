@@ -1,0 +1,8 @@
+//! The host-to-host stream of the direct path: the sender on the source ([`send`]), the receiver
+//! on the destination ([`receive`]), the frames between them ([`wire`]) inside TLS 1.3 with the
+//! migration's pinned certificate ([`tls`]).
+
+pub mod receive;
+pub mod send;
+pub mod tls;
+pub mod wire;
