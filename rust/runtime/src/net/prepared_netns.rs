@@ -195,7 +195,12 @@ fn run_hook(hook: &Value, state: &Value) -> Result<(), RuntimeError> {
     let mut child = command.spawn().map_err(RuntimeError::io("network", format!("run Docker's hook {path}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         let body = serde_json::to_vec(state).map_err(|e| RuntimeError::Directive(e.to_string()))?;
-        stdin.write_all(&body).map_err(RuntimeError::io("network", "give Docker's hook the container's state"))?;
+        match stdin.write_all(&body) {
+            // A hook that exits without reading its state (a failing one, typically) closes the
+            // pipe first: its exit status and stderr below say what happened, not the pipe.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.map_err(RuntimeError::io("network", "give Docker's hook the container's state"))?,
+        }
     }
     let timeout = hook["timeout"].as_u64().map(Duration::from_secs).unwrap_or(DEFAULT_HOOK_TIMEOUT);
     let started = Instant::now();
