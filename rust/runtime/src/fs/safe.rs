@@ -167,7 +167,7 @@ pub fn remove_entry(dir: &OwnedFd, name: &CString) -> io::Result<()> {
 /// Creates `name` in `dir` as a new regular file (replacing any file or link there), for
 /// writing, mode 0600 until [`set_attributes`] gives it its own.
 pub fn create_file(dir: &OwnedFd, name: &CString) -> io::Result<File> {
-    remove_non_dir(dir, name)?;
+    remove_entry(dir, name)?;
     // SAFETY: valid fd and NUL-terminated name; the result is owned by the File.
     let fd = check(unsafe {
         libc::openat(
@@ -179,20 +179,6 @@ pub fn create_file(dir: &OwnedFd, name: &CString) -> io::Result<File> {
     })?;
     // SAFETY: see above.
     Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-fn remove_non_dir(dir: &OwnedFd, name: &CString) -> io::Result<()> {
-    // SAFETY: valid fd and NUL-terminated name.
-    let ret = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
-    if ret == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ENOENT) => Ok(()),
-        Some(libc::EISDIR) => remove_entry(dir, name),
-        _ => Err(err),
-    }
 }
 
 /// Makes sure `name` in `dir` is a directory (replacing a file or link there) and returns it
@@ -219,7 +205,7 @@ pub fn make_dir(dir: &OwnedFd, name: &CString) -> io::Result<File> {
     let fd = match open() {
         Ok(fd) => fd,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
-            remove_non_dir(dir, name)?;
+            remove_entry(dir, name)?;
             // SAFETY: as above.
             check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) })?;
             open()?
@@ -232,7 +218,7 @@ pub fn make_dir(dir: &OwnedFd, name: &CString) -> io::Result<File> {
 
 /// Creates `name` in `dir` as a symbolic link to `target` (replacing what is there).
 pub fn make_symlink(dir: &OwnedFd, name: &CString, target: &[u8]) -> io::Result<()> {
-    remove_non_dir(dir, name)?;
+    remove_entry(dir, name)?;
     let target = cstr(target)?;
     // SAFETY: valid fd and NUL-terminated strings.
     check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
@@ -240,7 +226,7 @@ pub fn make_symlink(dir: &OwnedFd, name: &CString, target: &[u8]) -> io::Result<
 
 /// Creates `name` in `dir` as a FIFO (replacing what is there).
 pub fn make_fifo(dir: &OwnedFd, name: &CString) -> io::Result<()> {
-    remove_non_dir(dir, name)?;
+    remove_entry(dir, name)?;
     // SAFETY: valid fd and NUL-terminated name.
     check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), libc::S_IFIFO | 0o600, 0) }).map(drop)
 }
