@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help deps lab-up lab-down lab-status python demo test bench soak clean
+.PHONY: help deps lab-up lab-down lab-status python demo lint test bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +25,9 @@ python: ## build the engine into .venv (pip install .) with the Cloudify CLI
 
 demo: ## the main job on the embedded default: lab, plugin, blueprint install
 	bash scripts/demo.sh
+
+lint: ## the lint gate: cargo fmt --check, clippy -D warnings, rustdoc, ruff, mypy, shellcheck
+	bash scripts/lint.sh
 
 test: ## every test: cargo, pytest, and the lab-based end-to-end tests
 	bash scripts/test.sh
