@@ -62,6 +62,7 @@ pub fn shapes() -> BTreeMap<&'static str, Vec<String>> {
     out.insert("AddressMode", variants::<AddressMode>());
     out.insert("Protocol", variants::<Protocol>());
     out.insert("RecordType", variants::<RecordType>());
+    out.insert("Fault", variants::<vimigrate_protocol::Fault>());
     out.insert("Rollback", sorted(Rollback::STATES.iter().map(|s| s.to_string()).collect()));
     out
 }
