@@ -2,7 +2,8 @@
 # The main job on the embedded default (Cloudify local mode): start the lab (two providers and a
 # DNS server), build the plugin, install the example blueprint (a web server and its Redis) on
 # provider-a with its public name web.vi.test, show it answering, migrate it live to provider-b and
-# back (the name follows), showing the visit count continue.
+# back (the name follows), showing the visit count continue. Whatever an earlier demo left on the
+# lab, from this checkout or another, is removed first (scripts/lab/sweep-deployment.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,8 +23,13 @@ export PATH=$PWD/.venv/bin:$PATH
 say "3. the virtual infrastructure: cfy init + install on provider-a"
 if cfy node-instances -b "$BLUEPRINT_ID" >/dev/null 2>&1; then
     echo "(a previous demo is installed: uninstalling it first)"
-    cfy executions start uninstall -b "$BLUEPRINT_ID"
+    cfy executions start uninstall -b "$BLUEPRINT_ID" ||
+        echo "(its uninstall failed, see above: what it left goes by its labels next)"
 fi
+# The lab is host-wide, this Cloudify profile is this checkout's: a demo installed from another
+# checkout (or whose profile is gone) still holds the names this one needs, so whatever an
+# earlier demo left on any lab provider goes first, whichever checkout made it.
+bash scripts/lab/sweep-deployment.sh "$BLUEPRINT_ID"
 cfy init blueprints/webapp.yaml -b "$BLUEPRINT_ID" -i blueprints/inputs/lab.yaml
 cfy executions start install -b "$BLUEPRINT_ID"
 
@@ -34,14 +40,18 @@ for instance in json.load(sys.stdin):
     p = instance["runtime_properties"]
     print("   web runs on", p["provider"], "as", p["container_id"][:12], "published at", ", ".join(p["public_endpoints"]))'
 }
+# The zone's server and the public name, as the lab describes them (.lab/lab.json).
+dns_server=$(jq -r .dns.server .lab/lab.json)
+dns_port=$(jq -r .dns.port .lab/lab.json)
+web_name=web.$(jq -r '.dns.zone | rtrimstr(".")' .lab/lab.json)
 visit() { # expected provider-name: clients resolve the public name at the zone's server
     local expected address
-    expected=$(python3 -c 'import json, sys; print(json.load(open(".lab/lab.json"))["providers"][sys.argv[1]]["public_address"])' "$1")
-    address=$(dig +short @127.0.0.1 -p 5300 web.vi.test A)
-    printf '   web.vi.test -> %s (%s)  GET http://web.vi.test:8080/ -> ' "$address" "$1"
+    expected=$(jq -r --arg p "$1" '.providers[$p].public_address' .lab/lab.json)
+    address=$(dig +short @"$dns_server" -p "$dns_port" "$web_name" A)
+    printf '   %s -> %s (%s)  GET http://%s:8080/ -> ' "$web_name" "$address" "$1" "$web_name"
     [[ $address == "$expected" ]] || { echo "DNS answers $address, not $expected" >&2; exit 1; }
     curl -fsS --max-time 5 --retry 10 --retry-connrefused --retry-delay 1 \
-        --resolve "web.vi.test:8080:$address" "http://web.vi.test:8080/"
+        --resolve "$web_name:8080:$address" "http://$web_name:8080/"
 }
 
 say "4. the application answers at provider-a's public address"

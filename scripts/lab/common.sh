@@ -5,48 +5,78 @@
 #
 # The lab is two Docker "providers", each a dockerd in its own network
 # namespace with its own public address on the host bridge vmlab0, plus a BIND9
-# server for the zone vi.test. Every path and address is defined here so that
+# and a PowerDNS server for the zone vi.test. What the lab is (providers,
+# addresses, pools, DNS) is written once, in lab-description.json; this file
+# fills its variables from there and adds where the lab keeps its state, so that
 # up.sh, down.sh and status.sh can never disagree about what the lab owns.
 
 LAB_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$LAB_SCRIPTS_DIR/../.." && pwd)
+LAB_DESCRIPTION="$LAB_SCRIPTS_DIR/lab-description.json"
+
+log() { printf '%s\n' "lab: $*" >&2; }
+die() { printf '%s\n' "lab: error: $*" >&2; exit 1; }
 
 # Repo-relative state (git-ignored): lab.json and image tars.
 LAB_DIR="$REPO_ROOT/.lab"
 LAB_JSON="$LAB_DIR/lab.json"
 IMAGES_DIR="$LAB_DIR/images"
 
+# --- from lab-description.json ------------------------------------------------
+# lab-description.jq prints one "NAME<TAB>value" line per variable below and
+# checks each field's type on the way; the loop sets only names of this block.
+
 # Host-wide state. /run is lost at reboot (pids, sockets, exec-roots); the
 # data-roots under /var/lib survive down/up so built images persist.
-LAB_RUN=/run/vimigrate-lab
-LAB_DATA=/var/lib/vimigrate-lab
-LAB_LOG=/var/log/vimigrate-lab
+LAB_RUN='' LAB_DATA='' LAB_LOG=''
+# The host bridge joining the providers' public addresses, the host's address
+# on it, and one where nothing listens (for tests of an unreachable peer).
+HOST_BRIDGE='' HOST_ADDR='' PUBLIC_PREFIX_LEN='' HOST_UNUSED_ADDR=''
+# dockerd's PATH: runc looks up `criu` there, and it must find the >= 4.2
+# wrapper in /usr/local/sbin before any distro criu. P_PATH overrides it.
+LAB_PATH=''
+# PROVIDERS are started by up.sh; EXTRA_PROVIDERS ("on_demand") by tests with
+# their own script (provider-nocriu.sh). down.sh stops them too.
+PROVIDERS=() EXTRA_PROVIDERS=()
+# Per provider: netns, host end of its veth (max 15 chars; the namespace end is
+# eth0), public address, docker0 address and subnet, user network pool.
+declare -A P_NETNS=() P_VETH=() P_ADDR=() P_BIP=() P_SUBNET=() P_POOL=() P_POOL_SIZE=()
+# Set (to 1) for the providers that also serve TLS, or register the vimigrate
+# runtime; P_PATH for those whose dockerd gets another PATH than LAB_PATH
+# (provider-nocriu's holds everything dockerd, containerd and runc need but no
+# criu; provider-nocriu.sh verifies that before it starts the daemon).
+declare -A P_TLS=() P_RUNTIME=() P_PATH=()
+# TLS_SERVER_DNS: the DNS name the server certificate carries next to the TLS
+# providers' addresses.
+TLS_PORT='' TLS_SERVER_DNS=''
+# Both DNS servers (and the PowerDNS API) listen on DNS_ADDR only.
+DNS_ADDR='' DNS_ZONE='' DNS_TTL='' DNS_PORT='' TSIG_KEY_NAME='' TSIG_ALGORITHM=''
+PDNS_PORT='' PDNS_API_PORT='' PDNS_SERVER_ID=''
+IMAGE_COUNTER='' IMAGE_REDIS='' IMAGE_WEB=''
+
+command -v jq >/dev/null ||
+	die "jq is missing; the lab scripts read $LAB_DESCRIPTION with it: run bash scripts/lab/install-deps.sh"
+_lab_vars=$(jq -r -f "$LAB_SCRIPTS_DIR/lab-description.jq" "$LAB_DESCRIPTION" 2>&1) ||
+	die "$LAB_DESCRIPTION: ${_lab_vars#jq: error (at *): }"
+# printf -v, not eval: a value is only ever data. The name pattern keeps the
+# keys to this file's variables and the array subscripts to plain names.
+while IFS=$'\t' read -r _lab_var _lab_value; do
+	[[ $_lab_var =~ ^(LAB_(RUN|DATA|LOG|PATH)|HOST_[A-Z_]+|PUBLIC_PREFIX_LEN|(EXTRA_)?PROVIDERS\[[0-9]+\]|P_[A-Z_]+\[[a-z0-9-]+\]|TLS_(PORT|SERVER_DNS)|DNS_[A-Z]+|TSIG_[A-Z_]+|PDNS_[A-Z_]+|IMAGE_[A-Z]+)$ ]] ||
+		die "lab-description.jq printed an unexpected variable: $_lab_var"
+	printf -v "$_lab_var" '%s' "$_lab_value"
+done <<<"$_lab_vars"
+unset _lab_vars _lab_var _lab_value
+ALL_PROVIDERS=("${PROVIDERS[@]}" "${EXTRA_PROVIDERS[@]}")
+
+# --- derived: where each part keeps its state -----------------------------------
+
 # DNS state is host-wide like the providers: one lab per machine, whichever checkout
 # started it, so a second checkout finds the running named instead of racing it.
 DNS_DIR="$LAB_RUN/dns"
 
-HOST_BRIDGE=vmlab0
-HOST_ADDR=10.231.0.1
-PUBLIC_PREFIX_LEN=24
-
-PROVIDERS=(provider-a provider-b)
-# Providers up.sh does not start: tests start them on demand with their own
-# script (provider-nocriu.sh). down.sh stops them too.
-EXTRA_PROVIDERS=(provider-nocriu)
-ALL_PROVIDERS=("${PROVIDERS[@]}" "${EXTRA_PROVIDERS[@]}")
-declare -A P_NETNS=([provider-a]=vmlab-a [provider-b]=vmlab-b [provider-nocriu]=vmlab-c)
-declare -A P_ADDR=([provider-a]=10.231.0.11 [provider-b]=10.231.0.12 [provider-nocriu]=10.231.0.13)
-declare -A P_BIP=([provider-a]=172.31.1.1/24 [provider-b]=172.31.2.1/24 [provider-nocriu]=172.31.3.1/24)
-declare -A P_SUBNET=([provider-a]=172.31.1.0/24 [provider-b]=172.31.2.0/24 [provider-nocriu]=172.31.3.0/24)
-declare -A P_POOL=([provider-a]=172.29.0.0/16 [provider-b]=172.30.0.0/16 [provider-nocriu]=172.28.0.0/16)
-# Host end of each provider's veth (max 15 chars); the namespace end is eth0.
-declare -A P_VETH=([provider-a]=veth-vmlab-a [provider-b]=veth-vmlab-b [provider-nocriu]=veth-vmlab-c)
-
-# TLS: the providers listed here also serve the Docker API on
+# TLS: the providers with P_TLS also serve the Docker API on
 # tcp://<public address>:$TLS_PORT with --tlsverify (client certificates
 # required), so the engine's TLS path is exercised against a real daemon.
-declare -A P_TLS=([provider-b]=1)
-TLS_PORT=2376
 # Host-wide like the providers (one lab per machine); regenerated by up.sh
 # when missing, inconsistent or about to expire. Keys are 0600.
 TLS_DIR="$LAB_RUN/tls"
@@ -61,15 +91,9 @@ TLS_WRONG_CA="$TLS_DIR/wrong-ca.pem"
 TLS_WRONG_CA_KEY="$TLS_DIR/wrong-ca-key.pem"
 TLS_WRONG_CLIENT_CERT="$TLS_DIR/wrong-cert.pem"
 TLS_WRONG_CLIENT_KEY="$TLS_DIR/wrong-key.pem"
-# The DNS name the server certificate carries next to provider-b's address.
-TLS_SERVER_DNS=provider-b
-
-DNS_PORT=5300
-DNS_ZONE=vi.test.
-DNS_TTL=5
-TSIG_KEY_NAME=vimigrate-lab
 TSIG_KEY_FILE="$DNS_DIR/tsig.key"
 NAMED_PIDFILE="$DNS_DIR/named.pid"
+NAMED_ZONE_FILE="$DNS_DIR/zones/${DNS_ZONE%.}.zone"
 
 # The second authoritative server: PowerDNS (gsqlite3 backend) for the same
 # zone, driven over its HTTP API rather than RFC 2136. Its config, database,
@@ -77,10 +101,7 @@ NAMED_PIDFILE="$DNS_DIR/named.pid"
 # --socket-dir); /etc/powerdns is never read. The API key is generated once;
 # it and the config holding it are 0600.
 PDNS_DIR="$LAB_RUN/pdns"
-PDNS_PORT=5301
-PDNS_API_PORT=8081
-PDNS_API_URL="http://127.0.0.1:$PDNS_API_PORT"
-PDNS_SERVER_ID=localhost
+PDNS_API_URL="http://$DNS_ADDR:$PDNS_API_PORT"
 PDNS_CONF="$PDNS_DIR/pdns.conf"
 PDNS_DB="$PDNS_DIR/pdns.sqlite3"
 PDNS_API_KEY_FILE="$PDNS_DIR/api.key"
@@ -94,9 +115,6 @@ CRIU_PREFIX=/opt/vimigrate-criu
 CRIU_WRAPPER=/usr/local/sbin/criu
 CRIU_MIN_VERSION=4.2
 
-IMAGE_COUNTER=vimigrate-lab/counter:latest
-IMAGE_REDIS=vimigrate-lab/redis:latest
-IMAGE_WEB=vimigrate-lab/web:latest
 IMAGE_HASH_LABEL=org.vimigrate.lab.rootfs-sha256
 
 # Debian's 20.10 client; /usr/local/bin/docker may be a newer client whose
@@ -104,25 +122,12 @@ IMAGE_HASH_LABEL=org.vimigrate.lab.rootfs-sha256
 DOCKER_CLI=/usr/bin/docker
 export DOCKER_API_VERSION=1.41
 
-# dockerd's PATH: runc looks up `criu` there, and it must find the >= 4.2
-# wrapper in /usr/local/sbin before any distro criu.
-LAB_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-# provider-nocriu's PATH: everything dockerd, containerd and runc need, but no
-# criu (the lab's criu is /usr/local/sbin/criu). provider-nocriu.sh verifies
-# that `criu` is really not found there before it starts the daemon.
-NOCRIU_PATH=/usr/sbin:/usr/bin:/sbin:/bin
-declare -A P_PATH=([provider-nocriu]=$NOCRIU_PATH)
-
 # vimigrate-runtime, the OCI runtime wrapper that gives a provider the direct
 # migration path (rust/runtime), built from this checkout and installed here;
 # provider-a and provider-b register it with dockerd as runtime `vimigrate`
 # (provider-nocriu does not: it stands for a provider without it).
 RUNTIME_BIN=/usr/local/libexec/vimigrate/vimigrate-runtime
 RUNC_BIN=/usr/sbin/runc
-declare -A P_RUNTIME=([provider-a]=1 [provider-b]=1)
-
-log() { printf '%s\n' "lab: $*" >&2; }
-die() { printf '%s\n' "lab: error: $*" >&2; exit 1; }
 
 p_run_dir() { echo "$LAB_RUN/$1"; }
 p_exec_root() { echo "$LAB_RUN/$1/exec"; }
@@ -133,6 +138,20 @@ p_log() { echo "$LAB_LOG/$1-dockerd.log"; }
 p_facts_json() { echo "$LAB_DIR/$1.json"; }
 # dockerd's managed containerd writes its pid here (inside the exec-root).
 p_containerd_pidfile() { echo "$LAB_RUN/$1/exec/containerd/containerd.pid"; }
+
+# Provider $1's facts as JSON: what the description says of it, and where its
+# daemon listens and keeps its data (lab.json and provider-nocriu.json add the
+# pid and what else only a running daemon has).
+p_facts() {
+	local p=$1
+	jq -nc --arg name "$p" --arg host "unix://$(p_sock "$p")" --arg addr "${P_ADDR[$p]}" \
+		--arg ns "${P_NETNS[$p]}" --arg veth "${P_VETH[$p]}" --arg root "$(p_data_root "$p")" \
+		--arg bip "${P_BIP[$p]}" --arg subnet "${P_SUBNET[$p]}" --arg pool "${P_POOL[$p]}" \
+		--argjson pool_size "${P_POOL_SIZE[$p]}" --arg path "$(p_path "$p")" \
+		'{name: $name, docker_host: $host, public_address: $addr, netns: $ns, data_root: $root,
+		  bridge_subnet: $subnet, veth: $veth, bridge_ip: $bip, address_pool: $pool,
+		  address_pool_size: $pool_size, path: $path}'
+}
 
 # The docker CLI bound to one provider.
 pdocker() {
@@ -366,7 +385,7 @@ p_dockerd_args() {
 		--pidfile "$(p_pidfile "$p")"
 		-H "unix://$(p_sock "$p")"
 		--bip "${P_BIP[$p]}"
-		--default-address-pool "base=${P_POOL[$p]},size=24"
+		--default-address-pool "base=${P_POOL[$p]},size=${P_POOL_SIZE[$p]}"
 		--dns 127.0.0.1
 	)
 	if [[ -n ${P_TLS[$p]:-} ]]; then

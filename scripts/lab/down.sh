@@ -5,7 +5,7 @@
 # then removes the veths, the vmlab0 bridge and the namespaces. Images persist
 # in the data-roots unless --purge is given. Idempotent.
 set -euo pipefail
-# shellcheck source=scripts/lab/common.sh
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 [[ $EUID -eq 0 ]] || die "down.sh must run as root"

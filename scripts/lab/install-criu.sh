@@ -13,13 +13,12 @@
 #     build dependencies and install the binary itself.
 # Set VIMIGRATE_CRIU_ROUTE=source to force route 1.
 set -euo pipefail
-# shellcheck source=scripts/lab/common.sh
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 [[ $EUID -eq 0 ]] || die "install-criu.sh must run as root"
 
 APT_DIR="$LAB_DATA/criu-apt"
-MIRROR=http://deb.debian.org/debian
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 MULTIARCH=x86_64-linux-gnu
 
@@ -29,6 +28,23 @@ criu_ok() {
 	v=$(criu_version "$CRIU_WRAPPER")
 	[[ -n $v ]] && version_ge "$v" "$CRIU_MIN_VERSION" || return 1
 	"$CRIU_WRAPPER" check 2>&1 | grep -q 'Looks good'
+}
+
+# The Debian archive this machine's own apt sources use for its release (its
+# sid and forky suites live there too): the lab names no mirror of its own.
+# VIMIGRATE_DEBIAN_MIRROR overrides it.
+debian_mirror() {
+	local codename uri
+	if [[ -n ${VIMIGRATE_DEBIAN_MIRROR:-} ]]; then
+		echo "${VIMIGRATE_DEBIAN_MIRROR%/}"
+		return
+	fi
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+	[[ -n $codename ]] || die "criu: no VERSION_CODENAME in /etc/os-release; set VIMIGRATE_DEBIAN_MIRROR"
+	uri=$(apt-get indextargets --no-release-info --format "\$(RELEASE) \$(COMPONENT) \$(REPO_URI)" \
+		'Identifier: Packages' 2>/dev/null | awk -v c="$codename" '$1 == c && $2 == "main" {print $3; exit}')
+	[[ -n $uri ]] || die "criu: no '$codename main' Debian archive in this machine's apt sources; set VIMIGRATE_DEBIAN_MIRROR"
+	echo "${uri%/}"
 }
 
 # apt-get/apt-cache options that isolate every piece of apt state, so the
@@ -50,11 +66,12 @@ private_apt_opts() {
 	)
 	mkdir -p "$APT_DIR"/{state/lists/partial,cache/archives/partial,sources.list.d,preferences.d,apt.conf.d}
 	: >"$APT_DIR/state/status"
-	local types=$1
+	local types=$1 mirror
+	mirror=$(debian_mirror)
 	: >"$APT_DIR/sources.list"
 	for t in $types; do
-		echo "$t [signed-by=$KEYRING] $MIRROR sid main" >>"$APT_DIR/sources.list"
-		echo "$t [signed-by=$KEYRING] $MIRROR forky main" >>"$APT_DIR/sources.list"
+		echo "$t [signed-by=$KEYRING] $mirror sid main" >>"$APT_DIR/sources.list"
+		echo "$t [signed-by=$KEYRING] $mirror forky main" >>"$APT_DIR/sources.list"
 	done
 	apt-get "${APT_OPTS[@]}" -qq update
 }

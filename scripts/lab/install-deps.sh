@@ -4,8 +4,11 @@
 # driven over its HTTP API), openssl (the lab's TLS certificates), the binaries baked into the test images, and CRIU
 # >= 4.2 (through install-criu.sh). Idempotent: a second run only checks.
 set -euo pipefail
-# shellcheck source=scripts/lab/common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# Not common.sh: it reads lab-description.json with jq, which this script
+# installs (every other lab script runs after it).
+LAB_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+log() { printf '%s\n' "lab: $*" >&2; }
+die() { printf '%s\n' "lab: error: $*" >&2; exit 1; }
 
 [[ $EUID -eq 0 ]] || die "install-deps.sh must run as root"
 
@@ -14,9 +17,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # pdns-server's own config in /etc/powerdns is never used: up.sh runs
 # pdns_server with --config-dir in the lab's state directory.
 # sqlite3 initialises the PowerDNS database from Debian's schema.
+# jq: the lab scripts read lab-description.json and write lab.json with it;
+# python3 runs describe.py, which checks the description before up.sh uses it.
 PACKAGES=(
 	docker.io iproute2 iptables bind9 bind9-dnsutils busybox-static
-	redis-tools curl jq netcat-openbsd util-linux procps openssl
+	redis-tools curl jq python3 netcat-openbsd util-linux procps openssl
 	pdns-server pdns-backend-sqlite3 sqlite3
 )
 

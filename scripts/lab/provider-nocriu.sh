@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Starts (up) or stops (down) provider-nocriu: a third lab dockerd, like
-# provider-a and provider-b (own netns vmlab-c, address 10.231.0.13 on vmlab0,
-# own data-root, exec-root and socket), whose PATH holds no criu. runc looks
-# criu up in the PATH it inherits from dockerd, so every checkpoint fails:
-# the destination tests use it to prove that preflight catches an unusable
-# CRIU before anything changes.
+# provider-a and provider-b (own netns, public address on the host bridge,
+# data-root, exec-root and socket, as lab-description.json lists it), whose
+# PATH holds no criu. runc looks criu up in the PATH it inherits from dockerd,
+# so every checkpoint fails: the destination tests use it to prove that
+# preflight catches an unusable CRIU before anything changes.
 #   up [--no-experimental]  start it (without --experimental: a destination
 #                           that refuses checkpoint/restore for that reason);
 #                           a daemon running with the other mode is restarted.
@@ -13,7 +13,7 @@
 # its connection facts to .lab/provider-nocriu.json (not to lab.json, whose
 # readers expect every provider listed there to run).
 set -euo pipefail
-# shellcheck source=scripts/lab/common.sh
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 P=provider-nocriu
@@ -35,12 +35,8 @@ write_facts() {
 	pid=$(live_pid "$(p_pidfile "$P")" dockerd)
 	[[ ${P_EXPERIMENTAL[$P]:-1} != 0 ]] || experimental=false
 	mkdir -p "$LAB_DIR"
-	jq -n --arg p "$P" --arg host "unix://$(p_sock "$P")" --arg addr "${P_ADDR[$P]}" \
-		--arg ns "${P_NETNS[$P]}" --arg root "$(p_data_root "$P")" --arg subnet "${P_SUBNET[$P]}" \
-		--arg path "$(p_path "$P")" --argjson pid "$pid" --argjson experimental "$experimental" \
-		'{name: $p, docker_host: $host, public_address: $addr, netns: $ns, data_root: $root,
-		  bridge_subnet: $subnet, pid: $pid, path: $path, experimental: $experimental}' \
-		>"$(p_facts_json "$P").tmp"
+	jq --argjson pid "$pid" --argjson experimental "$experimental" \
+		'. + {pid: $pid, experimental: $experimental}' <<<"$(p_facts "$P")" >"$(p_facts_json "$P").tmp"
 	mv "$(p_facts_json "$P").tmp" "$(p_facts_json "$P")"
 }
 

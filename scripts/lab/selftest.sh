@@ -5,10 +5,14 @@
 # Docker checkpoint (CRIU through runc) works. Talks only to the lab's own
 # addresses. Leaves no container behind; exits non-zero on the first failure.
 set -euo pipefail
-# shellcheck source=scripts/lab/common.sh
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 NAME=vmlab-selftest
+# Host ports of its own: not the demo's (16379, 8080), whose VI stays up after
+# `make demo`, nor the cfy tests' (18080, 18099).
+REDIS_PORT=26379
+WEB_PORT=28080
 cleanup() {
 	local p
 	for p in "${PROVIDERS[@]}"; do
@@ -36,17 +40,17 @@ redis_ping() {
 bash "$LAB_SCRIPTS_DIR/status.sh" >/dev/null || fail "status.sh reports the lab down"
 
 for p in "${PROVIDERS[@]}"; do
-	pdocker "$p" run -d --label "$NAME" --name "$NAME-redis" -p 16379:6379 "$IMAGE_REDIS" >/dev/null
+	pdocker "$p" run -d --label "$NAME" --name "$NAME-redis" -p "$REDIS_PORT:6379" "$IMAGE_REDIS" >/dev/null
 done
 for p in "${PROVIDERS[@]}"; do
 	addr=${P_ADDR[$p]}
-	for _ in $(seq 50); do redis_ping "$addr" 16379 >/dev/null 2>&1 && break; sleep 0.1; done
-	[[ $(redis_ping "$addr" 16379) == +PONG* ]] || fail "PING $addr:16379 from the host"
-	ok "$p redis answers at $addr:16379 from the host"
+	for _ in $(seq 50); do redis_ping "$addr" "$REDIS_PORT" >/dev/null 2>&1 && break; sleep 0.1; done
+	[[ $(redis_ping "$addr" "$REDIS_PORT") == +PONG* ]] || fail "PING $addr:$REDIS_PORT from the host"
+	ok "$p redis answers at $addr:$REDIS_PORT from the host"
 	for q in "${PROVIDERS[@]}"; do
 		[[ $q != "$p" ]] || continue
-		[[ $(redis_ping "$addr" 16379 "${P_NETNS[$q]}") == +PONG* ]] || fail "PING $addr:16379 from $q"
-		ok "$p redis answers at $addr:16379 from $q"
+		[[ $(redis_ping "$addr" "$REDIS_PORT" "${P_NETNS[$q]}") == +PONG* ]] || fail "PING $addr:$REDIS_PORT from $q"
+		ok "$p redis answers at $addr:$REDIS_PORT from $q"
 	done
 done
 
@@ -54,24 +58,24 @@ p=${PROVIDERS[0]}
 addr=${P_ADDR[$p]}
 pdocker "$p" network create --label "$NAME" "$NAME" >/dev/null
 pdocker "$p" run -d --label "$NAME" --name "$NAME-r" --network "$NAME" --network-alias redis "$IMAGE_REDIS" >/dev/null
-pdocker "$p" run -d --label "$NAME" --name "$NAME-web" --hostname selftest-web --network "$NAME" -p 18080:8080 "$IMAGE_WEB" >/dev/null
-for _ in $(seq 50); do curl -sf --max-time 2 "http://$addr:18080/healthz" >/dev/null && break; sleep 0.1; done
-v1=$(curl -sf --max-time 5 "http://$addr:18080/") || fail "GET / on the web container"
-v2=$(curl -sf --max-time 5 "http://$addr:18080/") || fail "GET / on the web container"
+pdocker "$p" run -d --label "$NAME" --name "$NAME-web" --hostname selftest-web --network "$NAME" -p "$WEB_PORT:8080" "$IMAGE_WEB" >/dev/null
+for _ in $(seq 50); do curl -sf --max-time 2 "http://$addr:$WEB_PORT/healthz" >/dev/null && break; sleep 0.1; done
+v1=$(curl -sf --max-time 5 "http://$addr:$WEB_PORT/") || fail "GET / on the web container"
+v2=$(curl -sf --max-time 5 "http://$addr:$WEB_PORT/") || fail "GET / on the web container"
 [[ $v1 == "visits=1 host=selftest-web" && $v2 == "visits=2 host=selftest-web" ]] ||
 	fail "visits did not count up: '$v1' then '$v2'"
 ok "web counts visits in redis ($v1, $v2)"
 
 name="selftest.$DNS_ZONE"
 nsupdate -k "$TSIG_KEY_FILE" <<EOF || fail "nsupdate"
-server 127.0.0.1 $DNS_PORT
+server $DNS_ADDR $DNS_PORT
 zone $DNS_ZONE
 update add $name $DNS_TTL A ${P_ADDR[$p]}
 send
 EOF
-[[ $(dig +short @127.0.0.1 -p "$DNS_PORT" "$name" A) == "${P_ADDR[$p]}" ]] || fail "dig $name"
+[[ $(dig +short @"$DNS_ADDR" -p "$DNS_PORT" "$name" A) == "${P_ADDR[$p]}" ]] || fail "dig $name"
 nsupdate -k "$TSIG_KEY_FILE" <<EOF
-server 127.0.0.1 $DNS_PORT
+server $DNS_ADDR $DNS_PORT
 zone $DNS_ZONE
 update delete $name A
 send

@@ -4,7 +4,7 @@
 # API), the images and CRIU.
 # Exits non-zero when any part is down.
 set -euo pipefail
-# shellcheck source=scripts/lab/common.sh
+# shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 failed=0
@@ -44,12 +44,12 @@ for p in "${PROVIDERS[@]}"; do
 	pdocker "$p" ps --format '{{.Names}}  {{.Image}}  {{.Status}}  {{.Ports}}' | sed 's/^/    /'
 done
 
-echo "dns (127.0.0.1:$DNS_PORT, zone $DNS_ZONE)"
+echo "dns ($DNS_ADDR:$DNS_PORT, zone $DNS_ZONE)"
 pid=$(live_pid "$NAMED_PIDFILE" named)
 if [[ -z $pid ]]; then
 	bad "named not running"
 else
-	soa=$(dig +short +time=1 +tries=1 @127.0.0.1 -p "$DNS_PORT" SOA "$DNS_ZONE" || true)
+	soa=$(dig +short +time=1 +tries=1 @"$DNS_ADDR" -p "$DNS_PORT" SOA "$DNS_ZONE" || true)
 	if [[ -n $soa ]]; then
 		echo "  named pid $pid: SOA $soa"
 	else
@@ -57,12 +57,12 @@ else
 	fi
 fi
 
-echo "powerdns (127.0.0.1:$PDNS_PORT, zone $DNS_ZONE, API $PDNS_API_URL)"
+echo "powerdns ($DNS_ADDR:$PDNS_PORT, zone $DNS_ZONE, API $PDNS_API_URL)"
 pid=$(live_pid "$PDNS_PIDFILE" pdns_server)
 if [[ -z $pid ]]; then
 	bad "pdns_server not running"
 else
-	soa=$(dig +short +time=1 +tries=1 @127.0.0.1 -p "$PDNS_PORT" SOA "$DNS_ZONE" || true)
+	soa=$(dig +short +time=1 +tries=1 @"$DNS_ADDR" -p "$PDNS_PORT" SOA "$DNS_ZONE" || true)
 	if [[ -n $soa ]]; then
 		echo "  pdns_server pid $pid: SOA $soa"
 	else

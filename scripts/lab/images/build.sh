@@ -10,7 +10,7 @@
 #
 # Usage: build.sh [counter|redis|web ...]   (default: all three)
 set -euo pipefail
-# shellcheck source=scripts/lab/common.sh
+# shellcheck source=SCRIPTDIR/../common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 BUSYBOX=/bin/busybox
