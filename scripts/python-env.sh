@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Rust engine into the project's virtualenv (.venv) with `pip install .` (maturin),
-# next to the Cloudify CLI 7.0.5 and the test tools. Idempotent; cargo's target/ keeps the
+# next to the Cloudify CLI 7.0.5, the test tools and the linters (ruff, mypy). Idempotent; cargo's target/ keeps the
 # build incremental, so a second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,15 @@ if [[ ! -x $VENV/bin/python ]]; then
     "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-# The CLI and test tools first (pinned in pyproject's `test` extra), then the engine itself.
-"$VENV/bin/python" -m pip install -q "cloudify==7.0.5" "pytest>=8" "wagon>=1.0" "maturin>=1.7,<2" "hypothesis>=6"
+# The CLI, test and lint tools first, as pinned in pyproject.toml (the `test` and `lint` extras,
+# the build backend), so that they are there even while the engine does not build; then the
+# engine itself.
+mapfile -t tools < <("$VENV/bin/python" -c '
+import tomllib
+with open("pyproject.toml", "rb") as f:
+    project = tomllib.load(f)
+extras = project["project"]["optional-dependencies"]
+print("\n".join(extras["test"] + extras["lint"] + project["build-system"]["requires"]))')
+"$VENV/bin/python" -m pip install -q "${tools[@]}"
 "$VENV/bin/python" -m pip install -q .
 "$VENV/bin/python" -c 'import vimigrate; c = vimigrate.self_check(); print("python-env: vimigrate", c["engine_version"], "ready, runtime", c["runtime_ready"])'

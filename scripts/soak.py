@@ -14,6 +14,7 @@ Usage: .venv/bin/python scripts/soak.py [--migrations 20]   (make soak)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import socket
@@ -80,7 +81,7 @@ class Client:
 
     def longest_gap(self, since: float, until: float) -> float:
         times = sorted(t for t, _ in self.answers if since <= t <= until)
-        return max((b - a for a, b in zip(times, times[1:])), default=float("nan"))
+        return max((b - a for a, b in itertools.pairwise(times)), default=float("nan"))
 
 
 def cfy(env: dict, *args: str) -> str:
@@ -142,13 +143,13 @@ def main() -> int:
     # counter went back, i.e. acknowledged writes were lost, as does a final count below the
     # highest answered. (Answers of the four writers arrive out of order: order is not a test.)
     counts = sorted(c for _, c in client.answers)
-    repeated = [a for a, b in zip(counts, counts[1:]) if b == a]
+    repeated = [a for a, b in itertools.pairwise(counts) if b == a]
     if repeated:
         failures.append(f"{len(repeated)} counts answered twice (lost writes): {repeated[:5]}")
     if final is None or (counts and final <= counts[-1]):
         failures.append(f"final count {final} not above the highest answered {counts[-1] if counts else None}")
-    print(f"\n{len(counts)} writes answered (visit count {counts[0] if counts else '-'} to {counts[-1] if counts else '-'}), "
-          f"final count {final}; {len(rows)} migrations")
+    span = f"{counts[0]} to {counts[-1]}" if counts else "- to -"
+    print(f"\n{len(counts)} writes answered (visit count {span}), final count {final}; {len(rows)} migrations")
     print("\n| # | to | Redis downtime (engine) | web downtime (engine) | longest gap seen by the client |")
     print("|---|---|---|---|---|")
     for n, target, engine, gap, _ in rows:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -132,7 +133,7 @@ class Prober:
     @property
     def longest(self) -> float:
         times = sorted(self.answers)
-        return max((b - a for a, b in zip(times, times[1:])), default=float("nan"))
+        return max((b - a for a, b in itertools.pairwise(times)), default=float("nan"))
 
     def wait_answer(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
@@ -142,7 +143,7 @@ class Prober:
             time.sleep(0.05)
         return True
 
-    def __enter__(self) -> "Prober":
+    def __enter__(self) -> Prober:
         if not self.wait_answer(60):
             raise RuntimeError(f"the workload never answered at {self.urls}")
         for t in self.threads:
@@ -286,12 +287,13 @@ def by_criu(lab: Lab, mib: int, probe: Prober) -> dict:
             receiver = subprocess.Popen(lab.in_netns("provider-b", "sh", "-c",
                                                      f"nc -l -N 0.0.0.0 {port} | tar -C {dir_b} -xf -"))
             time.sleep(0.02)
-            sh(lab.in_netns("provider-a", "sh", "-c", f"tar -C {dir_a} -cf - . | nc -N {lab.address('provider-b')} {port}"))
+            sh(lab.in_netns("provider-a", "sh", "-c",
+                            f"tar -C {dir_a} -cf - . | nc -N {lab.address('provider-b')} {port}"))
             receiver.wait(timeout=120)
             restored = sh(lab.in_netns("provider-b", "criu", "restore", "-D", str(dir_b), "--restore-detached",
                                        "--tcp-close", "-o", "restore.log"), check=False)
             if restored.returncode != 0:
-                errors = [l for l in (dir_b / "restore.log").read_text().splitlines() if "Error" in l]
+                errors = [line for line in (dir_b / "restore.log").read_text().splitlines() if "Error" in line]
                 raise RuntimeError(f"criu restore failed: {' | '.join(errors[-5:])}")
             total = time.monotonic() - started
         return {"total_s": total, "bytes": dir_bytes(dir_a)}
@@ -341,7 +343,8 @@ def summarize(results: dict, sizes: list[int], methods: list[str]) -> list[dict]
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| method | memory | downtime, median (min-max) | vs CRIU alone | vs Podman | total | moved | broker peak RSS |",
+    lines = [("| method | memory | downtime, median (min-max) | vs CRIU alone | vs Podman | total | moved "
+              "| broker peak RSS |"),
              "|---|---|---|---|---|---|---|---|"]
     ratio = lambda x: f"{x:.2f}x" if x is not None else "-"  # noqa: E731
     for r in rows:
@@ -365,7 +368,8 @@ def plot(rows: list[dict], methods: list[str], path: Path, title: str) -> None:
             continue
         xs = [r["mib"] for r in mine]
         ys = [r["downtime_median_s"] for r in mine]
-        errs = [[y - r["downtime_min_s"] for y, r in zip(ys, mine)], [r["downtime_max_s"] - y for y, r in zip(ys, mine)]]
+        errs = [[y - r["downtime_min_s"] for y, r in zip(ys, mine, strict=True)],
+                [r["downtime_max_s"] - y for y, r in zip(ys, mine, strict=True)]]
         ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=m)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -403,9 +407,10 @@ def main() -> int:
                 figures = METHODS[method](lab, mib, probe)
                 figures["downtime_s"] = probe.longest
                 results.setdefault((method, mib), []).append(figures)
+                broker = (f", broker {figures['broker_peak_rss_mib']:.0f} MiB RSS"
+                          if "broker_peak_rss_mib" in figures else "")
                 print(f"{method:<10} {mib:>4} MiB run {run + 1}: downtime {figures['downtime_s']:.3f} s, "
-                      f"total {figures['total_s']:.2f} s, {figures['bytes'] / 1e6:.1f} MB"
-                      + (f", broker {figures['broker_peak_rss_mib']:.0f} MiB RSS" if "broker_peak_rss_mib" in figures else ""),
+                      f"total {figures['total_s']:.2f} s, {figures['bytes'] / 1e6:.1f} MB{broker}",
                       file=sys.stderr, flush=True)
     rows = summarize(results, sizes, methods)
     table = markdown(rows)
@@ -413,14 +418,16 @@ def main() -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         day = datetime.date.today().isoformat()
-        machine = (f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        machine = (f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, "
                    f"kernel {platform.release()}, Debian {Path('/etc/debian_version').read_text().strip()}")
         versions = {
             "docker": lab.docker("provider-a", "version", "-f", "{{.Server.Version}}"),
             "criu": sh(["criu", "--version"]).stdout.split("\n")[0],
             "podman": sh(["podman", "--version"], check=False).stdout.strip(),
         }
-        command = f"make bench (scripts/bench/migration_bench.py --sizes {args.sizes} --runs {args.runs} --methods {args.methods})"
+        command = (f"make bench (scripts/bench/migration_bench.py --sizes {args.sizes} --runs {args.runs} "
+                   f"--methods {args.methods})")
         (args.out / f"{day}.json").write_text(json.dumps(
             {"date": day, "machine": machine, "versions": versions, "command": command, "rows": rows,
              "runs": {f"{m}/{s}": v for (m, s), v in results.items()}}, indent=2))

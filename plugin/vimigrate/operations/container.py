@@ -3,28 +3,23 @@ runs on, and delete it from wherever it runs now."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from cloudify import ctx
 from cloudify.decorators import operation
 
 from .. import _native
-from ._support import (
-    CONNECTED_TO_NETWORK,
-    RUNS_ON,
-    default_name,
-    map_errors,
-    provider_config,
-    single_target,
-    targets,
-)
+from .. import properties as rp
+from ..shapes import ContainerSpec, NetworkSpec
+from ..tosca import CONNECTED_TO_NETWORK, RUNS_ON
+from ._support import default_name, map_errors, provider_config, single_target, store_location, targets
 
 
 def _container_name() -> str:
-    return ctx.node.properties.get("container_name") or default_name(ctx.deployment.id, ctx.node.id)
+    return str(ctx.node.properties.get("container_name") or default_name(ctx.deployment.id, ctx.node.id))
 
 
-def _spec(networks: list[dict[str, Any]]) -> dict[str, Any]:
+def _spec(networks: list[NetworkSpec]) -> ContainerSpec:
     props = ctx.node.properties
     labels = dict(props.get("labels") or {})
     labels.update({"io.vimigrate.deployment": ctx.deployment.id, "io.vimigrate.node": ctx.node.id})
@@ -39,18 +34,20 @@ def _spec(networks: list[dict[str, Any]]) -> dict[str, Any]:
             {"network": net["name"], "aliases": list(props.get("aliases") or [])} for net in networks
         ],
     }
+    # An empty value in the blueprint keeps the image's own.
     for key in ("command", "entrypoint", "hostname", "working_dir", "user"):
         if props.get(key):
             spec[key] = props[key]
-    return spec
+    return cast(ContainerSpec, spec)
 
 
-def _network_spec(target: Any) -> dict[str, Any]:
+def _network_spec(target: Any) -> NetworkSpec:
     props = target.node.properties
-    spec: dict[str, Any] = {"name": props.get("network_name") or default_name(ctx.deployment.id, target.node.id)}
-    for key in ("subnet", "gateway"):
-        if props.get(key):
-            spec[key] = props[key]
+    spec = NetworkSpec(name=props.get("network_name") or default_name(ctx.deployment.id, target.node.id))
+    if props.get("subnet"):
+        spec["subnet"] = props["subnet"]
+    if props.get("gateway"):
+        spec["gateway"] = props["gateway"]
     return spec
 
 
@@ -58,8 +55,7 @@ def _network_spec(target: Any) -> dict[str, Any]:
 @map_errors
 def create(**_: Any) -> None:
     """Creates the container's networks (unless they exist) and the container on its provider,
-    starts it, and stores where it runs: ``provider_node``, ``provider``, ``container_id``,
-    ``container_name``, ``addresses``, ``ports`` and ``public_endpoints``."""
+    starts it, and stores where it runs (``properties.LOCATION``), its name and its networks."""
     host = single_target(ctx, RUNS_ON, "provider")
     config = provider_config(host.node.id, host.node.properties, ctx.deployment.id)
     provider = _native.Provider.connect(config)
@@ -67,24 +63,13 @@ def create(**_: Any) -> None:
     for network in networks:
         provider.ensure_network(network)
     deployed = provider.deploy_container(_spec(networks))
-    public = config.get("public_address")
     props = ctx.instance.runtime_properties
-    props["provider_node"] = host.node.id
-    props["provider"] = config["name"]
-    # The connection facts (never a secret: TLS material is referenced by path) travel with the
-    # container, so that delete and migrate reach it wherever it runs now.
-    props["provider_config"] = config
-    props["container_id"] = deployed["id"]
-    props["container_name"] = deployed["name"]
-    props["networks"] = [n["name"] for n in networks]
-    props["addresses"] = deployed["addresses"]
-    props["ports"] = deployed["ports"]
-    # Docker binds a published port on 0.0.0.0 and on ::; the public endpoint is the same.
-    host_ports = sorted({p["host_port"] for p in deployed["ports"]})
-    props["public_endpoints"] = [f"{public}:{port}" for port in host_ports] if public else []
+    store_location(props, host.node.id, config, deployed)
+    props[rp.CONTAINER_NAME] = deployed["name"]
+    props[rp.NETWORKS] = [n["name"] for n in networks]
     ctx.logger.info(
         "container %s running on %s (%s), addresses %s, published %s",
-        deployed["name"], config["name"], deployed["id"][:12], deployed["addresses"], props["public_endpoints"],
+        deployed["name"], config["name"], deployed["id"][:12], deployed["addresses"], props[rp.PUBLIC_ENDPOINTS],
     )
 
 
@@ -94,15 +79,14 @@ def delete(**_: Any) -> None:
     """Removes the container from the provider it runs on now (``provider_node``, which a
     migration updates), then each of its networks that no other container still uses."""
     props = ctx.instance.runtime_properties
-    config = props.get("provider_config")
+    config = props.get(rp.PROVIDER_CONFIG)
     if config is None:
         ctx.logger.info("container %s was never created: nothing to delete", _container_name())
         return
     provider = _native.Provider.connect(config)
-    removed = provider.remove_container(props.get("container_name") or _container_name())
-    for network in props.get("networks", []):
+    removed = provider.remove_container(props.get(rp.CONTAINER_NAME) or _container_name())
+    for network in props.get(rp.NETWORKS, []):
         provider.remove_network(network, only_if_unused=True)
     ctx.logger.info("container %s %s", _container_name(), "removed" if removed else "was already gone")
-    for key in ("provider_node", "provider", "provider_config", "container_id", "addresses", "ports",
-                "public_endpoints"):
+    for key in rp.LOCATION:
         props.pop(key, None)

@@ -15,10 +15,10 @@ from cloudify.decorators import operation
 from cloudify.exceptions import NonRecoverableError, RecoverableError
 
 from .. import _native
+from .. import properties as rp
+from ..shapes import DnsRecord, RecordChange
+from ..tosca import NAMES_CONTAINER
 from ._support import map_errors, targets
-
-#: Relationship from a DNS record to the container whose published endpoint it names.
-NAMES_CONTAINER = "vimigrate.relationships.record_names_container"
 
 #: Verifying a switch: how long to wait for the authoritative server to answer the new value.
 VERIFY_SECONDS = 10
@@ -64,17 +64,17 @@ def _target_address() -> str:
     container = next(iter(targets(ctx, NAMES_CONTAINER)), None)
     if container is None:
         raise NonRecoverableError(f"node `{ctx.node.id}` needs a relationship {NAMES_CONTAINER} to a container")
-    config = container.instance.runtime_properties.get("provider_config") or {}
+    config = container.instance.runtime_properties.get(rp.PROVIDER_CONFIG) or {}
     address = config.get("public_address")
     if not address:
         raise NonRecoverableError(f"the container of `{ctx.node.id}` runs on a provider without a public_address")
-    return address
+    return str(address)
 
 
-def _set(address: str, ttl: int) -> list[dict]:
+def _set(address: str, ttl: int) -> list[RecordChange]:
     props = ctx.node.properties
     server = server_config(props)
-    record = {"name": _fqdn(), "rtype": props.get("type", "A"), "ttl": ttl, "value": address}
+    record = DnsRecord(name=_fqdn(), rtype=props["type"], ttl=ttl, value=address)
     changes = _native.dns_plan(server, [record])
     if changes:
         _native.dns_apply(server, changes)
@@ -84,9 +84,9 @@ def _set(address: str, ttl: int) -> list[dict]:
 def _verify(address: str) -> None:
     server = server_config(ctx.node.properties)
     deadline = time.monotonic() + VERIFY_SECONDS
-    seen: list = []
+    seen: list[tuple[str, int]] = []
     while time.monotonic() < deadline:
-        seen = _native.dns_lookup(server, _fqdn(), ctx.node.properties.get("type", "A"))
+        seen = _native.dns_lookup(server, _fqdn(), ctx.node.properties["type"])
         if [value for value, _ in seen] == [address]:
             return
         time.sleep(0.2)
@@ -94,11 +94,11 @@ def _verify(address: str) -> None:
 
 
 def _record_state(address: str, ttl: int) -> None:
-    rp = ctx.instance.runtime_properties
-    rp["fqdn"] = _fqdn()
-    rp["type"] = ctx.node.properties.get("type", "A")
-    rp["value"] = address
-    rp["ttl"] = ttl
+    props = ctx.instance.runtime_properties
+    props[rp.FQDN] = _fqdn()
+    props[rp.RECORD_TYPE] = ctx.node.properties["type"]
+    props[rp.RECORD_VALUE] = address
+    props[rp.RECORD_TTL] = ttl
 
 
 @operation(resumable=True)
@@ -106,10 +106,10 @@ def _record_state(address: str, ttl: int) -> None:
 def create(**_: Any) -> None:
     """Points the record at the public address of the provider its container runs on."""
     address = _target_address()
-    changes = _set(address, int(ctx.node.properties.get("ttl", 60)))
+    changes = _set(address, int(ctx.node.properties["ttl"]))
     _verify(address)
-    _record_state(address, int(ctx.node.properties.get("ttl", 60)))
-    ctx.logger.info("%s %s -> %s (%d change(s))", _fqdn(), ctx.node.properties.get("type", "A"), address, len(changes))
+    _record_state(address, int(ctx.node.properties["ttl"]))
+    ctx.logger.info("%s %s -> %s (%d change(s))", _fqdn(), ctx.node.properties["type"], address, len(changes))
 
 
 @operation(resumable=True)
@@ -118,11 +118,11 @@ def delete(**_: Any) -> None:
     """Removes the record."""
     props = ctx.node.properties
     server = server_config(props)
-    changes = _native.dns_plan(server, [], [[_fqdn(), props.get("type", "A")]])
+    changes = _native.dns_plan(server, [], [[_fqdn(), props["type"]]])
     if changes:
         _native.dns_apply(server, changes)
     ctx.logger.info("%s removed", _fqdn())
-    for key in ("fqdn", "type", "value", "ttl"):
+    for key in rp.RECORD:
         ctx.instance.runtime_properties.pop(key, None)
 
 
@@ -132,12 +132,12 @@ def switch(ttl: int | None = None, **_: Any) -> None:
     """Points the record at where its container runs now, with `ttl` (the node's own TTL when
     not given), and verifies the authoritative server answers it."""
     address = _target_address()
-    ttl = int(ttl if ttl is not None else ctx.node.properties.get("ttl", 60))
+    ttl = int(ttl if ttl is not None else ctx.node.properties["ttl"])
     try:
         changes = _set(address, ttl)
         _verify(address)
     except _native.ProviderUnavailableError as err:
-        previous = ctx.instance.runtime_properties.get("value")
+        previous = ctx.instance.runtime_properties.get(rp.RECORD_VALUE)
         raise RecoverableError(
             f"DNS server unreachable; {_fqdn()} still points at {previous}, the service runs at {address}: {err}"
         ) from None

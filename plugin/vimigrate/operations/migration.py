@@ -1,9 +1,12 @@
-"""Operation ``vimigrate.interfaces.migration.migrate`` of a container: one live migration to
-the target provider, with the container's runtime properties updated to where it runs now."""
+"""Operations of ``vimigrate.interfaces.migration`` on a container: one live migration to the
+target provider, the relink of a container that stays, and heal after a migration that did not
+finish; each leaves the container's runtime properties saying where it runs now."""
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from cloudify import ctx
@@ -11,13 +14,16 @@ from cloudify.decorators import operation
 from cloudify.exceptions import NonRecoverableError
 
 from .. import _native
-from ._support import map_errors
+from .. import properties as rp
+from ..shapes import DeployedContainer, Method, MigrationOptions, ProgressEvent, ProviderConfig
+from ._support import map_errors, store_location
 
 
-def _log_phases(events: list[tuple[float, dict]], logger: Any) -> None:
+def _log_phases(events: list[tuple[float, ProgressEvent]], logger: Any) -> None:
     """One event per phase with its duration, from the engine's progress callbacks."""
     phases = [(at, e["phase"]) for at, e in events if e["event"] == "phase"]
-    for (at, phase), (next_at, _) in zip(phases, phases[1:] + [(time.monotonic(), "")]):
+    # Each phase lasts until the next one starts, the last one until now.
+    for (at, phase), (next_at, _) in itertools.pairwise([*phases, (time.monotonic(), "")]):
         moved = max((e["bytes"] for _, e in events if e["event"] == "bytes" and e["phase"] == phase), default=0)
         suffix = f", {moved / 1e6:.1f} MB" if moved else ""
         logger.info("phase %s: %.0f ms%s", phase, (next_at - at) * 1000, suffix)
@@ -25,23 +31,24 @@ def _log_phases(events: list[tuple[float, dict]], logger: Any) -> None:
 
 @operation(resumable=False)
 @map_errors
-def migrate(target_provider_node: str, target_provider: dict, keep_source: bool = False,
-            address_map: dict | None = None, peer_files: list | None = None, port_map: dict | None = None,
-            method: str = "auto", check_criu: bool = True, **_: Any) -> None:
+def migrate(target_provider_node: str, target_provider: ProviderConfig, keep_source: bool = False,
+            address_map: Mapping[str, str] | None = None, peer_files: list[str] | None = None,
+            port_map: Mapping[str, int] | None = None, method: Method = "auto", check_criu: bool = True,
+            **_: Any) -> None:
     """Live-migrates this container to `target_provider` (the engine's provider configuration,
     paths only, no secret) and records where it runs now."""
     props = ctx.instance.runtime_properties
-    source_config = props.get("provider_config")
+    source_config = props.get(rp.PROVIDER_CONFIG)
     if source_config is None:
         raise NonRecoverableError(f"container {ctx.node.id} is not installed: nothing to migrate")
     source = _native.Provider.connect(source_config)
     target = _native.Provider.connect(target_provider)
-    events: list[tuple[float, dict]] = []
-    name = props["container_name"]
+    events: list[tuple[float, ProgressEvent]] = []
+    name = props[rp.CONTAINER_NAME]
+    options = MigrationOptions(container=name, keep_source=bool(keep_source), address_map=dict(address_map or {}),
+                               peer_files=list(peer_files or []), port_map=dict(port_map or {}), method=method,
+                               check_criu=bool(check_criu))
     try:
-        options = {"container": name, "keep_source": bool(keep_source), "address_map": dict(address_map or {}),
-                   "peer_files": list(peer_files or []), "port_map": dict(port_map or {}), "method": method,
-                   "check_criu": bool(check_criu)}
         report = _native.migrate(source, target, options, lambda event: events.append((time.monotonic(), event)))
     except _native.MigrationFailedError as err:
         _log_phases(events, ctx.logger)
@@ -53,31 +60,23 @@ def migrate(target_provider_node: str, target_provider: dict, keep_source: bool 
                     name, report["source"], report["destination"], stats["downtime_ms"], stats["transfer_bytes"],
                     stats["total_ms"])
     how = "host to host (vimigrate-runtime)" if report["method"] == "direct" else "through Docker's checkpoint API"
-    ctx.logger.info("checkpoint moved %s%s", how, f": {report['method_reason']}" if report.get("method_reason") else "")
+    ctx.logger.info("checkpoint moved %s%s", how, f": {report['method_reason']}" if report["method_reason"] else "")
     for warning in report["warnings"]:
         ctx.logger.warning("cleanup after the move: %s", warning)
     # Networks this container used on the source go once nothing there uses them any more.
-    for network in props.get("networks", []):
+    for network in props.get(rp.NETWORKS, []):
         try:
             source.remove_network(network, only_if_unused=True)
         except _native.VimigrateError as err:
             ctx.logger.warning("network %s left on %s: %s", network, report["source"], err)
-    deployed = target.inspect_container(name) or {}
-    public = target_provider.get("public_address")
-    host_ports = sorted({p["host_port"] for p in deployed.get("ports", [])})
-    history = list(props.get("migrations", []))
-    history.append({"from": report["source"], "to": report["destination"], "at": time.time(),
-                    "downtime_ms": stats["downtime_ms"], "total_ms": stats["total_ms"]})
-    props["provider_node"] = target_provider_node
-    props["provider"] = target_provider["name"]
-    props["provider_config"] = target_provider
-    props["container_id"] = report["destination_id"]
-    props["addresses"] = deployed.get("addresses", {})
-    props["ports"] = deployed.get("ports", [])
-    props["public_endpoints"] = [f"{public}:{port}" for port in host_ports] if public else []
-    props["migrations"] = history
-    props["last_migration"] = stats
-    props["last_address_changes"] = report["address_changes"]
+    deployed: DeployedContainer | dict[str, Any] = target.inspect_container(name) or {}
+    history = [*props.get(rp.MIGRATIONS, []),
+               {"from": report["source"], "to": report["destination"], "at": time.time(),
+                "downtime_ms": stats["downtime_ms"], "total_ms": stats["total_ms"]}]
+    store_location(props, target_provider_node, target_provider, deployed, container_id=report["destination_id"])
+    props[rp.MIGRATIONS] = history
+    props[rp.LAST_MIGRATION] = stats
+    props[rp.LAST_ADDRESS_CHANGES] = report["address_changes"]
     for decision in report["networks"]:
         ctx.logger.info("network %s: %s (%s)", decision["name"], decision["mode"], decision["reason"])
     for path, count in report["rewrites"]:
@@ -86,27 +85,27 @@ def migrate(target_provider_node: str, target_provider: dict, keep_source: bool 
 
 @operation(resumable=True)
 @map_errors
-def relink(address_map: dict | None = None, **_: Any) -> None:
+def relink(address_map: Mapping[str, str] | None = None, **_: Any) -> None:
     """Points this (staying) container's declared peer files at where its peers run now, in
     place; its processes read them when they reconnect."""
     props = ctx.instance.runtime_properties
-    config = props.get("provider_config")
+    config = props.get(rp.PROVIDER_CONFIG)
     if config is None or not address_map:
         return
     provider = _native.Provider.connect(config)
     for path in ctx.node.properties.get("peer_files") or []:
-        count = provider.rewrite_file(props["container_name"], path, dict(address_map))
-        ctx.logger.info("%s: rewrote %d peer address(es) in %s", props["container_name"], count, path)
+        count = provider.rewrite_file(props[rp.CONTAINER_NAME], path, dict(address_map))
+        ctx.logger.info("%s: rewrote %d peer address(es) in %s", props[rp.CONTAINER_NAME], count, path)
 
 
 @operation(resumable=True)
 @map_errors
-def heal(providers: dict | None = None, **_: Any) -> None:
+def heal(providers: Mapping[str, ProviderConfig] | None = None, **_: Any) -> None:
     """After a migration that did not finish: makes this container run on exactly one of
     `providers` (node id -> the engine's provider configuration), restored from its checkpoint
     when it runs nowhere, removes what the migration left, and records where it runs now."""
     props = ctx.instance.runtime_properties
-    name = props.get("container_name")
+    name = props.get(rp.CONTAINER_NAME)
     if not name or not providers:
         ctx.logger.info("%s is not installed: nothing to heal", ctx.node.id)
         return
@@ -114,16 +113,7 @@ def heal(providers: dict | None = None, **_: Any) -> None:
     report = _native.heal(list(connected.values()), name)
     node = next(n for n, config in providers.items() if config["name"] == report["runs_on"])
     config = providers[node]
-    deployed = connected[node].inspect_container(name) or {}
-    public = config.get("public_address")
-    host_ports = sorted({p["host_port"] for p in deployed.get("ports", [])})
-    props["provider_node"] = node
-    props["provider"] = config["name"]
-    props["provider_config"] = config
-    props["container_id"] = deployed.get("id", props.get("container_id"))
-    props["addresses"] = deployed.get("addresses", {})
-    props["ports"] = deployed.get("ports", [])
-    props["public_endpoints"] = [f"{public}:{port}" for port in host_ports] if public else []
+    store_location(props, node, config, connected[node].inspect_container(name) or {})
     how = " (restored from its checkpoint)" if report["resumed"] else ""
     ctx.logger.info("%s runs on %s%s", name, config["name"], how)
     for line in report["removed"]:

@@ -8,6 +8,7 @@ from cloudify import ctx
 from cloudify.decorators import operation
 
 from .. import _native
+from .. import properties as rp
 from ._support import map_errors, provider_config
 
 
@@ -22,8 +23,8 @@ def probe(**_: Any) -> None:
         ctx.logger.warning(
             "provider %s runs without experimental mode: containers on it cannot be migrated", report["name"]
         )
-    ctx.instance.runtime_properties["provider"] = report
-    ctx.instance.runtime_properties["engine_version"] = _native.version()
+    ctx.instance.runtime_properties[rp.PROVIDER_REPORT] = report
+    ctx.instance.runtime_properties[rp.ENGINE_VERSION] = _native.version()
     ctx.logger.info(
         "provider %s: Docker %s, API %s, %s/%s, experimental=%s",
         report["name"], report["server_version"], report["api_version"], report["os"], report["arch"],

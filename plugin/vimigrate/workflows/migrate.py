@@ -10,36 +10,30 @@ from typing import Any
 from cloudify.decorators import workflow
 from cloudify.exceptions import NonRecoverableError
 
-from ..operations._support import provider_config
-from .links import link_map, merge
-from .plan import (
+from .. import properties as rp
+from ..operations._support import provider_config, provider_name
+from ..shapes import ProviderConfig
+from ..tosca import (
     CONTAINER_TYPE,
     DEPENDS_ON,
+    DNS_RECORD_TYPE,
+    HEAL_OPERATION,
+    MIGRATE_OPERATION,
+    NAMES_CONTAINER,
     PROVIDER_TYPE,
-    ContainerState,
-    PlanError,
-    ProviderInfo,
-    build_plan,
-    validate_parameters,
+    RELINK_OPERATION,
+    SWITCH_OPERATION,
 )
+from .links import link_map, merge
+from .plan import ContainerState, PlanError, ProviderInfo, Step, build_plan, validate_parameters
 
-#: The container interface operation that moves one container.
-MIGRATE_OPERATION = "vimigrate.interfaces.migration.migrate"
-#: The container interface operation that settles a container a migration left half-done.
-HEAL_OPERATION = "vimigrate.interfaces.migration.heal"
-#: The container interface operation that points a staying container's peer files elsewhere.
-RELINK_OPERATION = "vimigrate.interfaces.migration.relink"
-#: The DNS record operation that points a record at where its container runs now.
-SWITCH_OPERATION = "vimigrate.interfaces.dns.switch"
-DNS_RECORD_TYPE = "vimigrate.nodes.DnsRecord"
-NAMES_CONTAINER = "vimigrate.relationships.record_names_container"
 #: Attempts at switching a record before the execution fails (the service stays where it moved).
 DNS_ATTEMPTS = 3
 
 
 def _records(ctx: Any) -> list[tuple[Any, str]]:
     """Every DNS record instance with the node id of the container it names."""
-    found = []
+    found: list[tuple[Any, str]] = []
     for node in ctx.nodes:
         if DNS_RECORD_TYPE not in node.type_hierarchy:
             continue
@@ -69,7 +63,7 @@ def _switch(ctx: Any, record: Any, ttl: int | None) -> None:
 
 def _providers(ctx: Any) -> dict[str, ProviderInfo]:
     return {
-        node.id: ProviderInfo(node.id, node.properties.get("provider_name") or node.id,
+        node.id: ProviderInfo(node.id, provider_name(node.id, node.properties),
                               node.properties.get("public_address") or "")
         for node in ctx.nodes if PROVIDER_TYPE in node.type_hierarchy
     }
@@ -83,15 +77,15 @@ def _containers(ctx: Any) -> list[ContainerState]:
         depends_on = tuple(r.target_id for r in node.relationships if r.is_derived_from(DEPENDS_ON))
         for instance in node.instances:
             props = instance.runtime_properties
-            ports = sorted({p["host_port"] for p in props.get("ports", [])})
-            pairs = sorted({(p["container_port"], p["host_port"]) for p in props.get("ports", [])})
-            name = props.get("container_name")
+            ports = sorted({p["host_port"] for p in props.get(rp.PORTS, [])})
+            pairs = sorted({(p["container_port"], p["host_port"]) for p in props.get(rp.PORTS, [])})
+            name = props.get(rp.CONTAINER_NAME)
             names = tuple(dict.fromkeys([*(node.properties.get("aliases") or []), *([name] if name else [])]))
             states.append(ContainerState(
                 instance_id=instance.id, node_id=node.id, container_name=name,
-                provider_node=props.get("provider_node"), depends_on=depends_on,
-                networks=tuple(props.get("networks", [])), host_ports=tuple(ports), names=names,
-                addresses=tuple((props.get("addresses") or {}).values()), port_pairs=tuple(pairs),
+                provider_node=props.get(rp.PROVIDER_NODE), depends_on=depends_on,
+                networks=tuple(props.get(rp.NETWORKS, [])), host_ports=tuple(ports), names=names,
+                addresses=tuple((props.get(rp.ADDRESSES) or {}).values()), port_pairs=tuple(pairs),
                 peer_files=tuple(node.properties.get("peer_files") or []),
             ))
     return states
@@ -101,13 +95,15 @@ def _public(ctx: Any) -> dict[str, str]:
     return {p.node_id: p.public_address for p in _providers(ctx).values()}
 
 
-def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeout: int,
-          port_map: dict, changed: dict[str, str], method: str = "auto", check_criu: bool = True) -> None:
+def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeout: int | None,
+          port_map: dict[str, int], changed: dict[str, str], method: str = "auto", check_criu: bool = True) -> None:
     """One container to `target_node`, with the rewrites its links need there; then the
-    dependants that stay elsewhere are pointed at where it runs now."""
+    dependants that stay elsewhere are pointed at where it runs now. `timeout`, when given,
+    replaces the target provider's own timeout_secs."""
     target = ctx.get_node(target_node)
-    config = provider_config(target_node, target.properties, ctx.deployment.id)
-    config["timeout_secs"] = timeout
+    config: ProviderConfig = provider_config(target_node, target.properties, ctx.deployment.id)
+    if timeout is not None:
+        config["timeout_secs"] = timeout
     ctx.refresh_node_instances()
     states = {s.node_id: s for s in _containers(ctx)}
     instance = ctx.get_node_instance(instance_id)
@@ -129,7 +125,7 @@ def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeo
     }, allow_kwargs_override=True).get()
     ctx.refresh_node_instances()
     moved_instance = ctx.get_node_instance(instance_id)
-    changed.update(moved_instance.runtime_properties.get("last_address_changes") or {})
+    changed.update(moved_instance.runtime_properties.get(rp.LAST_ADDRESS_CHANGES) or {})
     after = _containers(ctx)
     moved = next(s for s in after if s.instance_id == moving.instance_id)
     for user in after:
@@ -143,9 +139,11 @@ def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeo
 
 @workflow
 def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_source: Any = False,
-            dry_run: Any = False, timeout: Any = 120, port_map: Any = None, dns_wait_ttl: Any = True,
-            method: Any = "auto", **_: Any) -> None:
-    """Moves the virtual infrastructure's containers to `target_provider`."""
+            dry_run: Any = False, timeout: Any = None, port_map: Any = None, dns_wait_ttl: Any = True,
+            method: Any = "auto", **_ignored: Any) -> None:
+    """Moves the virtual infrastructure's containers to `target_provider`. Parameters are
+    `Any`: they come from the execution as the DSL let them through (see plugin.yaml), and
+    validate_parameters checks what it does not."""
     port_map = port_map or {}
     if not isinstance(port_map, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                  for v in port_map.values()):
@@ -164,7 +162,7 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
         ctx.logger.info(line)
     moving = {step.node_id for step in plan.moves}
     records = [(r, c) for r, c in _records(ctx) if c in moving]
-    for record, container in records:
+    for record, _ in records:
         props = record.node.properties
         ctx.logger.info("  DNS %s.%s %s: -> %s, TTL %s s lowered to %s s during the move", props.get("name"),
                         props.get("zone"), props.get("type", "A"), providers[target_provider].public_address,
@@ -174,12 +172,12 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
         return
     if records:
         for record, _ in records:
-            _switch(ctx, record, int(record.node.properties.get("migration_ttl", 5)))
-        wait = max(int(r.node.properties.get("ttl", 0)) for r, _ in records)
+            _switch(ctx, record, int(record.node.properties["migration_ttl"]))
+        wait = max(int(r.node.properties["ttl"]) for r, _ in records)
         if dns_wait_ttl is not False and wait > 0:
             ctx.send_event(f"waiting out the previous DNS TTL ({wait} s) so resolvers hold the lowered one").get()
             time.sleep(wait)
-    moved = []
+    moved: list[Step] = []
     changed: dict[str, str] = {}
     for step in plan.moves:
         ctx.send_event(f"migrating {step.container} from {step.source} to {step.target}").get()
@@ -200,7 +198,7 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
                        f"({time.monotonic() - started:.1f} s)").get()
         for record, container in records:
             if container == step.node_id:
-                _switch(ctx, record, int(record.node.properties.get("migration_ttl", 5)))
+                _switch(ctx, record, int(record.node.properties["migration_ttl"]))
                 ctx.send_event(f"DNS {record.node_id} now points at {step.target}").get()
     for record, _ in records:
         _switch(ctx, record, None)
@@ -208,7 +206,7 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
 
 
 @workflow
-def heal(ctx: Any, **_: Any) -> None:
+def heal(ctx: Any, **_ignored: Any) -> None:
     """After a migration that did not finish (its process died, a provider did not answer
     during the rollback): each container runs on exactly one provider again, what the
     migration left is removed, runtime properties say where each runs, and DNS records follow."""
@@ -227,7 +225,7 @@ def heal(ctx: Any, **_: Any) -> None:
 
 
 @workflow
-def reconcile_dns(ctx: Any, **_: Any) -> None:
+def reconcile_dns(ctx: Any, **_ignored: Any) -> None:
     """Points every DNS record at the provider its container runs on now, with its own TTL
     (after a DNS server was unreachable during a migration)."""
     for record, _ in _records(ctx):
@@ -235,7 +233,7 @@ def reconcile_dns(ctx: Any, **_: Any) -> None:
         ctx.send_event(f"DNS {record.node_id} reconciled").get()
 
 
-def _roll_back(ctx: Any, moved: list, keep_source: bool, timeout: int, changed: dict[str, str],
+def _roll_back(ctx: Any, moved: list[Step], keep_source: bool, timeout: int | None, changed: dict[str, str],
                method: str = "auto") -> str:
     """Migrates the already-moved containers back, last first."""
     if not moved:

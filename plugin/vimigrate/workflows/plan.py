@@ -4,18 +4,18 @@ from the deployment's nodes before anything changes; printed by ``dry_run``; exe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
-PROVIDER_TYPE = "vimigrate.nodes.Provider"
-CONTAINER_TYPE = "vimigrate.nodes.Container"
-DEPENDS_ON = "vimigrate.relationships.container_depends_on_container"
+from ..tosca import CONTAINER_TYPE, PROVIDER_TYPE
+from .links import Peer, link_map
 
 
 class PlanError(ValueError):
     """A workflow parameter is wrong; `field` names it. Nothing was changed."""
 
-    def __init__(self, field_name: str, expected: str, got: Any):
+    def __init__(self, field_name: str, expected: str, got: Any) -> None:
         super().__init__(f"invalid `{field_name}`: expected {expected}, got {got!r}")
         self.field = field_name
 
@@ -36,10 +36,8 @@ class ContainerState:
     port_pairs: tuple[tuple[int, int], ...] = ()
     peer_files: tuple[str, ...] = ()
 
-    def peer(self, provider_node: str | None = None) -> "Peer":
+    def peer(self, provider_node: str | None = None) -> Peer:
         """This container as its dependants see it (on `provider_node` when given)."""
-        from .links import Peer
-
         return Peer(self.node_id, provider_node or self.provider_node or "", self.names, self.addresses,
                     self.port_pairs)
 
@@ -124,8 +122,11 @@ def validate_parameters(target_provider: Any, node_ids: Any, keep_source: Any, d
         raise PlanError("method", f"one of {', '.join(METHODS)}", method)
     _as_bool("keep_source", keep_source)
     _as_bool("dry_run", dry_run)
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 3600:
-        raise PlanError("timeout", "seconds in 1..3600", timeout)
+    # No timeout: each provider's own timeout_secs. The range is the engine's, checked here too
+    # so that a wrong one stops the workflow before any DNS record or container changes.
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
+                                or not 1 <= timeout <= 3600):
+        raise PlanError("timeout", "seconds in 1..3600, or null for each provider's own timeout_secs", timeout)
     known = sorted(container_nodes)
     if isinstance(node_ids, str):
         # `cfy ... -p node_ids=web,redis` (or `=[web,redis]`) arrives as one string.
@@ -168,8 +169,6 @@ def order_by_dependencies(containers: list[ContainerState]) -> list[ContainerSta
 def _simulate_links(steps: list[Step], containers: list[ContainerState], providers: dict[str, ProviderInfo]) -> None:
     """Fills each step's rewrites: the links of the moving container to its dependencies, and
     of the dependants left elsewhere to it, as they will be after that step."""
-    from .links import link_map
-
     public = {p.node_id: p.public_address for p in providers.values()}
     where = {c.node_id: c.provider_node for c in containers}
     by_node = {c.node_id: c for c in containers}

@@ -10,30 +10,27 @@ import uuid
 from pathlib import Path
 
 import pytest
+from framework.engine import checkpoints, connect, docker, helpers, on_both, root_dir
+from framework.process import wait_for
+from framework.workloads import (
+    assert_redis_holds,
+    consecutive,
+    count_on,
+    counted,
+    redis_with_keys,
+    run_counter,
+)
 
 import vimigrate
-from conftest import docker, numbers, wait_for
-from test_migrate_lab import _redis, _try, connect, providers  # noqa: F401  (fixture)
-
-pytestmark = pytest.mark.lab
 
 RUNC_CONF = Path("/etc/criu/runc.conf")
 
 
 @pytest.fixture
-def name(lab: dict):
+def name(lab):
     container = f"vmtest-direct-{uuid.uuid4().hex[:8]}"
     yield container
-    for provider in ("provider-a", "provider-b"):
-        docker(lab, provider, "rm", "-f", container, check=False)
-
-
-def run_direct(lab: dict, name: str, *extra: str, command: list[str] | None = None, image: str | None = None,
-               provider: str = "provider-a") -> None:
-    """A container under the vimigrate runtime, counting once it started."""
-    docker(lab, provider, "run", "-d", "--name", name, "--runtime", "vimigrate",
-           "--label", "io.vimigrate.managed=true", *extra, image or lab["images"]["counter"], *(command or []))
-    wait_for(lambda: len(numbers(docker(lab, provider, "logs", name))) >= 3, what="the counter to count")
+    on_both(lab, "rm", "-f", container)
 
 
 def test_the_lab_providers_offer_the_runtime(providers):
@@ -44,12 +41,12 @@ def test_the_lab_providers_offer_the_runtime(providers):
 
 def test_a_counter_moves_directly_and_stays_docker_managed(lab, providers, name):
     a, b = providers
-    run_direct(lab, name)
+    run_counter(lab, name, runtime="vimigrate")
     conf_before = RUNC_CONF.read_bytes()
     report = vimigrate.migrate(a, b, {"container": name, "keep_source": True})
     assert report["method"] == "direct" and report["method_reason"] is None, report
-    last_on_a = numbers(docker(lab, "provider-a", "logs", name))[-1]
-    on_b = wait_for(lambda: numbers(docker(lab, "provider-b", "logs", name)), what="output on B")
+    last_on_a = counted(lab, "provider-a", name)[-1]
+    on_b = wait_for(lambda: counted(lab, "provider-b", name), what="output on B")
     assert on_b[0] == last_on_a + 1, (last_on_a, on_b)
     stats = report["stats"]
     assert stats["checkpoint_bytes"] > 0 and stats["transfer_bytes"] >= stats["checkpoint_bytes"]
@@ -59,11 +56,11 @@ def test_a_counter_moves_directly_and_stays_docker_managed(lab, providers, name)
     assert RUNC_CONF.read_bytes() == conf_before
     # An ordinary Docker container on B: it runs under the runtime, stops, and moves again.
     assert docker(lab, "provider-b", "inspect", "-f", "{{.HostConfig.Runtime}}", name).strip() == "vimigrate"
-    assert docker(lab, "provider-b", "checkpoint", "ls", name).strip().splitlines()[1:] == [], "images deleted"
+    assert checkpoints(lab, "provider-b", name) == [], "images deleted"
     docker(lab, "provider-a", "rm", "-f", name)
     back = vimigrate.migrate(b, a, {"container": name})
     assert back["method"] == "direct"
-    again = wait_for(lambda: numbers(docker(lab, "provider-a", "logs", name)), what="output on A again")
+    again = wait_for(lambda: counted(lab, "provider-a", name), what="output on A again")
     assert again[0] > on_b[0], (on_b, again)
     docker(lab, "provider-a", "stop", "-t", "1", name)
     assert docker(lab, "provider-a", "inspect", "-f", "{{.State.Running}}", name).strip() == "false"
@@ -74,17 +71,17 @@ def test_the_network_is_prepared_before_the_freeze_and_docker_s_path_still_works
     and the restored container is an ordinary one: Docker's own checkpoint path moves it on,
     which it could not if its dump expected a prepared network namespace back."""
     a, b = providers
-    run_direct(lab, name)
+    run_counter(lab, name, runtime="vimigrate")
     there = vimigrate.migrate(a, b, {"container": name})
     assert there["method"] == "direct", there
     assert there["stats"]["network_ms"] > 0, there["stats"]
-    on_b = wait_for(lambda: numbers(docker(lab, "provider-b", "logs", name)), what="output on B")
+    on_b = wait_for(lambda: counted(lab, "provider-b", name), what="output on B")
     # The restored container has its network: Docker gave it its address on B's bridge.
     address = docker(lab, "provider-b", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).strip()
-    assert address.startswith(lab["providers"]["provider-b"]["bridge_subnet"].rsplit(".", 2)[0]), address
+    assert lab.b.in_bridge_subnet(address), address
     back = vimigrate.migrate(b, a, {"container": name, "method": "docker"})
     assert back["method"] == "docker", back
-    again = wait_for(lambda: numbers(docker(lab, "provider-a", "logs", name)), what="output on A again")
+    again = wait_for(lambda: counted(lab, "provider-a", name), what="output on A again")
     # The counter went on from where B had it, in memory: not a fresh start.
     assert again[0] > on_b[-1], (on_b[-3:], again[:3])
 
@@ -92,18 +89,10 @@ def test_the_network_is_prepared_before_the_freeze_and_docker_s_path_still_works
 def test_redis_keys_survive_the_direct_path(lab, providers, name):
     a, b = providers
     port = 16511
-    docker(lab, "provider-a", "run", "-d", "--name", name, "--runtime", "vimigrate",
-           "--label", "io.vimigrate.managed=true", "-p", f"{port}:6379", lab["images"]["redis"])
-    address_a = lab["providers"]["provider-a"]["public_address"]
-    wait_for(lambda: _try(lambda: _redis(address_a, port, [["PING"]]) == [b"+PONG"]), what="redis on A")
-    keys = [(f"key:{i}", f"value-{i}-{uuid.uuid4().hex}") for i in range(10_000)]
-    assert set(_redis(address_a, port, [["SET", k, v] for k, v in keys])) == {b"+OK"}
+    keys = redis_with_keys(lab, name, port, runtime="vimigrate")
     report = vimigrate.migrate(a, b, {"container": name})
     assert report["method"] == "direct"
-    address_b = lab["providers"]["provider-b"]["public_address"]
-    wait_for(lambda: _try(lambda: _redis(address_b, port, [["PING"]]) == [b"+PONG"]), what="redis on B")
-    assert _redis(address_b, port, [["DBSIZE"]]) == [b":10000"]
-    assert _redis(address_b, port, [["GET", k] for k, _ in keys]) == [v.encode() for _, v in keys]
+    assert_redis_holds(lab.b.public_address, port, keys)
 
 
 def test_files_changed_after_the_first_copy_follow_deletions_included(lab, providers, name):
@@ -123,7 +112,7 @@ def test_files_changed_after_the_first_copy_follow_deletions_included(lab, provi
             changed.append(True)
 
     try:
-        run_direct(lab, name, "-v", f"{volume}:/data", command=["sh", "-c", script])
+        run_counter(lab, name, "-v", f"{volume}:/data", command=["sh", "-c", script], runtime="vimigrate")
         assert docker(lab, "provider-a", "exec", name, "test", "-f", "/etc/nsswitch.conf", check=False) == ""
         report = vimigrate.migrate(a, b, {"container": name}, on_event)
         assert changed and report["method"] == "direct"
@@ -137,32 +126,28 @@ def test_files_changed_after_the_first_copy_follow_deletions_included(lab, provi
         written = [int(x) for x in held[1:]]
         assert held[0] == "start" and written == list(range(len(written))) and len(written) >= 8, held
     finally:
-        for provider in ("provider-a", "provider-b"):
-            docker(lab, provider, "rm", "-f", name, check=False)
-            docker(lab, provider, "volume", "rm", "-f", volume, check=False)
+        on_both(lab, "rm", "-f", name)
+        on_both(lab, "volume", "rm", "-f", volume)
 
 
-def _missing(lab: dict, name: str, path: str) -> bool:
+def _missing(lab, name: str, path: str) -> bool:
     result = docker(lab, "provider-b", "exec", name, "sh", "-c", f"test -e {path} && echo present || echo absent")
     return result.strip() == "absent"
 
 
-def _assert_resumed_on_a(lab: dict, a, b, name: str) -> None:
-    before = numbers(docker(lab, "provider-a", "logs", name))
-    time.sleep(2.5)
-    after = numbers(docker(lab, "provider-a", "logs", name))
+def _assert_resumed_on_a(lab, a, b, name: str) -> None:
+    before, after = count_on(lab, "provider-a", name)
     assert a.inspect_container(name)["running"] is True
     # docker logs of a restored container go on in the same log: no restart from 0, no gap.
-    assert after == list(range(after[0], after[0] + len(after))) and len(after) > len(before), after
+    assert consecutive(after) and len(after) > len(before), after
     assert b.inspect_container(name) is None, "nothing left on B"
-    leftovers = docker(lab, "provider-b", "ps", "-aq", "--filter", "label=io.vimigrate.helper=true").split()
-    assert leftovers == [], "no helper left on B"
-    assert docker(lab, "provider-a", "checkpoint", "ls", name).strip().splitlines()[1:] == [], "dump deleted"
+    assert helpers(lab, "provider-b") == [], "no helper left on B"
+    assert checkpoints(lab, "provider-a", name) == [], "dump deleted"
 
 
 def test_a_corrupted_stream_is_caught_before_the_restore_and_rolled_back(lab, providers, name):
     a, b = providers
-    run_direct(lab, name)
+    run_counter(lab, name, runtime="vimigrate")
     with pytest.raises(vimigrate.MigrationFailedError) as caught:
         vimigrate.migrate(a, b, {"container": name, "fault": "corrupt_stream"})
     err = caught.value
@@ -173,16 +158,14 @@ def test_a_corrupted_stream_is_caught_before_the_restore_and_rolled_back(lab, pr
 
 def test_an_unreachable_destination_fails_before_anything_is_dumped(lab, name):
     a = connect(lab, "provider-a")
-    facts = lab["providers"]["provider-b"]
-    # An address on the lab's own bridge where nothing listens.
-    b = vimigrate.Provider.connect({"name": "provider-b", "docker_host": facts["docker_host"],
-                                    "public_address": facts["public_address"], "transfer_address": "10.231.0.250"})
-    run_direct(lab, name)
+    nowhere = lab.unused_address()
+    b = vimigrate.Provider.connect(lab.b.config(transfer_address=nowhere))
+    run_counter(lab, name, runtime="vimigrate")
     with pytest.raises(vimigrate.MigrationFailedError) as caught:
         vimigrate.migrate(a, b, {"container": name})
     err = caught.value
     assert err.phase == "checkpoint" and err.rollback == "resumed", str(err)
-    assert "connect" in str(err) and "10.231.0.250" in str(err), str(err)
+    assert "connect" in str(err) and nowhere in str(err), str(err)
     _assert_resumed_on_a(lab, a, b, name)
 
 
@@ -197,20 +180,20 @@ def test_a_restore_failure_on_b_resumes_the_source(lab, providers, name):
         _restore_failure_rolls_back(lab, a, b, name, network)
     finally:
         docker(lab, "provider-a", "rm", "-f", name, check=False)
-        for provider in ("provider-a", "provider-b"):
-            docker(lab, provider, "network", "rm", network, check=False)
+        on_both(lab, "network", "rm", network)
 
 
 def _restore_failure_rolls_back(lab, a, b, name: str, network: str) -> None:
-    run_direct(lab, name, "--network", network)
+    run_counter(lab, name, "--network", network, runtime="vimigrate")
     injected = []
-    root_b = Path(docker(lab, "provider-b", "info", "-f", "{{.DockerRootDir}}").strip())
+    root_b = root_dir(lab, "provider-b")
 
     def on_event(event: dict) -> None:
         if event["event"] == "phase" and event["phase"] == "checkpoint" and not injected:
             # B's container is starting (its inspect waits): find its root filesystem the way
             # the storage driver lays it out.
-            full_id = docker(lab, "provider-b", "ps", "-a", "--no-trunc", "-q", "--filter", f"name=^/{name}$").strip()
+            [full_id] = docker(lab, "provider-b", "ps", "-a", "--no-trunc", "-q", "--filter",
+                               f"name=^/{name}$").split()
             mount = (root_b / "image/overlay2/layerdb/mounts" / full_id / "mount-id").read_text().strip()
             busybox = root_b / "overlay2" / mount / "merged/bin/busybox"
             busybox.unlink()
@@ -229,9 +212,7 @@ def _restore_failure_rolls_back(lab, a, b, name: str, network: str) -> None:
 
 def test_a_container_under_runc_takes_docker_s_path_and_says_why(lab, providers, name):
     a, b = providers
-    docker(lab, "provider-a", "run", "-d", "--name", name, "--runtime", "runc",
-           "--label", "io.vimigrate.managed=true", lab["images"]["counter"])
-    wait_for(lambda: len(numbers(docker(lab, "provider-a", "logs", name))) >= 2, what="the counter")
+    run_counter(lab, name, runtime="runc", at_least=2)
     with pytest.raises(vimigrate.MigrationFailedError) as caught:
         vimigrate.migrate(a, b, {"container": name, "method": "direct"})
     assert caught.value.phase == "preflight" and caught.value.rollback == "nothing_to_undo"
@@ -249,3 +230,4 @@ def test_an_unknown_method_is_refused(providers, name):
     with pytest.raises(vimigrate.InvalidInputError) as wrong:
         vimigrate.migrate(a, b, {"container": name, "method": "teleport"})
     assert wrong.value.field == "options.method"
+

@@ -41,7 +41,8 @@ class FakeDns:
 @pytest.fixture
 def fake(monkeypatch):
     engine = FakeDns()
-    shim = SimpleNamespace(**{n: getattr(vimigrate._native, n) for n in dir(vimigrate._native) if not n.startswith("__")})
+    shim = SimpleNamespace(**{n: getattr(vimigrate._native, n) for n in dir(vimigrate._native)
+                              if not n.startswith("__")})
     for name in ("dns_plan", "dns_apply", "dns_lookup"):
         setattr(shim, name, getattr(engine, name))
     monkeypatch.setattr(dns, "_native", shim)
@@ -49,7 +50,7 @@ def fake(monkeypatch):
     current_ctx.clear()
 
 
-def record_ctx(tmp_path, public="10.231.0.11", runtime=None):
+def record_ctx(tmp_path, public="192.0.2.11", runtime=None):
     key = tmp_path / "tsig.key"
     key.write_text(f'key "vimigrate-lab" {{\n\talgorithm hmac-sha256;\n\tsecret "{SECRET}";\n}};\n')
     container = SimpleNamespace(
@@ -71,25 +72,25 @@ def test_create_points_the_record_at_the_containers_provider(fake, tmp_path):
     dns.create()
     server, changes = fake.applied[0]
     assert server["tsig_secret"] == SECRET, "the key file's secret reaches the engine"
-    assert changes[0]["name"] == "web.vi.test." and changes[0]["after"] == ["10.231.0.11", 60]
+    assert changes[0]["name"] == "web.vi.test." and changes[0]["after"] == ["192.0.2.11", 60]
     rp = ctx.instance.runtime_properties
-    assert rp == {"fqdn": "web.vi.test.", "type": "A", "value": "10.231.0.11", "ttl": 60}
+    assert rp == {"fqdn": "web.vi.test.", "type": "A", "value": "192.0.2.11", "ttl": 60}
     assert SECRET not in repr(rp)
 
 
 def test_switch_follows_the_container_with_the_given_ttl(fake, tmp_path):
-    ctx = record_ctx(tmp_path, public="10.231.0.12", runtime={"value": "10.231.0.11"})
+    ctx = record_ctx(tmp_path, public="192.0.2.12", runtime={"value": "192.0.2.11"})
     dns.switch(ttl=5)
-    assert fake.applied[-1][1][0]["after"] == ["10.231.0.12", 5]
-    assert ctx.instance.runtime_properties["value"] == "10.231.0.12"
+    assert fake.applied[-1][1][0]["after"] == ["192.0.2.12", 5]
+    assert ctx.instance.runtime_properties["value"] == "192.0.2.12"
 
 
 def test_unreachable_server_says_where_the_record_still_points(fake, tmp_path):
     fake.fail = vimigrate.ProviderUnavailableError("dns server 127.0.0.1:5300 unreachable")
-    record_ctx(tmp_path, public="10.231.0.12", runtime={"value": "10.231.0.11"})
+    record_ctx(tmp_path, public="192.0.2.12", runtime={"value": "192.0.2.11"})
     with pytest.raises(RecoverableError) as caught:
         dns.switch(ttl=5)
-    assert "still points at 10.231.0.11" in str(caught.value) and "runs at 10.231.0.12" in str(caught.value)
+    assert "still points at 192.0.2.11" in str(caught.value) and "runs at 192.0.2.12" in str(caught.value)
     assert SECRET not in str(caught.value)
 
 

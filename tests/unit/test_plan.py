@@ -8,8 +8,8 @@ from vimigrate.workflows.plan import ContainerState, PlanError, ProviderInfo, bu
 from vimigrate.workflows.plan import validate_parameters as validate
 
 PROVIDERS = {
-    "provider_a": ProviderInfo("provider_a", "provider-a", "10.231.0.11"),
-    "provider_b": ProviderInfo("provider_b", "provider-b", "10.231.0.12"),
+    "provider_a": ProviderInfo("provider_a", "provider-a", "192.0.2.11"),
+    "provider_b": ProviderInfo("provider_b", "provider-b", "192.0.2.12"),
 }
 REDIS = ContainerState("redis_1", "redis", "d-redis", "provider_a", (), ("d-app",), ())
 WEB = ContainerState("web_1", "web", "d-web", "provider_a", ("redis",), ("d-app",), (8080,))
@@ -75,7 +75,7 @@ def test_plan_describes_moves_endpoints_and_skips():
     assert [s.node_id for s in plan.moves] == ["redis", "web"]
     text = "\n".join(plan.describe())
     assert "d-web (web): provider-a -> provider-b" in text
-    assert "published 10.231.0.11:8080 -> 10.231.0.12:8080" in text
+    assert "published 192.0.2.11:8080 -> 192.0.2.12:8080" in text
     back = build_plan("provider_a", ["web"], [WEB, REDIS], PROVIDERS)
     assert back.moves == [] and back.steps[0].skip == "already there"
 
@@ -84,3 +84,11 @@ def test_uninstalled_containers_are_skipped():
     ghost = ContainerState("g_1", "g", None, None)
     plan = build_plan("provider_b", None, [ghost], PROVIDERS)
     assert plan.steps[0].skip == "not installed" and plan.moves == []
+
+
+def test_no_timeout_keeps_each_provider_s_own():
+    """The workflow's `timeout` defaults to null: each provider's timeout_secs holds."""
+    assert ok(timeout=None) is None
+    assert ok(timeout=3600) is None
+    with pytest.raises(PlanError, match="or null for each provider's own timeout_secs"):
+        ok(timeout=3601)

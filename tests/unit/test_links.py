@@ -5,24 +5,24 @@ from __future__ import annotations
 from vimigrate.workflows.links import Peer, link_map, merge
 from vimigrate.workflows.plan import ContainerState, ProviderInfo, build_plan
 
-PUBLIC = {"provider_a": "10.231.0.11", "provider_b": "10.231.0.12"}
+PUBLIC = {"provider_a": "192.0.2.11", "provider_b": "192.0.2.12"}
 REDIS_ON_A = Peer("redis", "provider_a", ("redis", "d-redis"), ("172.29.0.2",), ((6379, 16379),))
 
 
 def test_a_dependency_left_behind_is_reached_through_its_provider():
     plan = link_map(REDIS_ON_A, "provider_b", PUBLIC)
-    assert plan.address_map["redis:6379"] == "10.231.0.11:16379"
-    assert plan.address_map["d-redis:6379"] == "10.231.0.11:16379"
-    assert plan.address_map["172.29.0.2:6379"] == "10.231.0.11:16379"
+    assert plan.address_map["redis:6379"] == "192.0.2.11:16379"
+    assert plan.address_map["d-redis:6379"] == "192.0.2.11:16379"
+    assert plan.address_map["172.29.0.2:6379"] == "192.0.2.11:16379"
     # A stale external form (the dependency was on B before) is pointed at A too.
-    assert plan.address_map["10.231.0.12:16379"] == "10.231.0.11:16379"
+    assert plan.address_map["192.0.2.12:16379"] == "192.0.2.11:16379"
     assert plan.unreachable == []
 
 
 def test_together_again_the_link_is_internal():
     redis_on_b = Peer("redis", "provider_b", ("redis",), ("172.30.0.2",), ((6379, 16379),))
     plan = link_map(redis_on_b, "provider_b", PUBLIC)
-    assert plan.address_map == {"10.231.0.11:16379": "redis:6379", "10.231.0.12:16379": "redis:6379"}
+    assert plan.address_map == {"192.0.2.11:16379": "redis:6379", "192.0.2.12:16379": "redis:6379"}
 
 
 def test_an_unpublished_dependency_cannot_be_reached_across_providers():
@@ -38,6 +38,6 @@ def test_the_plan_lists_the_link_rewrites_of_a_partial_move():
     web = ContainerState("web_1", "web", "d-web", "provider_a", ("redis",), ("d-app",), (8080,), ("d-web",),
                          ("172.29.0.3",), ((8080, 8080),), ("/etc/web/web.conf",))
     text = "\n".join(build_plan("provider_b", ["web"], [web, redis], providers).describe())
-    assert "d-web: redis:6379 -> 10.231.0.11:16379" in text, text
+    assert "d-web: redis:6379 -> 192.0.2.11:16379" in text, text
     back = "\n".join(build_plan("provider_b", ["redis"], [web, redis], providers).describe())
-    assert "d-web (stays): redis:6379 -> 10.231.0.12:16379" in back, back
+    assert "d-web (stays): redis:6379 -> 192.0.2.12:16379" in back, back

@@ -78,12 +78,17 @@ def test_missing_socket_is_unavailable(tmp_path: Path):
     assert "provider `gone`: cannot connect" in str(caught.value)
 
 
+def test_unreachable_provider_is_a_clear_error(tmp_path):
+    with pytest.raises(vimigrate.ProviderUnavailableError, match="cannot connect"):
+        vimigrate.Provider.connect({"name": "gone", "docker_host": f"unix://{tmp_path}/nothing.sock"})
+
+
 class _SlowDockerHandler(BaseHTTPRequestHandler):
     """Answers the two calls a probe makes, each after a delay, like a busy daemon."""
 
     delay = 0.5
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         time.sleep(self.delay)
         path = self.path.split("?")[0]
         if path.endswith("/version"):

@@ -13,6 +13,7 @@ from cloudify.mocks import MockCloudifyContext, MockNodeContext, MockNodeInstanc
 from cloudify.state import current_ctx
 
 import vimigrate
+from vimigrate import tosca
 from vimigrate.operations import _support, container, provider
 
 
@@ -26,7 +27,7 @@ class FakeProvider:
         self.config = config
 
     @classmethod
-    def connect(cls, config: dict) -> "FakeProvider":
+    def connect(cls, config: dict) -> FakeProvider:
         cls.calls.append(("connect", config))
         if cls.fail_with is not None:
             raise cls.fail_with
@@ -88,27 +89,28 @@ def _clear_ctx():
 
 def test_probe_stores_the_report(fake_native):
     ctx = _use(MockCloudifyContext(node_id="provider_a_1", node_name="provider_a", properties={
-        "provider_name": "", "docker_host": "unix:///run/a.sock", "allow_plain_tcp": False, "timeout": 30,
-        "public_address": "10.231.0.11", "tls": {}}, runtime_properties={}))
+        "name": "", "docker_host": "unix:///run/a.sock", "allow_plain_tcp": False, "timeout_secs": 30,
+        "public_address": "192.0.2.11", "tls": {}}, runtime_properties={}))
     provider.probe()
     config = fake_native.calls[0][1]
     assert config == {"name": "provider_a", "docker_host": "unix:///run/a.sock", "allow_plain_tcp": False,
-                      "timeout_secs": 30, "public_address": "10.231.0.11"}
+                      "timeout_secs": 30, "public_address": "192.0.2.11"}
     assert ctx.instance.runtime_properties["provider"]["api_version"] == "1.41"
     assert ctx.instance.runtime_properties["engine_version"] == vimigrate.version()
 
 
 def test_tls_files_are_passed_by_path(fake_native):
     _use(MockCloudifyContext(node_id="p_1", node_name="p", properties={
-        "docker_host": "tcp://h:2376", "tls": {"ca_file": "/c/ca.pem", "cert_file": "/c/cert.pem",
-                                               "key_file": "/c/key.pem"}}, runtime_properties={}))
+        "docker_host": "tcp://h:2376", "tls": {"ca": "/c/ca.pem", "cert": "/c/cert.pem",
+                                               "key": "/c/key.pem"}}, runtime_properties={}))
     provider.probe()
     assert fake_native.calls[0][1]["tls"] == {"ca": "/c/ca.pem", "cert": "/c/cert.pem", "key": "/c/key.pem"}
 
 
 def test_unreachable_provider_is_retried(fake_native):
     fake_native.fail_with = vimigrate.ProviderUnavailableError("provider `p`: cannot connect")
-    _use(MockCloudifyContext(node_id="p_1", node_name="p", properties={"docker_host": "unix:///x"}, runtime_properties={}))
+    _use(MockCloudifyContext(node_id="p_1", node_name="p", properties={"docker_host": "unix:///x"},
+                             runtime_properties={}))
     with pytest.raises(RecoverableError, match="cannot connect"):
         provider.probe()
 
@@ -122,10 +124,10 @@ def test_bad_input_is_not_retried(fake_native):
 
 def _container_ctx(runtime_properties: dict | None = None):
     relationships = [
-        _relationship("provider_a", {"provider_name": "provider-a", "docker_host": "unix:///run/a.sock",
-                                     "public_address": "10.231.0.11"}, _support.RUNS_ON),
+        _relationship("provider_a", {"name": "provider-a", "docker_host": "unix:///run/a.sock",
+                                     "public_address": "192.0.2.11"}, tosca.RUNS_ON),
         _relationship("app_net", {"network_name": "vimigrate-app", "subnet": "", "gateway": ""},
-                      _support.CONNECTED_TO_NETWORK),
+                      tosca.CONNECTED_TO_NETWORK),
     ]
     return _use(MockCloudifyContext(
         node_id="web_1", node_name="web", deployment_id="dep1",
@@ -139,7 +141,7 @@ def _container_ctx(runtime_properties: dict | None = None):
 def test_container_create_builds_the_spec_and_records_where_it_runs(fake_native):
     ctx = _container_ctx()
     container.create()
-    calls = dict((name, arg) for name, arg in fake_native.calls if name != "connect")
+    calls = {name: arg for name, arg in fake_native.calls if name != "connect"}
     assert calls["ensure_network"] == {"name": "vimigrate-app"}, "an explicit network_name is kept"
     spec = calls["deploy_container"]
     assert spec["name"] == "dep1-web", "names default to DEPLOYMENT-NODE"
@@ -149,7 +151,7 @@ def test_container_create_builds_the_spec_and_records_where_it_runs(fake_native)
     assert spec["volumes"] == [{"name": "web-data", "destination": "/data"}]
     props = ctx.instance.runtime_properties
     assert props["provider"] == "provider-a" and props["provider_node"] == "provider_a"
-    assert props["public_endpoints"] == ["10.231.0.11:8080"]
+    assert props["public_endpoints"] == ["192.0.2.11:8080"]
     assert props["provider_config"]["docker_host"] == "unix:///run/a.sock"
 
 
@@ -164,7 +166,8 @@ def test_container_delete_acts_where_it_runs_now(fake_native):
 
 
 def test_container_without_provider_is_a_clear_error(fake_native):
-    _use(MockCloudifyContext(node_id="web_1", node_name="web", properties={"image": "x"}, runtime_properties={}, relationships=[]))
+    _use(MockCloudifyContext(node_id="web_1", node_name="web", properties={"image": "x"}, runtime_properties={},
+                             relationships=[]))
     with pytest.raises(NonRecoverableError, match="exactly one provider relationship"):
         container.create()
 
@@ -203,7 +206,7 @@ def test_migration_records_where_the_container_runs_now(fake_native, monkeypatch
     monkeypatch.setattr(FakeProvider, "inspect_container", inspect_container, raising=False)
     ctx = _container_ctx({"provider_config": {"name": "provider-a", "docker_host": "unix:///run/a.sock"},
                           "provider_node": "provider_a", "container_name": "dep1-web", "networks": ["dep1-app"]})
-    target = {"name": "provider-b", "docker_host": "unix:///run/b.sock", "public_address": "10.231.0.12"}
+    target = {"name": "provider-b", "docker_host": "unix:///run/b.sock", "public_address": "192.0.2.12"}
     migration.migrate(target_provider_node="provider_b", target_provider=target, keep_source=False)
     assert calls == [("provider-a", "provider-b", {"container": "dep1-web", "keep_source": False, "address_map": {},
                                                     "peer_files": [], "port_map": {}, "method": "auto",
@@ -212,7 +215,7 @@ def test_migration_records_where_the_container_runs_now(fake_native, monkeypatch
     assert props["provider_node"] == "provider_b" and props["provider"] == "provider-b"
     assert props["provider_config"] == target
     assert props["container_id"] == "b" * 64
-    assert props["public_endpoints"] == ["10.231.0.12:8080"]
+    assert props["public_endpoints"] == ["192.0.2.12:8080"]
     assert props["migrations"][-1]["to"] == "provider-b" and props["last_migration"]["downtime_ms"] == 700
     assert props["last_address_changes"] == {"172.29.0.3": "172.30.0.7"}
     assert ("remove_network", ("dep1-app", True)) in fake_native.calls, "the source's network is cleaned"
@@ -237,7 +240,7 @@ def test_inline_tls_material_becomes_private_files(tmp_path, monkeypatch):
     monkeypatch.setenv(_support.TLS_DIR_ENV, str(tmp_path))
     secret_key = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n"
     config = _support.provider_config("provider_b", {
-        "docker_host": "tcp://10.231.0.12:2376",
+        "docker_host": "tcp://192.0.2.12:2376",
         "tls": {"ca_cert": "CA PEM", "client_cert": "CERT PEM", "client_key": secret_key}}, "dep1")
     assert secret_key not in repr(config), "only paths in the configuration"
     key = Path(config["tls"]["key"])
@@ -245,3 +248,39 @@ def test_inline_tls_material_becomes_private_files(tmp_path, monkeypatch):
     assert key.stat().st_mode & 0o777 == 0o600
     assert key.parent.stat().st_mode & 0o777 == 0o700
     assert key.parent == tmp_path / "dep1-provider_b"
+
+
+def test_properties_without_a_value_are_left_to_the_engine_s_defaults():
+    """Nothing is defaulted again here: the engine's serde defaults are the only ones."""
+    config = _support.provider_config("provider_a", {"name": None, "docker_host": "unix:///run/a.sock",
+                                                     "timeout_secs": None, "allow_plain_tcp": None, "tls": {}})
+    assert config == {"name": "provider_a", "docker_host": "unix:///run/a.sock"}
+
+
+def test_every_property_is_passed_through_for_the_engine_to_check():
+    """A wrong value reaches the engine unchanged, whose error names the field."""
+    config = _support.provider_config("p", {"docker_host": "unix:///run/a.sock", "timeout_secs": "soon",
+                                            "transfer_port": 2377, "transfer_address": "10.0.0.7"})
+    assert config == {"name": "p", "docker_host": "unix:///run/a.sock", "timeout_secs": "soon",
+                      "transfer_port": 2377, "transfer_address": "10.0.0.7"}
+    with pytest.raises(vimigrate.InvalidInputError) as caught:
+        vimigrate.Provider.connect(config)
+    assert caught.value.field == "provider.timeout_secs"
+
+
+def test_incomplete_tls_files_are_named_by_the_engine(tmp_path):
+    config = _support.provider_config("p", {"docker_host": "tcp://192.0.2.10:2376", "tls": {"ca": "/c/ca.pem"}})
+    assert config["tls"] == {"ca": "/c/ca.pem"}
+    with pytest.raises(vimigrate.InvalidInputError) as caught:
+        vimigrate.Provider.connect(config)
+    assert caught.value.field == "provider.tls.cert"
+
+
+def test_inline_tls_material_and_paths_mix(tmp_path, monkeypatch):
+    monkeypatch.setenv(_support.TLS_DIR_ENV, str(tmp_path))
+    config = _support.provider_config("provider_b", {
+        "docker_host": "tcp://192.0.2.10:2376", "tls": {"ca": "/etc/ca.pem", "client_cert": "CERT PEM",
+                                                         "key": "/etc/key.pem"}}, "dep1")
+    assert config["tls"] == {"ca": "/etc/ca.pem", "cert": str(tmp_path / "dep1-provider_b" / "cert.pem"),
+                             "key": "/etc/key.pem"}
+    assert "CERT PEM" not in repr(config)

@@ -1,4 +1,6 @@
-"""The plugin packs as a wagon, the archive a Cloudify Manager installs plugins from."""
+"""The plugin packs as a wagon, the archive a Cloudify Manager installs plugins from. Needs no
+lab, but the Rust toolchain and the checkout's build tree (scripts/build-wagon.sh builds the
+engine), so it is not in the unprivileged unit layer."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from conftest import ROOT, run
+from framework.lab import ROOT
+from framework.process import run
 
 
 def test_wagon_holds_the_engine_and_plugin_yaml(tmp_path: Path):

@@ -5,36 +5,14 @@ are rewritten)."""
 
 from __future__ import annotations
 
-import json
 import random
-import time
-import urllib.request
 import uuid
 
 import pytest
+from framework.engine import MANAGED, connect_both, docker
+from framework.workloads import visits_at, web_stats
 
 import vimigrate
-from conftest import docker
-from test_migrate_lab import connect
-
-pytestmark = pytest.mark.lab
-
-
-def http(address: str, port: int, path: str = "/", timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=3) as response:
-                return response.read().decode()
-        except OSError as err:
-            last = err
-            time.sleep(0.2)
-    raise AssertionError(f"http://{address}:{port}{path} never answered: {last}")
-
-
-def visits(text: str) -> int:
-    return int(text.split("visits=")[1].split()[0])
 
 
 @pytest.fixture
@@ -51,29 +29,26 @@ def vi(lab):
         docker(lab, provider, "network", "rm", names["net"], names["blocker"], check=False)
 
 
-def start_vi(lab, vi, web_command: list[str] | None = None, web_env: tuple[str, ...] = ()):
-    docker(lab, "provider-a", "network", "create", "--subnet", vi["subnet"], "--label", "io.vimigrate.managed=true",
-           vi["net"])
-    docker(lab, "provider-a", "run", "-d", "--name", vi["redis"], "--network", vi["net"], "--network-alias", "redis",
-           "--label", "io.vimigrate.managed=true", lab["images"]["redis"])
-    env = [arg for pair in (("-e", e) for e in web_env) for arg in pair]
+def start_network_and_redis(lab, vi, *redis_args: str) -> None:
+    """The VI's network on provider-a, with its own subnet, and Redis on it."""
+    docker(lab, "provider-a", "network", "create", "--subnet", vi["subnet"], "--label", MANAGED, vi["net"])
+    docker(lab, "provider-a", "run", "-d", "--name", vi["redis"], "--network", vi["net"], *redis_args,
+           "--label", MANAGED, lab.images.redis)
+
+
+def start_vi(lab, vi):
+    """The web server and its Redis (by name: redis:6379) on the VI's network of provider-a."""
+    start_network_and_redis(lab, vi, "--network-alias", "redis")
     docker(lab, "provider-a", "run", "-d", "--name", vi["web"], "--network", vi["net"], "-p", f"{vi['port']}:8080",
-           "--label", "io.vimigrate.managed=true", "-e", "REDIS_ADDR=redis:6379", *env,
-           *(["--entrypoint", web_command[0]] if web_command else []), lab["images"]["web"],
-           *(web_command[1:] if web_command else []))
-
-
-def stats(address: str, port: int) -> dict:
-    return json.loads(http(address, port, "/stats"))
+           "--label", MANAGED, "-e", "REDIS_ADDR=redis:6379", lab.images.web)
 
 
 def test_kept_subnet_keeps_addresses_and_the_open_connection(lab, vi):
-    a, b = connect(lab, "provider-a"), connect(lab, "provider-b")
+    a, b = connect_both(lab)
     start_vi(lab, vi)
-    address_a = lab["providers"]["provider-a"]["public_address"]
-    address_b = lab["providers"]["provider-b"]["public_address"]
-    first = visits(http(address_a, vi["port"]))
-    before = stats(address_a, vi["port"])
+    address_a, address_b = lab.a.public_address, lab.b.public_address
+    first = visits_at(address_a, vi["port"])
+    before = web_stats(address_a, vi["port"])
     assert before["redis_connects"] == 1
     ips_before = {n: a.inspect_container(vi[n])["addresses"][vi["net"]] for n in ("redis", "web")}
 
@@ -85,19 +60,18 @@ def test_kept_subnet_keeps_addresses_and_the_open_connection(lab, vi):
         assert report["address_changes"] == {}
         assert report["criu_tcp_option"] == "tcp-established"
     assert {n: b.inspect_container(vi[n])["addresses"][vi["net"]] for n in ("redis", "web")} == ips_before
-    assert visits(http(address_b, vi["port"])) == first + 1
-    after = stats(address_b, vi["port"])
+    assert visits_at(address_b, vi["port"]) == first + 1
+    after = web_stats(address_b, vi["port"])
     assert after["redis_connects"] == 1, f"the web server reconnected: {after}"
     assert after["redis_peer"] == before["redis_peer"]
 
 
 def test_taken_subnet_remaps_and_names_still_resolve(lab, vi):
-    a, b = connect(lab, "provider-a"), connect(lab, "provider-b")
+    a, b = connect_both(lab)
     start_vi(lab, vi)
     docker(lab, "provider-b", "network", "create", "--subnet", vi["subnet"], vi["blocker"])
-    address_a = lab["providers"]["provider-a"]["public_address"]
-    address_b = lab["providers"]["provider-b"]["public_address"]
-    first = visits(http(address_a, vi["port"]))
+    address_a, address_b = lab.a.public_address, lab.b.public_address
+    first = visits_at(address_a, vi["port"])
 
     moved_redis = vimigrate.migrate(a, b, {"container": vi["redis"]})
     moved_web = vimigrate.migrate(a, b, {"container": vi["web"]})
@@ -108,25 +82,21 @@ def test_taken_subnet_remaps_and_names_still_resolve(lab, vi):
     assert len(moved_redis["address_changes"]) == 1 and len(moved_web["address_changes"]) == 1
     subnet_b = b.inspect_network(vi["net"])["subnets"][0]
     assert subnet_b != vi["subnet"]
-    assert visits(http(address_b, vi["port"])) == first + 1, "the web server reaches Redis by name on B"
+    assert visits_at(address_b, vi["port"]) == first + 1, "the web server reaches Redis by name on B"
 
 
 def test_declared_config_file_is_rewritten_and_the_reader_follows(lab, vi):
-    a, b = connect(lab, "provider-a"), connect(lab, "provider-b")
-    docker(lab, "provider-a", "network", "create", "--subnet", vi["subnet"], "--label", "io.vimigrate.managed=true",
-           vi["net"])
-    docker(lab, "provider-a", "run", "-d", "--name", vi["redis"], "--network", vi["net"],
-           "--label", "io.vimigrate.managed=true", lab["images"]["redis"])
+    a, b = connect_both(lab)
+    start_network_and_redis(lab, vi)
     redis_ip = a.inspect_container(vi["redis"])["addresses"][vi["net"]]
-    script = "mkdir -p /etc/web && echo redis=$REDIS_IP:6379 > /etc/web/web.conf && exec /usr/local/bin/vimigrate-labapp"
+    script = ("mkdir -p /etc/web && echo redis=$REDIS_IP:6379 > /etc/web/web.conf "
+              "&& exec /usr/local/bin/vimigrate-labapp")
     docker(lab, "provider-a", "run", "-d", "--name", vi["web"], "--network", vi["net"], "-p", f"{vi['port']}:8080",
-           "--label", "io.vimigrate.managed=true", "-e", f"REDIS_IP={redis_ip}", "--entrypoint", "sh",
-           lab["images"]["web"], "-c", script)
+           "--label", MANAGED, "-e", f"REDIS_IP={redis_ip}", "--entrypoint", "sh", lab.images.web, "-c", script)
     docker(lab, "provider-b", "network", "create", "--subnet", vi["subnet"], vi["blocker"])
-    address_a = lab["providers"]["provider-a"]["public_address"]
-    address_b = lab["providers"]["provider-b"]["public_address"]
-    first = visits(http(address_a, vi["port"]))
-    assert stats(address_a, vi["port"])["redis_addr"] == f"{redis_ip}:6379"
+    address_a, address_b = lab.a.public_address, lab.b.public_address
+    first = visits_at(address_a, vi["port"])
+    assert web_stats(address_a, vi["port"])["redis_addr"] == f"{redis_ip}:6379"
 
     moved_redis = vimigrate.migrate(a, b, {"container": vi["redis"]})
     [(old, new)] = moved_redis["address_changes"].items()
@@ -137,12 +107,12 @@ def test_declared_config_file_is_rewritten_and_the_reader_follows(lab, vi):
     assert docker(lab, "provider-b", "exec", vi["web"], "cat", "/etc/web/web.conf").strip() == f"redis={new}:6379"
     # The environment held the old address too: rewritten the same way.
     assert f"REDIS_IP={new}" in docker(lab, "provider-b", "inspect", "-f", "{{.Config.Env}}", vi["web"])
-    assert visits(http(address_b, vi["port"])) == first + 1
-    assert stats(address_b, vi["port"])["redis_addr"] == f"{new}:6379", "the reader reconnected to the new address"
+    assert visits_at(address_b, vi["port"]) == first + 1
+    assert web_stats(address_b, vi["port"])["redis_addr"] == f"{new}:6379", "the reader reconnected to the new address"
 
 
 def test_dry_plan_of_a_missing_peer_file_is_refused_before_anything_changes(lab, vi):
-    a, b = connect(lab, "provider-a"), connect(lab, "provider-b")
+    a, b = connect_both(lab)
     start_vi(lab, vi)
     with pytest.raises(vimigrate.MigrationFailedError) as caught:
         vimigrate.migrate(a, b, {"container": vi["web"], "peer_files": ["/etc/nope.conf"]})

@@ -5,50 +5,32 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import sys
 import time
 import uuid
 
 import pytest
+from framework.engine import checkpoints, cli_migrate, connect, docker, helpers, on_both
+from framework.lab import ROOT
+from framework.process import run, wait_for
+from framework.workloads import (
+    assert_redis_holds,
+    consecutive,
+    count_on,
+    counted,
+    numbers,
+    redis_with_keys,
+    run_counter,
+)
 
 import vimigrate
-from conftest import docker, numbers, run, wait_for
-
-pytestmark = pytest.mark.lab
-
-
-
-
-
-def connect(lab: dict, name: str, timeout: int = 60) -> vimigrate.Provider:
-    facts = lab["providers"][name]
-    return vimigrate.Provider.connect({"name": name, "docker_host": facts["docker_host"],
-                                       "public_address": facts["public_address"], "timeout_secs": timeout})
 
 
 @pytest.fixture
-def providers(lab: dict):
-    return connect(lab, "provider-a"), connect(lab, "provider-b")
-
-
-@pytest.fixture
-def name(lab: dict):
+def name(lab):
     """A unique container name, removed from both providers afterwards whatever happened."""
     container = f"vmtest-mig-{uuid.uuid4().hex[:8]}"
     yield container
-    for provider in ("provider-a", "provider-b"):
-        docker(lab, provider, "rm", "-f", container, check=False)
-
-
-
-
-
-
-def run_counter(lab: dict, name: str, *extra: str, command: list[str] | None = None, image: str | None = None):
-    docker(lab, "provider-a", "run", "-d", "--name", name, "--label", "io.vimigrate.managed=true", *extra,
-           image or lab["images"]["counter"], *(command or []))
-    wait_for(lambda: len(numbers(docker(lab, "provider-a", "logs", name))) >= 3, what="the counter to count")
+    on_both(lab, "rm", "-f", container)
 
 
 def test_counter_continues_on_b_and_stops_on_a(lab, providers, name):
@@ -58,11 +40,11 @@ def test_counter_continues_on_b_and_stops_on_a(lab, providers, name):
     report = vimigrate.migrate(a, b, {"container": name}, events.append)
     last_on_a = numbers(docker(lab, "provider-a", "logs", name, check=False) or "")
     assert a.inspect_container(name) is None, "the source container is removed after success"
-    on_b = wait_for(lambda: numbers(docker(lab, "provider-b", "logs", name)), what="output on provider-b")
+    on_b = wait_for(lambda: counted(lab, "provider-b", name), what="output on provider-b")
     assert b.inspect_container(name)["running"] is True
     # The source is gone with its logs; the checkpoint carried the counter's state: B goes on
     # from where A stopped. The first number B prints is at least 3 (A had printed 0..2).
-    assert on_b[0] >= 3 and on_b == list(range(on_b[0], on_b[0] + len(on_b))), on_b
+    assert on_b[0] >= 3 and consecutive(on_b), on_b
     assert not last_on_a
     stats = report["stats"]
     assert stats["downtime_ms"] > 0 and stats["checkpoint_bytes"] > 0
@@ -70,7 +52,7 @@ def test_counter_continues_on_b_and_stops_on_a(lab, providers, name):
     phases = [e["phase"] for e in events if e["event"] == "phase"]
     assert phases == ["preflight", "image", "prepare", "precopy", "checkpoint", "transfer", "verify", "restore",
                       "cleanup"]
-    assert docker(lab, "provider-b", "checkpoint", "ls", name).strip().splitlines()[1:] == [], "checkpoint deleted"
+    assert checkpoints(lab, "provider-b", name) == [], "checkpoint deleted"
 
 
 def test_counter_first_number_on_b_is_last_on_a_plus_one(lab, providers, name):
@@ -78,54 +60,20 @@ def test_counter_first_number_on_b_is_last_on_a_plus_one(lab, providers, name):
     run_counter(lab, name)
     report = vimigrate.migrate(a, b, {"container": name, "keep_source": True})
     assert report["source_kept"] is True
-    last_on_a = numbers(docker(lab, "provider-a", "logs", name))[-1]
-    first_on_b = wait_for(lambda: numbers(docker(lab, "provider-b", "logs", name)), what="output on B")[0]
+    last_on_a = counted(lab, "provider-a", name)[-1]
+    first_on_b = wait_for(lambda: counted(lab, "provider-b", name), what="output on B")[0]
     assert first_on_b == last_on_a + 1
     assert a.inspect_container(name)["running"] is False, "kept, but stopped: it runs on B only"
     time.sleep(1.5)
-    assert numbers(docker(lab, "provider-a", "logs", name))[-1] == last_on_a
-
-
-def _redis(address: str, port: int, commands: list[list[str]]) -> list[bytes]:
-    """Sends commands pipelined and reads one reply line (plus bulk payload) per command."""
-    payload = b"".join(
-        b"*%d\r\n" % len(cmd) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in cmd)
-        for cmd in commands)
-    replies: list[bytes] = []
-    with socket.create_connection((address, port), timeout=10) as conn:
-        conn.sendall(payload)
-        reader = conn.makefile("rb")
-        for _ in commands:
-            line = reader.readline()
-            if line.startswith(b"$") and line != b"$-1\r\n":
-                replies.append(reader.read(int(line[1:]) + 2)[:-2])
-            else:
-                replies.append(line.strip())
-    return replies
+    assert counted(lab, "provider-a", name)[-1] == last_on_a
 
 
 def test_redis_keeps_ten_thousand_keys(lab, providers, name):
     a, b = providers
     port = 16501
-    docker(lab, "provider-a", "run", "-d", "--name", name, "--label", "io.vimigrate.managed=true",
-           "-p", f"{port}:6379", lab["images"]["redis"])
-    address_a = lab["providers"]["provider-a"]["public_address"]
-    wait_for(lambda: _try(lambda: _redis(address_a, port, [["PING"]]) == [b"+PONG"]), what="redis on A")
-    keys = [(f"key:{i}", f"value-{i}-{uuid.uuid4().hex}") for i in range(10_000)]
-    assert set(_redis(address_a, port, [["SET", k, v] for k, v in keys])) == {b"+OK"}
+    keys = redis_with_keys(lab, name, port)
     vimigrate.migrate(a, b, {"container": name})
-    address_b = lab["providers"]["provider-b"]["public_address"]
-    wait_for(lambda: _try(lambda: _redis(address_b, port, [["PING"]]) == [b"+PONG"]), what="redis on B")
-    assert _redis(address_b, port, [["DBSIZE"]]) == [b":10000"]
-    values = _redis(address_b, port, [["GET", k] for k, _ in keys])
-    assert values == [v.encode() for _, v in keys]
-
-
-def _try(check):
-    try:
-        return check()
-    except OSError:
-        return False
+    assert_redis_holds(lab.b.public_address, port, keys)
 
 
 def test_file_held_open_in_the_writable_layer_survives(lab, providers, name):
@@ -144,7 +92,8 @@ def test_file_held_open_in_the_writable_layer_survives(lab, providers, name):
 def test_named_volume_data_moves(lab, providers, name):
     a, b = providers
     volume = f"{name}-data"
-    script = "head -c 3000000 /dev/urandom > /data/blob; md5sum /data/blob > /data/sum; i=0; while :; do echo $i; i=$((i+1)); sleep 1; done"
+    script = ("head -c 3000000 /dev/urandom > /data/blob; md5sum /data/blob > /data/sum; i=0; "
+              "while :; do echo $i; i=$((i+1)); sleep 1; done")
     try:
         run_counter(lab, name, "-v", f"{volume}:/data", command=["sh", "-c", script])
         before = docker(lab, "provider-a", "exec", name, "cat", "/data/sum")
@@ -153,9 +102,8 @@ def test_named_volume_data_moves(lab, providers, name):
         assert after.split()[0] == before.split()[0]
         assert volume in docker(lab, "provider-b", "volume", "ls", "-q").split()
     finally:
-        for provider in ("provider-a", "provider-b"):
-            docker(lab, provider, "rm", "-f", name, check=False)
-            docker(lab, provider, "volume", "rm", "-f", volume, check=False)
+        on_both(lab, "rm", "-f", name)
+        on_both(lab, "volume", "rm", "-f", volume)
 
 
 def test_image_absent_on_b_is_transferred(lab, providers, name):
@@ -163,8 +111,9 @@ def test_image_absent_on_b_is_transferred(lab, providers, name):
     image = f"vimigrate-test/only-on-a:{uuid.uuid4().hex[:8]}"
     base = f"{name}-base"
     try:
-        docker(lab, "provider-a", "run", "--name", base, lab["images"]["counter"], "sh", "-c", "echo baked > /baked")
-        docker(lab, "provider-a", "commit", "--change", 'CMD ["sh","-c","cat /baked; i=0; while :; do echo $i; i=$((i+1)); sleep 1; done"]', base, image)
+        docker(lab, "provider-a", "run", "--name", base, lab.images.counter, "sh", "-c", "echo baked > /baked")
+        docker(lab, "provider-a", "commit", "--change",
+               'CMD ["sh","-c","cat /baked; i=0; while :; do echo $i; i=$((i+1)); sleep 1; done"]', base, image)
         assert docker(lab, "provider-b", "images", "-q", image).strip() == ""
         run_counter(lab, name, image=image)
         report = vimigrate.migrate(a, b, {"container": name})
@@ -172,9 +121,8 @@ def test_image_absent_on_b_is_transferred(lab, providers, name):
         assert docker(lab, "provider-b", "images", "-q", image).strip() != ""
         assert docker(lab, "provider-b", "exec", name, "cat", "/baked").strip() == "baked"
     finally:
-        for provider in ("provider-a", "provider-b"):
-            docker(lab, provider, "rm", "-f", name, base, check=False)
-            docker(lab, provider, "rmi", "-f", image, check=False)
+        on_both(lab, "rm", "-f", name, base)
+        on_both(lab, "rmi", "-f", image)
 
 
 def test_restore_failure_resumes_on_a_with_counter_continuity(lab, providers, name, tmp_path):
@@ -196,14 +144,12 @@ def test_restore_failure_resumes_on_a_with_counter_continuity(lab, providers, na
     err = caught.value
     assert injected and err.phase == "restore" and err.rollback == "resumed", str(err)
     assert "phase restore" in str(err) and "provider-a again" in str(err)
-    before = numbers(docker(lab, "provider-a", "logs", name))
-    time.sleep(2.5)
-    after = numbers(docker(lab, "provider-a", "logs", name))
+    before, after = count_on(lab, "provider-a", name)
     assert a.inspect_container(name)["running"] is True
-    assert after == list(range(after[0], after[0] + len(after))), "no restart, no gap: restored"
+    assert consecutive(after), "no restart, no gap: restored"
     assert len(after) > len(before)
     assert b.inspect_container(name) is None, "nothing left on B"
-    assert docker(lab, "provider-a", "checkpoint", "ls", name).strip().splitlines()[1:] == []
+    assert checkpoints(lab, "provider-a", name) == []
 
 
 def test_a_port_taken_on_b_is_found_in_preflight(lab, providers, name):
@@ -211,7 +157,7 @@ def test_a_port_taken_on_b_is_found_in_preflight(lab, providers, name):
     port = 16601
     blocker = f"{name}-blocker"
     try:
-        docker(lab, "provider-b", "run", "-d", "--name", blocker, "-p", f"{port}:6379", lab["images"]["redis"])
+        docker(lab, "provider-b", "run", "-d", "--name", blocker, "-p", f"{port}:6379", lab.images.redis)
         run_counter(lab, name, "-p", f"{port}:6379")
         with pytest.raises(vimigrate.MigrationFailedError) as caught:
             vimigrate.migrate(a, b, {"container": name})
@@ -230,8 +176,7 @@ def test_a_port_taken_on_b_is_found_in_preflight(lab, providers, name):
 def test_destination_daemon_stopped_after_the_freeze_rolls_back(lab, name):
     a = connect(lab, "provider-a")
     b = connect(lab, "provider-b", timeout=5)
-    # The pidfile, not lab.json: lab.json is per checkout, the daemon host-wide.
-    pid = int(open("/run/vimigrate-lab/provider-b/dockerd.pid").read())
+    pid = lab.b.dockerd_pid()
     run_counter(lab, name)
     stopped = []
 
@@ -248,16 +193,14 @@ def test_destination_daemon_stopped_after_the_freeze_rolls_back(lab, name):
             os.kill(p, signal.SIGCONT)
         # The rollback could not reach provider-b to remove what it had made there; a later
         # run (heal) does that. Here the test cleans it.
-        leftovers = docker(lab, "provider-b", "ps", "-aq", "--filter", "label=io.vimigrate.helper=true").split()
+        leftovers = helpers(lab, "provider-b")
         if leftovers:
             docker(lab, "provider-b", "rm", "-f", *leftovers, check=False)
     err = caught.value
     assert stopped and err.phase == "transfer" and err.rollback == "resumed", str(err)
     assert err.retryable is True
-    before = numbers(docker(lab, "provider-a", "logs", name))
-    time.sleep(2.5)
-    after = numbers(docker(lab, "provider-a", "logs", name))
-    assert after == list(range(after[0], after[0] + len(after))) and len(after) > len(before)
+    before, after = count_on(lab, "provider-a", name)
+    assert consecutive(after) and len(after) > len(before)
 
 
 def test_bad_input_changes_nothing(lab, providers, name):
@@ -266,7 +209,7 @@ def test_bad_input_changes_nothing(lab, providers, name):
         vimigrate.migrate(a, b, {"container": "vmtest-no-such-container"})
     assert unknown.value.phase == "preflight" and unknown.value.rollback == "nothing_to_undo"
     assert unknown.value.field == "container"
-    docker(lab, "provider-a", "create", "--name", name, "--label", "io.vimigrate.managed=true", lab["images"]["counter"])
+    docker(lab, "provider-a", "create", "--name", name, "--label", "io.vimigrate.managed=true", lab.images.counter)
     with pytest.raises(vimigrate.MigrationFailedError) as stopped:
         vimigrate.migrate(a, b, {"container": name})
     assert "a running container" in str(stopped.value)
@@ -276,17 +219,9 @@ def test_bad_input_changes_nothing(lab, providers, name):
     assert wrong.value.field == "options.keep_source"
 
 
-def test_unreachable_provider_is_a_clear_error(tmp_path):
-    with pytest.raises(vimigrate.ProviderUnavailableError, match="cannot connect"):
-        vimigrate.Provider.connect({"name": "gone", "docker_host": f"unix://{tmp_path}/nothing.sock"})
-
-
-def test_cli_migrate_prints_the_phase_statistics(lab, name, root):
+def test_cli_migrate_prints_the_phase_statistics(lab, name):
     run_counter(lab, name)
-    result = run([sys.executable, "-m", "vimigrate", "migrate", name,
-                  "--from-name", "provider-a", "--from-docker-host", lab["providers"]["provider-a"]["docker_host"],
-                  "--to-name", "provider-b", "--to-docker-host", lab["providers"]["provider-b"]["docker_host"]],
-                 cwd=root)
+    result = run(cli_migrate(lab, name, public_addresses=False), cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "downtime_ms" in result.stderr and "transfer..." in result.stderr
     assert '"destination": "provider-b"' in result.stdout
@@ -299,14 +234,13 @@ def test_image_tag_moved_since_the_container_started(lab, providers, name):
     bases = [f"{name}-v1", f"{name}-v2"]
     cmd = 'CMD ["sh","-c","i=0; while :; do echo $i; i=$((i+1)); sleep 1; done"]'
     try:
-        docker(lab, "provider-a", "run", "--name", bases[0], lab["images"]["counter"], "sh", "-c", "echo one > /baked")
+        docker(lab, "provider-a", "run", "--name", bases[0], lab.images.counter, "sh", "-c", "echo one > /baked")
         docker(lab, "provider-a", "commit", "--change", cmd, bases[0], image)
         run_counter(lab, name, image=image)
-        docker(lab, "provider-a", "run", "--name", bases[1], lab["images"]["counter"], "sh", "-c", "echo two > /baked")
+        docker(lab, "provider-a", "run", "--name", bases[1], lab.images.counter, "sh", "-c", "echo two > /baked")
         docker(lab, "provider-a", "commit", "--change", cmd, bases[1], image)
         vimigrate.migrate(a, b, {"container": name})
         assert docker(lab, "provider-b", "exec", name, "cat", "/baked").strip() == "one"
     finally:
-        for provider in ("provider-a", "provider-b"):
-            docker(lab, provider, "rm", "-f", name, *bases, check=False)
-            docker(lab, provider, "rmi", "-f", image, check=False)
+        on_both(lab, "rm", "-f", name, *bases)
+        on_both(lab, "rmi", "-f", image)

@@ -5,49 +5,33 @@ has no such server."""
 from __future__ import annotations
 
 import os
-import re
 import time
-from pathlib import Path
 
 import pytest
+from framework.lab import LabMissingError
 
 import vimigrate
-
-pytestmark = pytest.mark.lab
 
 WRONG_TSIG = "d3JvbmctdnNlY3JldC13aGljaC1tdXN0LW5vdC1sZWFrIQ=="
 WRONG_KEY = "wrong-api-key-that-must-not-leak"
 
 
-def bind_secret(path: str) -> str:
-    match = re.search(r'secret\s+"([^"]+)"', Path(path).read_text())
-    if not match:
-        pytest.fail(f"no `secret \"...\"` in the lab's TSIG key file {path}")
-    return match.group(1)
-
-
 @pytest.fixture(scope="module")
-def bind(lab: dict) -> dict:
+def bind(lab) -> dict:
     """The engine's configuration of the lab's BIND9."""
-    dns = lab.get("dns")
-    if not dns:
-        pytest.fail("lab.json has no `dns`: the lab has no DNS server; run `make lab-up`")
-    return {"kind": "rfc2136", "server": f"{dns['server']}:{dns['port']}", "zone": dns["zone"],
-            "tsig_key_name": dns["tsig_key_name"], "tsig_algorithm": dns["tsig_algorithm"],
-            "tsig_secret": bind_secret(dns["tsig_key_file"]), "timeout_secs": 5}
+    try:
+        return lab.dns.engine_config()
+    except LabMissingError as missing:
+        pytest.fail(str(missing))
 
 
 @pytest.fixture(scope="module")
-def powerdns(lab: dict) -> dict:
+def powerdns(lab) -> dict:
     """The engine's configuration of the lab's PowerDNS."""
-    pdns = (lab.get("dns") or {}).get("powerdns")
-    if not pdns:
-        pytest.fail("lab.json has no `dns.powerdns` (api_url, server_id, zone, api_key_file, port): "
-                    "the lab has no PowerDNS server yet; add it and run `make lab-up`")
-    host = pdns.get("server") or lab["dns"].get("server", "127.0.0.1")
-    return {"kind": "powerdns", "api_url": pdns["api_url"], "server_id": pdns.get("server_id", "localhost"),
-            "zone": pdns["zone"], "api_key": Path(pdns["api_key_file"]).read_text().strip(),
-            "dns_server": f"{host}:{pdns['port']}", "timeout_secs": 5}
+    try:
+        return lab.dns.require_powerdns().engine_config()
+    except LabMissingError as missing:
+        pytest.fail(str(missing))
 
 
 def unique(server: dict, tag: str) -> str:
