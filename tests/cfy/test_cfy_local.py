@@ -89,6 +89,16 @@ def test_migrate_there_and_back_keeps_the_visit_count(lab, cfy, cfy_env, tmp_pat
 
         plan = cfy_migrate("target_provider=provider_b", "dry_run=true")
         assert "provider-a -> provider-b" in plan and "dry run: nothing was changed" in plan
+        # The engine's own plan of each container, from the preflight the migration runs.
+        for name in names:
+            assert f"{name}: provider-a -> provider-b, checkpoint" in plan, plan
+        assert "path: direct" in plan and f"network {blueprint_id}-app_net: addresses kept" in plan, plan
+        assert f"forwarding {port}/tcp -> {port}/tcp on provider-b" in plan, plan
+        assert "TCP connections: tcp-established" in plan, plan
+        # A move the preflight would refuse is refused by the dry run, naming why.
+        out = cfy_fails(cfy, cfy_env, *migrate_args(blueprint_id, "target_provider=provider_b", "dry_run=true",
+                                                      f'{{"port_map": {{"{port}": 0}}}}'))
+        assert "the migration would be refused" in out and f"port_map.{port}" in out, out
         assert where() == {n: ["provider-a"] for n in names}
 
         for bad, field in ((["target_provider=provider_x"], "target_provider"),

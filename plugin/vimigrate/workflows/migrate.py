@@ -10,6 +10,7 @@ from typing import Any
 from cloudify.decorators import workflow
 from cloudify.exceptions import NonRecoverableError
 
+from .. import _native
 from .. import properties as rp
 from ..operations._support import provider_config, provider_name
 from ..shapes import ProviderConfig
@@ -137,6 +138,38 @@ def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeo
             RELINK_OPERATION, kwargs={"address_map": relink.address_map}, allow_kwargs_override=True).get()
 
 
+def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: int | None,
+                  port_map: dict[str, int], method: str) -> list[str]:
+    """The engine's own plan of each move, from the preflight the migration itself runs
+    (read-only: no lock, no CRIU proof), logged line by line; returns the refusals. A container
+    whose dependency moves before it is planned as it will be then: next to it."""
+    target = ctx.get_node(target_node)
+    config: ProviderConfig = provider_config(target_node, target.properties, ctx.deployment.id)
+    if timeout is not None:
+        config["timeout_secs"] = timeout
+    states = {s.node_id: s for s in _containers(ctx)}
+    moving = {step.node_id for step in plan_steps}
+    public = _public(ctx)
+    refused: list[str] = []
+    destination = _native.Provider.connect(config)
+    for step in plan_steps:
+        state = states[step.node_id]
+        peers = [states[d].peer(target_node if d in moving else None) for d in state.depends_on if d in states]
+        links = merge(*(link_map(peer, target_node, public) for peer in peers))
+        source_config = ctx.get_node_instance(step.instance_id).runtime_properties[rp.PROVIDER_CONFIG]
+        options = {"container": state.container_name or step.container, "address_map": links.address_map,
+                   "peer_files": list(state.peer_files), "port_map": port_map, "method": method}
+        try:
+            engine_plan = _native.plan_migration(_native.Provider.connect(source_config), destination, options)
+        except _native.VimigrateError as err:
+            ctx.logger.error("  %s: the preflight would refuse it: %s", step.container, err)
+            refused.append(f"{step.container}: {err}")
+            continue
+        for line in engine_plan["lines"]:
+            ctx.logger.info("  %s", line)
+    return refused
+
+
 @workflow
 def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_source: Any = False,
             dry_run: Any = False, timeout: Any = None, port_map: Any = None, dns_wait_ttl: Any = True,
@@ -168,6 +201,10 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
                         props.get("zone"), props.get("type", "A"), providers[target_provider].public_address,
                         props.get("ttl"), props.get("migration_ttl"))
     if dry_run:
+        refused = _engine_plans(ctx, plan.moves, target_provider, timeout, port_map, method)
+        if refused:
+            raise NonRecoverableError(f"dry run: the migration would be refused: {'; '.join(refused)}; "
+                                      f"nothing was changed")
         ctx.logger.info("dry run: nothing was changed")
         return
     if records:
