@@ -32,25 +32,27 @@ def _bind_key_secret(path: str) -> str:
     return found[1]
 
 
+#: The engine's fields of each kind of server, passed through when given (the engine's defaults
+#: apply to the others, and its validation names a wrong one).
+ENGINE_FIELDS = {
+    "rfc2136": ("server", "tsig_key_name", "tsig_algorithm", "tsig_secret", "timeout_secs"),
+    "powerdns": ("api_url", "server_id", "api_key", "dns_server", "timeout_secs"),
+}
+
+
 def server_config(properties: dict[str, Any]) -> dict[str, Any]:
-    """The engine's DNS server configuration from a record node's `server` property."""
+    """The engine's DNS server configuration from a record node's `server` property and zone;
+    a secret given as a file (`tsig_key_file`, `api_key_file`) is read here."""
     server = dict(properties.get("server") or {})
     kind = server.get("kind", "rfc2136")
-    if kind == "rfc2136":
-        config = {"kind": "rfc2136", "server": server.get("server", ""), "zone": properties.get("zone", ""),
-                  "tsig_key_name": server.get("tsig_key_name", ""),
-                  "tsig_algorithm": server.get("tsig_algorithm", "hmac-sha256"),
-                  "tsig_secret": server.get("tsig_secret") or (
-                      _bind_key_secret(server["tsig_key_file"]) if server.get("tsig_key_file") else ""),
-                  "timeout_secs": server.get("timeout", 5)}
-    elif kind == "powerdns":
-        key = server.get("api_key") or (
-            Path(server["api_key_file"]).read_text().strip() if server.get("api_key_file") else "")
-        config = {"kind": "powerdns", "api_url": server.get("api_url", ""),
-                  "server_id": server.get("server_id", "localhost"), "zone": properties.get("zone", ""),
-                  "api_key": key, "dns_server": server.get("dns_server", ""), "timeout_secs": server.get("timeout", 5)}
-    else:
+    if kind not in ENGINE_FIELDS:
         raise NonRecoverableError(f"invalid `server.kind`: expected rfc2136 or powerdns, got {kind!r}")
+    config: dict[str, Any] = {"kind": kind, "zone": properties.get("zone", "")}
+    config.update({key: server[key] for key in ENGINE_FIELDS[kind] if server.get(key) not in (None, "")})
+    if kind == "rfc2136" and "tsig_secret" not in config and server.get("tsig_key_file"):
+        config["tsig_secret"] = _bind_key_secret(server["tsig_key_file"])
+    if kind == "powerdns" and "api_key" not in config and server.get("api_key_file"):
+        config["api_key"] = Path(server["api_key_file"]).read_text().strip()
     return config
 
 
