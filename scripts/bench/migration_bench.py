@@ -183,7 +183,7 @@ def dir_bytes(path: Path) -> int:
 
 def by_vimigrate(lab: Lab, mib: int, probe: Prober) -> dict:
     name = f"bench-vm-{uuid.uuid4().hex[:6]}"
-    env = [a for k, v in {**APP_ENV, "MEM_MIB": str(mib)}.items() for a in ("-e", f"{k}={v}")]
+    env = env_args(mib)
     try:
         lab.docker("provider-a", "run", "-d", "--name", name, "--runtime", "vimigrate", "-p", f"{PORT}:8080",
                    "--label", "io.vimigrate.managed=true", *env, lab.facts["images"]["web"])
@@ -212,9 +212,14 @@ def by_vimigrate(lab: Lab, mib: int, probe: Prober) -> dict:
             lab.docker(p, "rm", "-f", name, check=False)
 
 
+def env_args(mib: int) -> list[str]:
+    """`docker run` / `podman run` arguments that set the workload's environment for `mib` MiB."""
+    return [a for k, v in {**APP_ENV, "MEM_MIB": str(mib)}.items() for a in ("-e", f"{k}={v}")]
+
+
 def by_docker(lab: Lab, mib: int, probe: Prober) -> dict:
     name = f"bench-dk-{uuid.uuid4().hex[:6]}"
-    env = [a for k, v in {**APP_ENV, "MEM_MIB": str(mib)}.items() for a in ("-e", f"{k}={v}")]
+    env = env_args(mib)
     ckdir = WORK / f"docker-{uuid.uuid4().hex[:8]}"
     ckdir.mkdir(parents=True)
     try:
@@ -242,7 +247,7 @@ def by_docker(lab: Lab, mib: int, probe: Prober) -> dict:
 
 def by_podman(lab: Lab, mib: int, probe: Prober) -> dict:
     name = f"bench-pm-{uuid.uuid4().hex[:6]}"
-    env = [a for k, v in {**APP_ENV, "MEM_MIB": str(mib)}.items() for a in ("-e", f"{k}={v}")]
+    env = env_args(mib)
     archive_a = WORK / f"podman-a-{name}.tar"
     archive_b = WORK / f"podman-b-{name}.tar"
     try:

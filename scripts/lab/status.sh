@@ -44,30 +44,28 @@ for p in "${PROVIDERS[@]}"; do
 	pdocker "$p" ps --format '{{.Names}}  {{.Image}}  {{.Status}}  {{.Ports}}' | sed 's/^/    /'
 done
 
-echo "dns ($DNS_ADDR:$DNS_PORT, zone $DNS_ZONE)"
-pid=$(live_pid "$NAMED_PIDFILE" named)
-if [[ -z $pid ]]; then
-	bad "named not running"
-else
-	soa=$(dig +short +time=1 +tries=1 @"$DNS_ADDR" -p "$DNS_PORT" SOA "$DNS_ZONE" || true)
-	if [[ -n $soa ]]; then
-		echo "  named pid $pid: SOA $soa"
-	else
-		bad "named pid $pid does not answer SOA $DNS_ZONE"
+# dns_server_answers LABEL PIDFILE PROCESS PORT: the server runs and answers the zone's SOA.
+# Returns 1 (after saying so) when it does not.
+dns_server_answers() {
+	local label=$1 pidfile=$2 process=$3 port=$4 pid soa
+	pid=$(live_pid "$pidfile" "$process")
+	if [[ -z $pid ]]; then
+		bad "$process not running"
+		return 1
 	fi
-fi
+	soa=$(dig +short +time=1 +tries=1 @"$DNS_ADDR" -p "$port" SOA "$DNS_ZONE" || true)
+	if [[ -n $soa ]]; then
+		echo "  $label pid $pid: SOA $soa"
+	else
+		bad "$process pid $pid does not answer SOA $DNS_ZONE"
+	fi
+}
+
+echo "dns ($DNS_ADDR:$DNS_PORT, zone $DNS_ZONE)"
+dns_server_answers named "$NAMED_PIDFILE" named "$DNS_PORT" || true
 
 echo "powerdns ($DNS_ADDR:$PDNS_PORT, zone $DNS_ZONE, API $PDNS_API_URL)"
-pid=$(live_pid "$PDNS_PIDFILE" pdns_server)
-if [[ -z $pid ]]; then
-	bad "pdns_server not running"
-else
-	soa=$(dig +short +time=1 +tries=1 @"$DNS_ADDR" -p "$PDNS_PORT" SOA "$DNS_ZONE" || true)
-	if [[ -n $soa ]]; then
-		echo "  pdns_server pid $pid: SOA $soa"
-	else
-		bad "pdns_server pid $pid does not answer SOA $DNS_ZONE"
-	fi
+if dns_server_answers pdns_server "$PDNS_PIDFILE" pdns_server "$PDNS_PORT"; then
 	# The key goes in as a header read from stdin: not on the command line.
 	api=$(printf 'X-API-Key: %s\n' "$(cat "$PDNS_API_KEY_FILE" 2>/dev/null)" |
 		curl -s --noproxy '*' --max-time 2 -H @- "$PDNS_API_URL/api/v1/servers/$PDNS_SERVER_ID" 2>/dev/null |
