@@ -143,6 +143,8 @@ def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: i
     """The engine's own plan of each move, from the preflight the migration itself runs
     (read-only: no lock, no CRIU proof), logged line by line; returns the refusals. A container
     whose dependency moves before it is planned as it will be then: next to it."""
+    if not plan_steps:
+        return []
     target = ctx.get_node(target_node)
     config: ProviderConfig = provider_config(target_node, target.properties, ctx.deployment.id)
     if timeout is not None:
@@ -151,7 +153,11 @@ def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: i
     moving = {step.node_id for step in plan_steps}
     public = _public(ctx)
     refused: list[str] = []
-    destination = _native.Provider.connect(config)
+    try:
+        destination = _native.Provider.connect(config)
+    except _native.VimigrateError as err:
+        ctx.logger.error("  %s cannot be reached: %s", target_node, err)
+        return [f"{target_node}: {err}"]
     for step in plan_steps:
         state = states[step.node_id]
         peers = [states[d].peer(target_node if d in moving else None) for d in state.depends_on if d in states]
