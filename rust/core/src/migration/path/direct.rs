@@ -18,9 +18,8 @@ use vimigrate_protocol::RuntimeState;
 
 use crate::error::{Error, RuntimeStepError};
 use crate::migration::path::direct_transfer::DirectTransfer;
-use crate::migration::path::docker::{first_layer_pass, not_prepared};
 use crate::migration::path::transfer_keys::TransferKeys;
-use crate::migration::path::{CheckpointPath, Ctx, InPhase, StepError};
+use crate::migration::path::{first_layer_pass, not_prepared, CheckpointPath, Ctx, InPhase, StepError};
 use crate::migration::plan::PlannedPath;
 use crate::migration::report::{MigrationStats, Phase};
 use crate::migration::side::Side;

@@ -7,7 +7,7 @@
 use vimigrate_protocol::{parse_dump_stats, rewrite_addresses};
 
 use crate::error::{Error, InputError};
-use crate::migration::path::{CheckpointPath, Ctx, InPhase, StepError};
+use crate::migration::path::{first_layer_pass, not_prepared, CheckpointPath, Ctx, InPhase, StepError};
 use crate::migration::report::{MigrationStats, Phase};
 use crate::migration::side::Side;
 use crate::migration::undo::Undo;
@@ -55,31 +55,6 @@ impl DockerPath {
         }
         Ok(done)
     }
-}
-
-/// The layer's first pass, shared by both paths: every changed path of the writable layer
-/// copied into the destination container while the service runs.
-pub(crate) async fn first_layer_pass(
-    ctx: &Ctx<'_, Provider>,
-    undo: &Undo,
-    stats: &mut MigrationStats,
-) -> Result<LayerSync, Error> {
-    let destination_id = undo.destination_id.as_deref().ok_or_else(|| not_prepared("the destination container"))?;
-    let volumes: Vec<String> = ctx.source.volumes.iter().map(|v| v.destination.clone()).collect();
-    let mut layer = LayerSync::new(ctx.src, &ctx.source.id, ctx.dst, destination_id, volumes);
-    let pass = layer.first_pass(&|bytes| ctx.bytes(Phase::Precopy, bytes)).await?;
-    stats.precopy_bytes = pass.bytes;
-    Ok(layer)
-}
-
-/// A step that ran before what it needs: a broken invariant of the orchestration.
-pub(crate) fn not_prepared(what: &str) -> Error {
-    crate::error::ProviderError::Failed {
-        provider: "broker".into(),
-        step: "the migration's phase sequence".into(),
-        detail: format!("{what} should have been prepared by now"),
-    }
-    .into()
 }
 
 impl CheckpointPath<Provider> for DockerPath {

@@ -17,13 +17,15 @@ pub(crate) mod transfer_keys;
 
 use std::future::Future;
 
-use crate::error::Error;
+use crate::error::{Error, ProviderError};
 use crate::migration::host::Host;
 use crate::migration::options::MigrationOptions;
 use crate::migration::plan::MigrationPlan;
 use crate::migration::report::{MigrationStats, Phase, ProgressEvent};
 use crate::migration::source::SourceContainer;
 use crate::migration::undo::Undo;
+use crate::provider::Provider;
+use crate::transfer::layer_sync::LayerSync;
 
 /// What every step of one migration works with.
 pub(crate) struct Ctx<'a, H> {
@@ -134,4 +136,29 @@ pub(crate) trait CheckpointPath<H: Host>: Send {
 
     /// Other checkpoint records this path leaves on the source for checkpoint `name`.
     fn source_records(&self, name: &str) -> Vec<String>;
+}
+
+/// The layer's first pass, shared by both paths: every changed path of the writable layer
+/// copied into the destination container while the service runs.
+pub(crate) async fn first_layer_pass(
+    ctx: &Ctx<'_, Provider>,
+    undo: &Undo,
+    stats: &mut MigrationStats,
+) -> Result<LayerSync, Error> {
+    let destination_id = undo.destination_id.as_deref().ok_or_else(|| not_prepared("the destination container"))?;
+    let volumes: Vec<String> = ctx.source.volumes.iter().map(|v| v.destination.clone()).collect();
+    let mut layer = LayerSync::new(ctx.src, &ctx.source.id, ctx.dst, destination_id, volumes);
+    let pass = layer.first_pass(&|bytes| ctx.bytes(Phase::Precopy, bytes)).await?;
+    stats.precopy_bytes = pass.bytes;
+    Ok(layer)
+}
+
+/// A step that ran before what it needs: a broken invariant of the orchestration.
+pub(crate) fn not_prepared(what: &str) -> Error {
+    ProviderError::Failed {
+        provider: "broker".into(),
+        step: "the migration's phase sequence".into(),
+        detail: format!("{what} should have been prepared by now"),
+    }
+    .into()
 }
