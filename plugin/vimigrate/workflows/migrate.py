@@ -25,7 +25,7 @@ from ..tosca import (
     RELINK_OPERATION,
     SWITCH_OPERATION,
 )
-from .links import link_map, merge
+from .links import LinkPlan, link_map, merge
 from .plan import ContainerState, PlanError, ProviderInfo, Step, build_plan, validate_parameters
 
 #: Attempts at switching a record before the execution fails (the service stays where it moved).
@@ -96,21 +96,35 @@ def _public(ctx: Any) -> dict[str, str]:
     return {p.node_id: p.public_address for p in _providers(ctx).values()}
 
 
+def _target_config(ctx: Any, target_node: str, timeout: int | None) -> ProviderConfig:
+    """The engine's configuration of the target provider; `timeout`, when given, replaces its own
+    timeout_secs."""
+    config = provider_config(target_node, ctx.get_node(target_node).properties, ctx.deployment.id)
+    if timeout is not None:
+        config["timeout_secs"] = timeout
+    return config
+
+
+def _dependency_links(states: dict[str, ContainerState], state: ContainerState, target_node: str,
+                      public: dict[str, str], moving: frozenset[str] | set[str] = frozenset()) -> LinkPlan:
+    """The rewrites `state` needs on `target_node` to reach its dependencies; those in `moving`
+    are taken where they will be by then: on the target too."""
+    peers = [states[d].peer(target_node if d in moving else None) for d in state.depends_on if d in states]
+    return merge(*(link_map(peer, target_node, public) for peer in peers))
+
+
 def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeout: int | None,
           port_map: dict[str, int], changed: dict[str, str], method: str = "auto", check_criu: bool = True) -> None:
     """One container to `target_node`, with the rewrites its links need there; then the
     dependants that stay elsewhere are pointed at where it runs now. `timeout`, when given,
     replaces the target provider's own timeout_secs."""
-    target = ctx.get_node(target_node)
-    config: ProviderConfig = provider_config(target_node, target.properties, ctx.deployment.id)
-    if timeout is not None:
-        config["timeout_secs"] = timeout
+    config = _target_config(ctx, target_node, timeout)
     ctx.refresh_node_instances()
     states = {s.node_id: s for s in _containers(ctx)}
     instance = ctx.get_node_instance(instance_id)
     moving = states[instance.node_id]
     public = _public(ctx)
-    plan = merge(*(link_map(states[d].peer(), target_node, public) for d in moving.depends_on if d in states))
+    plan = _dependency_links(states, moving, target_node, public)
     for problem in plan.unreachable:
         ctx.logger.warning("%s will not reach its dependency: %s", moving.node_id, problem)
     address_map = {**changed, **plan.address_map}
@@ -145,10 +159,7 @@ def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: i
     whose dependency moves before it is planned as it will be then: next to it."""
     if not plan_steps:
         return []
-    target = ctx.get_node(target_node)
-    config: ProviderConfig = provider_config(target_node, target.properties, ctx.deployment.id)
-    if timeout is not None:
-        config["timeout_secs"] = timeout
+    config = _target_config(ctx, target_node, timeout)
     states = {s.node_id: s for s in _containers(ctx)}
     moving = {step.node_id for step in plan_steps}
     public = _public(ctx)
@@ -160,8 +171,7 @@ def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: i
         return [f"{target_node}: {err}"]
     for step in plan_steps:
         state = states[step.node_id]
-        peers = [states[d].peer(target_node if d in moving else None) for d in state.depends_on if d in states]
-        links = merge(*(link_map(peer, target_node, public) for peer in peers))
+        links = _dependency_links(states, state, target_node, public, moving)
         source_config = ctx.get_node_instance(step.instance_id).runtime_properties[rp.PROVIDER_CONFIG]
         options = {"container": state.container_name or step.container, "address_map": links.address_map,
                    "peer_files": list(state.peer_files), "port_map": port_map, "method": method}
