@@ -46,6 +46,10 @@ declare -A P_NETNS=() P_VETH=() P_ADDR=() P_BIP=() P_SUBNET=() P_POOL=() P_POOL_
 # (provider-nocriu's holds everything dockerd, containerd and runc need but no
 # criu; provider-nocriu.sh verifies that before it starts the daemon).
 declare -A P_TLS=() P_RUNTIME=() P_PATH=()
+# P_SUITE: the Debian suite whose Docker engine the provider runs
+# (install-engines.sh unpacks it into $ENGINES_PREFIX/<suite>); without one,
+# the system's own docker.io (20.10 on Debian 12).
+declare -A P_SUITE=()
 # TLS_SERVER_DNS: the DNS name the server certificate carries next to the TLS
 # providers' addresses.
 TLS_PORT='' TLS_SERVER_DNS=''
@@ -128,6 +132,7 @@ export DOCKER_API_VERSION=1.41
 # (provider-nocriu does not: it stands for a provider without it).
 RUNTIME_BIN=/usr/local/libexec/vimigrate/vimigrate-runtime
 RUNC_BIN=/usr/sbin/runc
+ENGINES_PREFIX=/opt/vimigrate-engines
 
 p_run_dir() { echo "$LAB_RUN/$1"; }
 p_exec_root() { echo "$LAB_RUN/$1/exec"; }
@@ -151,6 +156,21 @@ p_facts() {
 		'{name: $name, docker_host: $host, public_address: $addr, netns: $ns, data_root: $root,
 		  bridge_subnet: $subnet, veth: $veth, bridge_ip: $bip, address_pool: $pool,
 		  address_pool_size: $pool_size, path: $path}'
+}
+
+# Provider $1's running stack as JSON: engine, API, containerd, runc, CRIU,
+# kernel and cgroup version, from its daemon's /version and /info (CRIU: the
+# one on its dockerd's PATH, which runc runs). Empty object when it is down.
+p_versions() {
+	local sock version info criu
+	sock=$(p_sock "$1")
+	version=$(curl -s --max-time 5 --unix-socket "$sock" http://docker/version 2>/dev/null) || { echo '{}'; return; }
+	info=$(curl -s --max-time 5 --unix-socket "$sock" http://docker/info 2>/dev/null) || { echo '{}'; return; }
+	criu=$(criu_version "$(PATH=$(p_path "$1") command -v criu || echo criu)")
+	jq -nc --argjson v "$version" --argjson i "$info" --arg criu "$criu" --arg suite "${P_SUITE[$1]:-system}" \
+		'def component($n): [($v.Components // [])[] | select(.Name == $n) | .Version][0] // "";
+		 {engine: $v.Version, api: $v.ApiVersion, containerd: component("containerd"), runc: component("runc"),
+		  criu: $criu, kernel: $i.KernelVersion, cgroup_version: $i.CgroupVersion, suite: $suite}'
 }
 
 # The docker CLI bound to one provider.
@@ -320,6 +340,64 @@ version_ge() {
 	[[ $(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1) == "$2" ]]
 }
 
+# --- Debian packages outside the system (install-criu.sh, install-engines.sh) --
+
+DEBIAN_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+MULTIARCH=x86_64-linux-gnu
+
+# The Debian archive this machine's own apt sources use for its release (the
+# other suites live there too): the lab names no mirror of its own.
+# VIMIGRATE_DEBIAN_MIRROR overrides it.
+debian_mirror() {
+	local codename uri
+	if [[ -n ${VIMIGRATE_DEBIAN_MIRROR:-} ]]; then
+		echo "${VIMIGRATE_DEBIAN_MIRROR%/}"
+		return
+	fi
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+	[[ -n $codename ]] || die "apt: no VERSION_CODENAME in /etc/os-release; set VIMIGRATE_DEBIAN_MIRROR"
+	uri=$(apt-get indextargets --no-release-info --format "\$(RELEASE) \$(COMPONENT) \$(REPO_URI)" \
+		'Identifier: Packages' 2>/dev/null | awk -v c="$codename" '$1 == c && $2 == "main" {print $3; exit}')
+	[[ -n $uri ]] || die "apt: no '$codename main' Debian archive in this machine's apt sources; set VIMIGRATE_DEBIAN_MIRROR"
+	echo "${uri%/}"
+}
+
+# private_apt_opts DIR TYPES SUITES: fills APT_OPTS with apt-get options that
+# keep every piece of apt state in DIR (sources for SUITES of the machine's
+# mirror, lists, cache, an empty dpkg status), so the system's own sources,
+# preferences and installed packages never see those suites; then updates the
+# lists. With the empty status, apt resolves a package's whole closure (libc
+# included): what a private prefix needs.
+private_apt_opts() {
+	local dir=$1 types=$2 suites=$3 mirror t s
+	APT_OPTS=(
+		-o "Dir::State=$dir/state"
+		-o "Dir::State::status=$dir/state/status"
+		-o "Dir::Cache=$dir/cache"
+		-o "Dir::Etc::SourceList=$dir/sources.list"
+		-o "Dir::Etc::SourceParts=$dir/sources.list.d"
+		-o "Dir::Etc::Preferences=$dir/preferences"
+		-o "Dir::Etc::PreferencesParts=$dir/preferences.d"
+		# No apt.conf.d: it would fetch AppStream metadata (MBs) for nothing.
+		-o "Dir::Etc::Parts=$dir/apt.conf.d"
+		-o APT::Architecture=amd64 -o APT::Architectures=amd64
+		-o APT::Install-Recommends=false
+		-o Debug::NoLocking=true
+		# sid's Release file can read as expired against a machine's clock.
+		-o Acquire::Check-Valid-Until=false
+	)
+	mkdir -p "$dir"/{state/lists/partial,cache/archives/partial,sources.list.d,preferences.d,apt.conf.d}
+	: >"$dir/state/status"
+	mirror=$(debian_mirror)
+	: >"$dir/sources.list"
+	for t in $types; do
+		for s in $suites; do
+			echo "$t [signed-by=$DEBIAN_KEYRING] $mirror $s main" >>"$dir/sources.list"
+		done
+	done
+	apt-get "${APT_OPTS[@]}" -qq update
+}
+
 # --- network (used by up.sh and provider-nocriu.sh) ---------------------------
 
 # True when /run/netns/$1 is a live namespace, not a file left by a reboot
@@ -397,14 +475,33 @@ p_dockerd_args() {
 	fi
 }
 
-p_path() { echo "${P_PATH[$1]:-$LAB_PATH}"; }
+# dockerd's PATH: where it (and its containerd) find containerd, the shim,
+# runc, docker-proxy, docker-init and criu. A provider on another suite's
+# engine finds that engine's binaries first, and the lab's CRIU after them.
+p_path() {
+	if [[ -n ${P_SUITE[$1]:-} ]]; then
+		echo "$ENGINES_PREFIX/${P_SUITE[$1]}/bin:${P_PATH[$1]:-$LAB_PATH}"
+	else
+		echo "${P_PATH[$1]:-$LAB_PATH}"
+	fi
+}
+
+# The runc that provider $1's engine comes with (the vimigrate runtime wraps it).
+p_runc() {
+	if [[ -n ${P_SUITE[$1]:-} ]]; then echo "$ENGINES_PREFIX/${P_SUITE[$1]}/usr/sbin/runc"; else echo "$RUNC_BIN"; fi
+}
+
+# The dockerd binary of provider $1.
+p_dockerd() {
+	if [[ -n ${P_SUITE[$1]:-} ]]; then echo "$ENGINES_PREFIX/${P_SUITE[$1]}/usr/sbin/dockerd"; else echo dockerd; fi
+}
 
 # Provider $1's daemon.json: the vimigrate runtime where the lab offers it. Its
 # own file, so /etc/docker/daemon.json (if any) never leaks into the lab.
 p_daemon_json() {
 	if [[ -n ${P_RUNTIME[$1]:-} ]]; then
 		printf '{"runtimes": {"vimigrate": {"path": "%s", "runtimeArgs": ["--vimigrate-runc=%s"]}}}\n' \
-			"$RUNTIME_BIN" "$RUNC_BIN"
+			"$RUNTIME_BIN" "$(p_runc "$1")"
 	else
 		echo '{}'
 	fi
@@ -470,7 +567,7 @@ start_dockerd() {
 	# (On user-defined networks Docker 20.10's embedded DNS never answers a
 	# name it cannot forward: the client times out, see the web image.)
 	nsenter --net="/run/netns/${P_NETNS[$p]}" -- \
-		env -i PATH="$(p_path "$p")" HOME=/root setsid dockerd "${DOCKERD_ARGS[@]}" \
+		env -i PATH="$(p_path "$p")" HOME=/root setsid "$(p_dockerd "$p")" "${DOCKERD_ARGS[@]}" \
 		>>"$(p_log "$p")" 2>&1 </dev/null &
 	STARTED[$p]=$!
 }

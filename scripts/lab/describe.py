@@ -6,6 +6,8 @@
                           anything)
     describe.py inputs    prints blueprints/inputs/lab.yaml, the lab's inputs for
                           blueprints/webapp.yaml, derived from the description
+                          (`inputs provider-28`: the same with that provider as provider_b)
+    describe.py write-inputs  writes every inputs file of INPUTS_FILES
 
 common.sh reads the same file with jq (lab-description.jq); the two agree on where a provider's
 socket and the TSIG key live (tests/unit/test_lab_description.py checks it). Standard library
@@ -25,6 +27,10 @@ HERE = Path(__file__).resolve().parent
 DESCRIPTION = HERE / "lab-description.json"
 ROOT = HERE.parent.parent
 INPUTS = ROOT / "blueprints" / "inputs" / "lab.yaml"
+#: Each inputs file the generator writes, and the lab provider it gives as `provider_b` (the
+#: webapp's second provider, where the demo moves to): lab.yaml the twin 20.10, lab-28.yaml the
+#: Docker 28 engine (Docker's own restore broken there: the direct path's proof).
+INPUTS_FILES = {INPUTS: "provider-b", ROOT / "blueprints" / "inputs" / "lab-28.yaml": "provider-28"}
 
 #: Linux's IFNAMSIZ less the terminating NUL: `ip link add` refuses a longer name.
 IFNAME_MAX = 15
@@ -44,8 +50,11 @@ SHAPE: dict[str, Any] = {
     "providers": [{
         "name": str, "on_demand": bool, "netns": str, "veth": str, "public_address": str,
         "bridge_ip": str, "bridge_subnet": str, "address_pool": str, "address_pool_size": int,
-        "tls": bool, "runtime": bool, "path": str,
+        "tls": bool, "runtime": bool, "path": str, "engine_suite": str,
     }],
+    # Providers that are machines of their own (scripts/lab/guest.sh): a qemu guest booting a
+    # Debian `suite`'s kernel, on a tap attached to the host bridge.
+    "guests": [{"name": str, "address": str, "tap": str, "suite": str, "cpu": str, "memory_mib": int}],
     "tls": {"port": int, "server_dns_name": str},
     "dns": {
         "listen_address": str, "zone": str, "ttl": int,
@@ -54,7 +63,11 @@ SHAPE: dict[str, Any] = {
     },
     "images": {"counter": str, "redis": str, "web": str},
 }
-OPTIONAL = {"providers.*.path"}
+OPTIONAL = {"providers.*.path", "providers.*.engine_suite", "guests"}
+#: A qemu -cpu model (with +flag/-flag options): no shell or qemu option syntax beyond that.
+QEMU_CPU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=,-]*$")
+#: Guest RAM, MiB: the trixie guest with dockerd needs about 512; more than 64 GiB is a typo.
+GUEST_MEMORY_MIB = (512, 65536)
 
 
 class DescriptionError(Exception):
@@ -207,9 +220,28 @@ class _Checker:
                               f"{pool.prefixlen} to 30")
             if "path" in p:
                 self.search_path(f"{at}.path", p["path"])
-        self.unique("name", [(f"providers.{i}.name", p["name"]) for i, p in enumerate(providers)])
+        guests = d.get("guests", [])
+        for i, g in enumerate(guests):
+            at = f"guests.{i}"
+            self.name(f"{at}.name", g["name"])
+            self.name(f"{at}.tap", g["tap"], IFNAME_MAX)
+            self.name(f"{at}.suite", g["suite"])
+            address = self.address(f"{at}.address", g["address"])
+            if address is not None and subnet is not None and (
+                    address not in subnet or address in (subnet.network_address, subnet.broadcast_address)):
+                self.fail(f"{at}.address", f"is {address}, not a host address of the host bridge's {subnet}")
+            on_bridge.append((f"{at}.address", g["address"]))
+            if not QEMU_CPU.match(g["cpu"]):
+                self.fail(f"{at}.cpu", f"is {g['cpu']!r}, not a qemu CPU model (letters, digits and _.+=,-)")
+            low, high = GUEST_MEMORY_MIB
+            if not low <= g["memory_mib"] <= high:
+                self.fail(f"{at}.memory_mib", f"is {g['memory_mib']}, not between {low} and {high} MiB")
+        # A guest is a provider too: its name also names its facts file (.lab/<name>.json).
+        self.unique("name", [(f"providers.{i}.name", p["name"]) for i, p in enumerate(providers)]
+                    + [(f"guests.{i}.name", g["name"]) for i, g in enumerate(guests)])
         self.unique("network namespace", [(f"providers.{i}.netns", p["netns"]) for i, p in enumerate(providers)])
         self.unique("veth", [(f"providers.{i}.veth", p["veth"]) for i, p in enumerate(providers)]
+                    + [(f"guests.{i}.tap", g["tap"]) for i, g in enumerate(guests)]
                     + [("host_bridge.name", bridge["name"])])
         seen: dict[str, str] = {}
         for where, value in on_bridge:
@@ -286,16 +318,24 @@ HEADER = """\
 """
 
 
-def inputs(desc: dict[str, Any]) -> dict[str, Any]:
-    """webapp.yaml's inputs for the lab: each provider up.sh starts as `provider_<x>` (its
-    socket and public address), the images, and the zone's BIND9 server with its key file."""
+def header(provider_b: str) -> str:
+    """The comment lab.yaml and its siblings start with."""
+    if provider_b == "provider-b":
+        return HEADER
+    return HEADER + f"# provider_b is the lab's {provider_b}.\n"
+
+
+def inputs(desc: dict[str, Any], provider_b: str = "provider-b") -> dict[str, Any]:
+    """webapp.yaml's inputs for the lab: provider-a as `provider_a` and `provider_b` as
+    `provider_b` (socket and public address), the images, and the zone's BIND9 server with its
+    key file."""
     values: dict[str, Any] = {}
-    for p in desc["providers"]:
-        if not p["on_demand"]:
-            values[p["name"].replace("-", "_")] = {
-                "docker_host": f"unix://{docker_socket(desc, p['name'])}",
-                "public_address": p["public_address"],
-            }
+    by_name = {p["name"]: p for p in desc["providers"]}
+    for slot, name in (("provider_a", "provider-a"), ("provider_b", provider_b)):
+        values[slot] = {
+            "docker_host": f"unix://{docker_socket(desc, name)}",
+            "public_address": by_name[name]["public_address"],
+        }
     dns = desc["dns"]
     values.update({
         "web_image": desc["images"]["web"],
@@ -339,9 +379,10 @@ def _scalar(value: Any) -> str:
     return json.dumps(value)
 
 
-def yaml_text(values: dict[str, Any]) -> str:
-    """`values` (strings, integers, one level of mappings) as the YAML text of lab.yaml."""
-    lines = [HEADER.rstrip("\n")]
+def yaml_text(values: dict[str, Any], provider_b: str = "provider-b") -> str:
+    """`values` (strings, integers, one level of mappings) as the YAML text of lab.yaml (or of
+    the sibling whose `provider_b` is that lab provider)."""
+    lines = [header(provider_b).rstrip("\n")]
     for key, value in values.items():
         if key in COMMENTS:
             lines.append(COMMENTS[key])
@@ -354,8 +395,8 @@ def yaml_text(values: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    usage = "usage: describe.py check | inputs"
-    if len(argv) != 1 or argv[0] not in ("check", "inputs"):
+    usage = "usage: describe.py check | inputs [PROVIDER_B] | write-inputs"
+    if not argv or argv[0] not in ("check", "inputs", "write-inputs") or len(argv) > (2 if argv[0] == "inputs" else 1):
         print(usage, file=sys.stderr)
         return 2
     try:
@@ -364,7 +405,11 @@ def main(argv: list[str]) -> int:
         print(f"lab: error: {DESCRIPTION}:\n  " + str(e).replace("\n", "\n  "), file=sys.stderr)
         return 1
     if argv[0] == "inputs":
-        sys.stdout.write(yaml_text(inputs(desc)))
+        provider_b = argv[1] if len(argv) > 1 else "provider-b"
+        sys.stdout.write(yaml_text(inputs(desc, provider_b), provider_b))
+    if argv[0] == "write-inputs":
+        for path, provider_b in INPUTS_FILES.items():
+            path.write_text(yaml_text(inputs(desc, provider_b), provider_b))
     return 0
 
 

@@ -19,8 +19,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [[ $EUID -eq 0 ]] || die "install-criu.sh must run as root"
 
 APT_DIR="$LAB_DATA/criu-apt"
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
-MULTIARCH=x86_64-linux-gnu
 
 criu_ok() {
 	local v
@@ -30,55 +28,9 @@ criu_ok() {
 	"$CRIU_WRAPPER" check 2>&1 | grep -q 'Looks good'
 }
 
-# The Debian archive this machine's own apt sources use for its release (its
-# sid and forky suites live there too): the lab names no mirror of its own.
-# VIMIGRATE_DEBIAN_MIRROR overrides it.
-debian_mirror() {
-	local codename uri
-	if [[ -n ${VIMIGRATE_DEBIAN_MIRROR:-} ]]; then
-		echo "${VIMIGRATE_DEBIAN_MIRROR%/}"
-		return
-	fi
-	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-	[[ -n $codename ]] || die "criu: no VERSION_CODENAME in /etc/os-release; set VIMIGRATE_DEBIAN_MIRROR"
-	uri=$(apt-get indextargets --no-release-info --format "\$(RELEASE) \$(COMPONENT) \$(REPO_URI)" \
-		'Identifier: Packages' 2>/dev/null | awk -v c="$codename" '$1 == c && $2 == "main" {print $3; exit}')
-	[[ -n $uri ]] || die "criu: no '$codename main' Debian archive in this machine's apt sources; set VIMIGRATE_DEBIAN_MIRROR"
-	echo "${uri%/}"
-}
-
-# apt-get/apt-cache options that isolate every piece of apt state, so the
-# system's sources, lists, preferences and dpkg status never see sid.
-private_apt_opts() {
-	APT_OPTS=(
-		-o "Dir::State=$APT_DIR/state"
-		-o "Dir::State::status=$APT_DIR/state/status"
-		-o "Dir::Cache=$APT_DIR/cache"
-		-o "Dir::Etc::SourceList=$APT_DIR/sources.list"
-		-o "Dir::Etc::SourceParts=$APT_DIR/sources.list.d"
-		-o "Dir::Etc::Preferences=$APT_DIR/preferences"
-		-o "Dir::Etc::PreferencesParts=$APT_DIR/preferences.d"
-		# No apt.conf.d: it would fetch AppStream metadata (MBs) for nothing.
-		-o "Dir::Etc::Parts=$APT_DIR/apt.conf.d"
-		-o APT::Architecture=amd64 -o APT::Architectures=amd64
-		-o APT::Install-Recommends=false
-		-o Debug::NoLocking=true
-	)
-	mkdir -p "$APT_DIR"/{state/lists/partial,cache/archives/partial,sources.list.d,preferences.d,apt.conf.d}
-	: >"$APT_DIR/state/status"
-	local types=$1 mirror
-	mirror=$(debian_mirror)
-	: >"$APT_DIR/sources.list"
-	for t in $types; do
-		echo "$t [signed-by=$KEYRING] $mirror sid main" >>"$APT_DIR/sources.list"
-		echo "$t [signed-by=$KEYRING] $mirror forky main" >>"$APT_DIR/sources.list"
-	done
-	apt-get "${APT_OPTS[@]}" -qq update
-}
-
 route_binary() {
 	log "criu: route 2, unpacking Debian sid's criu and its dependencies into $CRIU_PREFIX"
-	private_apt_opts deb
+	private_apt_opts "$APT_DIR" deb "sid forky"
 	rm -f "$APT_DIR"/cache/archives/*.deb
 	# With an empty dpkg status, apt resolves the whole closure (libc included),
 	# which is exactly what the private prefix needs.
@@ -114,7 +66,7 @@ route_source() {
 		libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler python3-protobuf \
 		libnl-3-dev libnet1-dev libcap-dev pkg-config libbsd-dev libgnutls28-dev \
 		libnftables-dev uuid-dev >/dev/null
-	private_apt_opts deb-src
+	private_apt_opts "$APT_DIR" deb-src "sid forky"
 	local build="$APT_DIR/build"
 	rm -rf "$build"
 	mkdir -p "$build"

@@ -17,12 +17,19 @@ die() { printf '%s\n' "lab: error: $*" >&2; exit 1; }
 # pdns-server's own config in /etc/powerdns is never used: up.sh runs
 # pdns_server with --config-dir in the lab's state directory.
 # sqlite3 initialises the PowerDNS database from Debian's schema.
+# patchelf points runc of the newer engines at its own libc (install-engines.sh).
 # jq: the lab scripts read lab-description.json and write lab.json with it;
 # python3 runs describe.py, which checks the description before up.sh uses it.
+# guest.sh (the qemu guest provider, its own Debian 13 kernel): qemu-system-x86
+# boots it (TCG), qemu-img (qemu-utils) makes its per-boot qcow2 overlay,
+# mmdebstrap builds its rootfs and mkfs.ext4 -d (e2fsprogs) the base image.
+# qemu-utils must be Debian 12's: a newer one (a backport) Breaks
+# qemu-system-common 7.2, and apt then removes it.
 PACKAGES=(
 	docker.io iproute2 iptables bind9 bind9-dnsutils busybox-static
 	redis-tools curl jq python3 netcat-openbsd util-linux procps openssl
-	pdns-server pdns-backend-sqlite3 sqlite3
+	pdns-server pdns-backend-sqlite3 sqlite3 patchelf
+	qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
 )
 
 missing=()
@@ -77,3 +84,4 @@ fi
 # above): without systemd nothing of the package can be running.
 
 bash "$LAB_SCRIPTS_DIR/install-criu.sh"
+bash "$LAB_SCRIPTS_DIR/install-engines.sh"

@@ -91,6 +91,25 @@ class Tls:
 
 
 @dataclass(frozen=True)
+class Versions:
+    """A provider's running stack, as its daemon reports it (and the CRIU on its PATH)."""
+
+    engine: str
+    api: str
+    containerd: str
+    runc: str
+    criu: str
+    kernel: str
+    cgroup_version: str
+    #: The Debian suite its engine comes from (`system`: the machine's own docker.io).
+    suite: str
+
+    @property
+    def engine_major(self) -> int:
+        return int(self.engine.split(".")[0])
+
+
+@dataclass(frozen=True)
 class ProviderFacts:
     """One lab provider: a dockerd with CRIU in its own network namespace."""
 
@@ -104,6 +123,13 @@ class ProviderFacts:
     tls: Tls | None = None
     #: The host end of its veth, when lab.json names it (else found from its namespace).
     veth: str | None = None
+    versions: Versions | None = None
+
+    def require_versions(self) -> Versions:
+        if self.versions is None:
+            raise LabMissingError(f"{LAB_JSON} has no `providers.{self.name}.versions`: the lab predates the "
+                                  f"engine matrix; {MAKE_LAB_UP}")
+        return self.versions
 
     @property
     def socket(self) -> Path:

@@ -46,18 +46,20 @@ def test_the_description_passes_its_own_check():
     describe.load()
 
 
-def test_inputs_are_what_the_generator_makes(desc: dict[str, Any]):
-    want = describe.yaml_text(describe.inputs(desc))
-    have = describe.INPUTS.read_text()
+@pytest.mark.parametrize(("path", "provider_b"), describe.INPUTS_FILES.items(), ids=lambda v: getattr(v, "name", v))
+def test_inputs_are_what_the_generator_makes(desc: dict[str, Any], path, provider_b):
+    want = describe.yaml_text(describe.inputs(desc, provider_b), provider_b)
+    have = path.read_text()
     assert have == want, (
-        f"{describe.INPUTS.relative_to(ROOT)} differs from what lab-description.json gives: run "
-        f"`python3 scripts/lab/describe.py inputs > blueprints/inputs/lab.yaml`"
+        f"{path.relative_to(ROOT)} differs from what lab-description.json gives: run "
+        f"`python3 scripts/lab/describe.py write-inputs`"
     )
 
 
-def test_inputs_read_back_as_the_generated_values(desc: dict[str, Any]):
+@pytest.mark.parametrize(("path", "provider_b"), describe.INPUTS_FILES.items(), ids=lambda v: getattr(v, "name", v))
+def test_inputs_read_back_as_the_generated_values(desc: dict[str, Any], path, provider_b):
     """The hand-made YAML quoting reads back to exactly the values (an address stays a string)."""
-    assert yaml.safe_load(describe.INPUTS.read_text()) == describe.inputs(desc)
+    assert yaml.safe_load(path.read_text()) == describe.inputs(desc, provider_b)
 
 
 def test_inputs_are_inputs_of_the_webapp_blueprint():
@@ -68,17 +70,17 @@ def test_inputs_are_inputs_of_the_webapp_blueprint():
     assert {"provider_a", "provider_b"} <= given
 
 
-def test_the_dsl_parser_deploys_webapp_with_them(desc: dict[str, Any]):
+@pytest.mark.parametrize(("path", "provider_b"), describe.INPUTS_FILES.items(), ids=lambda v: getattr(v, "name", v))
+def test_the_dsl_parser_deploys_webapp_with_them(desc: dict[str, Any], path, provider_b):
     """What `cfy init -i blueprints/inputs/lab.yaml` does first: Cloudify's own parser takes the
     inputs, and the providers' sockets reach the provider nodes."""
-    plan = tasks.prepare_deployment_plan(parser.parse_from_path(str(WEBAPP)),
-                                         inputs=yaml.safe_load(describe.INPUTS.read_text()))
+    plan = tasks.prepare_deployment_plan(parser.parse_from_path(str(WEBAPP)), inputs=yaml.safe_load(path.read_text()))
     nodes = {node["id"]: node for node in plan["nodes"]}
-    for p in desc["providers"]:
-        if not p["on_demand"]:
-            props = nodes[p["name"].replace("-", "_")]["properties"]
-            assert props["docker_host"] == f"unix://{describe.docker_socket(desc, p['name'])}"
-            assert props["public_address"] == p["public_address"]
+    by_name = {p["name"]: p for p in desc["providers"]}
+    for node, name in (("provider_a", "provider-a"), ("provider_b", provider_b)):
+        props = nodes[node]["properties"]
+        assert props["docker_host"] == f"unix://{describe.docker_socket(desc, name)}"
+        assert props["public_address"] == by_name[name]["public_address"]
 
 
 # --- self-consistency, checked here on its own (a second opinion to describe.py's check) ----
@@ -166,6 +168,14 @@ BAD = [
     ("dns.ttl", _DELETE),
     ("state.run_dir", "run/vimigrate-lab"),
     ("images.web", "web"),
+    ("guests.0.address", "10.231.0.12"),
+    ("guests.0.address", "10.231.1.21"),
+    ("guests.0.tap", "veth-vmlab-a"),
+    ("guests.0.tap", "vmtap-guest-too-long"),
+    ("guests.0.name", "provider-a"),
+    ("guests.0.cpu", "max -enable-kvm"),
+    ("guests.0.memory_mib", 64),
+    ("guests.0.memory_mib", "2048"),
 ]
 
 
@@ -187,6 +197,14 @@ def _bash(script: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, check=False)
 
 
+def engine_path(desc: dict[str, Any], provider: dict[str, Any]) -> str:
+    """dockerd's PATH for `provider` as common.sh gives it: its engine suite's binaries first."""
+    path = provider.get("path", desc["dockerd_path"])
+    if "engine_suite" in provider:
+        return f"/opt/vimigrate-engines/{provider['engine_suite']}/bin:{path}"
+    return path
+
+
 def test_common_sh_sees_the_same_lab(desc: dict[str, Any]):
     """common.sh's variables and paths, as the scripts use them, are the description's (and the
     paths describe.py puts into lab.yaml are where common.sh puts the socket and the key)."""
@@ -202,7 +220,7 @@ def test_common_sh_sees_the_same_lab(desc: dict[str, Any]):
     want = []
     for p in desc["providers"]:
         want += [p["name"], p["netns"], p["veth"], p["public_address"], describe.docker_socket(desc, p["name"]),
-                 p.get("path", desc["dockerd_path"])]
+                 engine_path(desc, p)]
     dns = desc["dns"]
     want += [str(sum(not p["on_demand"] for p in desc["providers"])), desc["host_bridge"]["name"],
              desc["host_bridge"]["address"], str(dns["bind"]["port"]), dns["zone"], describe.tsig_key_file(desc),

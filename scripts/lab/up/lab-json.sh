@@ -9,8 +9,8 @@ write_lab_json() {
 	local seconds=$1 started='{}' extra='{}' p criu_v
 	for p in "${PROVIDERS[@]}"; do
 		started=$(jq -c --arg p "$p" --argjson facts "$(p_facts "$p")" \
-			--argjson pid "$(live_pid "$(p_pidfile "$p")" dockerd)" \
-			'. + {($p): ($facts + {pid: $pid})}' <<<"$started")
+			--argjson pid "$(live_pid "$(p_pidfile "$p")" dockerd)" --argjson versions "$(p_versions "$p")" \
+			'. + {($p): ($facts + {pid: $pid, versions: $versions})}' <<<"$started")
 		if [[ -n ${P_TLS[$p]:-} ]]; then
 			# Paths only: the keys stay in their 0600 files.
 			started=$(jq -c --arg p "$p" --arg host "tcp://${P_ADDR[$p]}:$TLS_PORT" \
