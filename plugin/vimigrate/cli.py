@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--method", choices=["auto", "direct", "docker"], default="auto",
                          help="direct: host to host through vimigrate-runtime; docker: Docker's checkpoint API; "
                               "auto (default): direct when both hosts offer it")
+    migrate.add_argument("--ignore-host-check", action="append", default=[], choices=["cpu", "criu", "engine"],
+                         dest="ignore_host_checks",
+                         help="override one of the preflight's host checks (repeatable): cpu (a CPU feature the "
+                              "destination lacks), criu (a CRIU that fails its check or is older), engine "
+                              "(Docker's own restore on Docker >= 28)")
     _add_timeout_arg(migrate)
     heal = sub.add_parser("heal", help="after a migration that did not finish: make a container run on exactly "
                                        "one of two providers again and remove what the migration left")
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             destination = _native.Provider.connect(_provider_config(args, "to_"))
             options = MigrationOptions(container=args.container, keep_source=args.keep_source,
                                        verify=not args.no_verify, check_criu=not args.no_criu_check,
-                                       method=args.method)
+                                       method=args.method, ignore_host_checks=args.ignore_host_checks)
             if args.checkpoint_name:
                 options["checkpoint_name"] = args.checkpoint_name
             report = _native.migrate(source, destination, options, _Progress())

@@ -31,12 +31,14 @@ AddressMode = Literal["preserve", "remap"]
 RecordType = Literal["A", "AAAA", "CNAME"]
 #: Faults the project's own tests provoke (direct path only).
 Fault = Literal["corrupt_stream"]
+#: A preflight host check, as ``ignore_host_checks`` names it.
+HostCheckKind = Literal["cpu", "criu", "engine"]
 #: Transport protocol of a published port.
 Protocol = Literal["tcp", "udp"]
 
 #: The Literal aliases above by the engine's type name, for the contract test.
 ENUMS = {"Rollback": Rollback, "Method": Method, "CriuTcp": CriuTcp, "Phase": Phase, "AddressMode": AddressMode,
-         "RecordType": RecordType, "Fault": Fault, "Protocol": Protocol}
+         "RecordType": RecordType, "Fault": Fault, "Protocol": Protocol, "HostCheckKind": HostCheckKind}
 
 # --- provider ----------------------------------------------------------------------------------
 
@@ -80,6 +82,11 @@ class ProviderReport(TypedDict):
     public_address: str | None
     runtimes: list[str]
     vimigrate_runtime: bool
+    default_runtime: str
+    containerd_version: str
+    runc_version: str
+    cgroup_version: str
+    cgroup_driver: str
 
 
 # --- containers and networks -------------------------------------------------------------------
@@ -192,6 +199,7 @@ class MigrationOptions(TypedDict):
     peer_files: NotRequired[list[str]]
     criu_tcp: NotRequired[CriuTcp]
     method: NotRequired[Method]
+    ignore_host_checks: NotRequired[list[HostCheckKind]]
     fault: NotRequired[Fault | None]
 
 
@@ -296,6 +304,38 @@ class DockerPath(TypedDict):
 PlannedPath = DirectPath | DockerPath
 
 
+class HostSummary(TypedDict):
+    """One host of a migration as the preflight read it (``facts_known``: through its runtime)."""
+
+    provider: str
+    engine: str
+    containerd: str
+    runc: str
+    kernel: str
+    cgroup_version: str
+    criu: str | None
+    cpu_model: str
+    criu_features: dict[str, bool]
+    facts_known: bool
+
+
+class HostCheck(TypedDict):
+    """One finding of the preflight's host comparison."""
+
+    check: HostCheckKind | None
+    provider: str
+    outcome: Literal["refused", "overridden", "note"]
+    detail: str
+
+
+class HostComparison(TypedDict):
+    """What differs between the two hosts, and what the host checks decided."""
+
+    source: HostSummary
+    destination: HostSummary
+    checks: list[HostCheck]
+
+
 class MigrationPlan(TypedDict):
     """What a migration will do, decided by its preflight before anything changes."""
 
@@ -315,6 +355,7 @@ class MigrationPlan(TypedDict):
     address_map: dict[str, str]
     peer_files: list[str]
     criu_check: bool
+    hosts: HostComparison
 
 
 class DescribedPlan(MigrationPlan):

@@ -23,7 +23,7 @@ STUB = ROOT / "plugin" / "vimigrate" / "_native.pyi"
 CONTRACT = ["ProviderConfig", "TlsFiles", "MigrationOptions", "MigrationReport", "MigrationStats", "HealReport",
             "ProviderReport", "DeployedContainer", "PublishedPort", "NetworkInfo", "NetworkSpec", "NetworkDecision",
             "ContainerSpec", "DnsRecord", "RecordChange", "MigrationPlan", "Rollback", "Method", "CriuTcp", "Phase",
-            "AddressMode"]
+            "AddressMode", "HostComparison", "HostSummary", "HostCheck", "HostCheckKind"]
 
 
 def _stub() -> ast.Module:

@@ -210,7 +210,7 @@ def test_migration_records_where_the_container_runs_now(fake_native, monkeypatch
     migration.migrate(target_provider_node="provider_b", target_provider=target, keep_source=False)
     assert calls == [("provider-a", "provider-b", {"container": "dep1-web", "keep_source": False, "address_map": {},
                                                     "peer_files": [], "port_map": {}, "method": "auto",
-                                                    "check_criu": True})]
+                                                    "check_criu": True, "ignore_host_checks": []})]
     props = ctx.instance.runtime_properties
     assert props["provider_node"] == "provider_b" and props["provider"] == "provider-b"
     assert props["provider_config"] == target

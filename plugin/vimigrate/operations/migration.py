@@ -15,7 +15,7 @@ from cloudify.exceptions import NonRecoverableError
 
 from .. import _native
 from .. import properties as rp
-from ..shapes import DeployedContainer, Method, MigrationOptions, ProgressEvent, ProviderConfig
+from ..shapes import DeployedContainer, HostCheckKind, Method, MigrationOptions, ProgressEvent, ProviderConfig
 from ._support import map_errors, store_location
 
 
@@ -34,7 +34,7 @@ def _log_phases(events: list[tuple[float, ProgressEvent]], logger: Any) -> None:
 def migrate(target_provider_node: str, target_provider: ProviderConfig, keep_source: bool = False,
             address_map: Mapping[str, str] | None = None, peer_files: list[str] | None = None,
             port_map: Mapping[str, int] | None = None, method: Method = "auto", check_criu: bool = True,
-            **_: Any) -> None:
+            ignore_host_checks: list[HostCheckKind] | None = None, **_: Any) -> None:
     """Live-migrates this container to `target_provider` (the engine's provider configuration,
     paths only, no secret) and records where it runs now."""
     props = ctx.instance.runtime_properties
@@ -47,7 +47,7 @@ def migrate(target_provider_node: str, target_provider: ProviderConfig, keep_sou
     name = props[rp.CONTAINER_NAME]
     options = MigrationOptions(container=name, keep_source=bool(keep_source), address_map=dict(address_map or {}),
                                peer_files=list(peer_files or []), port_map=dict(port_map or {}), method=method,
-                               check_criu=bool(check_criu))
+                               check_criu=bool(check_criu), ignore_host_checks=list(ignore_host_checks or []))
     try:
         report = _native.migrate(source, target, options, lambda event: events.append((time.monotonic(), event)))
     except _native.MigrationFailedError as err:

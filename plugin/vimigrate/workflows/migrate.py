@@ -26,7 +26,16 @@ from ..tosca import (
     SWITCH_OPERATION,
 )
 from .links import LinkPlan, link_map, merge
-from .plan import ContainerState, PlanError, ProviderInfo, Step, build_plan, validate_parameters
+from .plan import (
+    ContainerState,
+    EngineChoices,
+    PlanError,
+    ProviderInfo,
+    Step,
+    build_plan,
+    host_checks_parameter,
+    validate_parameters,
+)
 
 #: Attempts at switching a record before the execution fails (the service stays where it moved).
 DNS_ATTEMPTS = 3
@@ -114,7 +123,8 @@ def _dependency_links(states: dict[str, ContainerState], state: ContainerState, 
 
 
 def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeout: int | None,
-          port_map: dict[str, int], changed: dict[str, str], method: str = "auto", check_criu: bool = True) -> None:
+          port_map: dict[str, int], changed: dict[str, str], choices: EngineChoices,
+          check_criu: bool = True) -> None:
     """One container to `target_node`, with the rewrites its links need there; then the
     dependants that stay elsewhere are pointed at where it runs now. `timeout`, when given,
     replaces the target provider's own timeout_secs."""
@@ -135,7 +145,7 @@ def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeo
         "address_map": address_map,
         "peer_files": list(moving.peer_files),
         "port_map": port_map,
-        "method": method,
+        **choices,
         "check_criu": check_criu,
     }, allow_kwargs_override=True).get()
     ctx.refresh_node_instances()
@@ -153,7 +163,7 @@ def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeo
 
 
 def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: int | None,
-                  port_map: dict[str, int], method: str) -> list[str]:
+                  port_map: dict[str, int], choices: EngineChoices) -> list[str]:
     """The engine's own plan of each move, from the preflight the migration itself runs
     (read-only: no lock, no CRIU proof), logged line by line; returns the refusals. A container
     whose dependency moves before it is planned as it will be then: next to it."""
@@ -174,7 +184,7 @@ def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: i
         links = _dependency_links(states, state, target_node, public, moving)
         source_config = ctx.get_node_instance(step.instance_id).runtime_properties[rp.PROVIDER_CONFIG]
         options = {"container": state.container_name or step.container, "address_map": links.address_map,
-                   "peer_files": list(state.peer_files), "port_map": port_map, "method": method}
+                   "peer_files": list(state.peer_files), "port_map": port_map, **choices}
         try:
             engine_plan = _native.plan_migration(_native.Provider.connect(source_config), destination, options)
         except _native.VimigrateError as err:
@@ -189,7 +199,7 @@ def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: i
 @workflow
 def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_source: Any = False,
             dry_run: Any = False, timeout: Any = None, port_map: Any = None, dns_wait_ttl: Any = True,
-            method: Any = "auto", **_ignored: Any) -> None:
+            method: Any = "auto", ignore_host_checks: Any = None, **_ignored: Any) -> None:
     """Moves the virtual infrastructure's containers to `target_provider`. Parameters are
     `Any`: they come from the execution as the DSL let them through (see plugin.yaml), and
     validate_parameters checks what it does not."""
@@ -204,6 +214,7 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
     try:
         selected = validate_parameters(target_provider, node_ids, keep_source, dry_run, timeout, providers,
                                        {c.node_id for c in containers}, method)
+        choices = EngineChoices(method=method, ignore_host_checks=host_checks_parameter(ignore_host_checks))
         plan = build_plan(target_provider, selected, containers, providers)
     except PlanError as err:
         raise NonRecoverableError(f"migrate: {err}; nothing was changed") from None
@@ -217,7 +228,7 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
                         props.get("zone"), props.get("type", "A"), providers[target_provider].public_address,
                         props.get("ttl"), props.get("migration_ttl"))
     if dry_run:
-        refused = _engine_plans(ctx, plan.moves, target_provider, timeout, port_map, method)
+        refused = _engine_plans(ctx, plan.moves, target_provider, timeout, port_map, choices)
         if refused:
             raise NonRecoverableError(f"dry run: the migration would be refused: {'; '.join(refused)}; "
                                       f"nothing was changed")
@@ -238,11 +249,11 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
         try:
             # CRIU is proved on both hosts by the first move; the next ones skip the proof (about
             # 1.4 s each), which matters while a container that moved waits for its peers.
-            _move(ctx, step.instance_id, step.target_node, keep_source, timeout, port_map, changed, method,
+            _move(ctx, step.instance_id, step.target_node, keep_source, timeout, port_map, changed, choices,
                   check_criu=not moved)
         except Exception as err:  # noqa: BLE001 - any failure triggers the VI rollback below
             ctx.send_event(f"migration of {step.container} failed: {err}").get()
-            undone = _roll_back(ctx, moved, keep_source, timeout, changed, method)
+            undone = _roll_back(ctx, moved, keep_source, timeout, changed, choices)
             raise NonRecoverableError(
                 f"migrate: moving {step.container} from {step.source} to {step.target} failed: {err}; {undone}"
             ) from None
@@ -287,7 +298,7 @@ def reconcile_dns(ctx: Any, **_ignored: Any) -> None:
 
 
 def _roll_back(ctx: Any, moved: list[Step], keep_source: bool, timeout: int | None, changed: dict[str, str],
-               method: str = "auto") -> str:
+               choices: EngineChoices) -> str:
     """Migrates the already-moved containers back, last first."""
     if not moved:
         return "no other container had moved: the virtual infrastructure is where it was"
@@ -296,7 +307,8 @@ def _roll_back(ctx: Any, moved: list[Step], keep_source: bool, timeout: int | No
         ctx.send_event(f"rolling back: {step.container} to {step.source}").get()
         try:
             reverse = {new: old for old, new in changed.items()}
-            _move(ctx, step.instance_id, step.source_node, keep_source, timeout, {}, reverse, method, check_criu=False)
+            _move(ctx, step.instance_id, step.source_node, keep_source, timeout, {}, reverse, choices,
+                  check_criu=False)
         except Exception as err:  # noqa: BLE001 - report every failed rollback, go on with the rest
             failures.append(f"{step.container}: {err}")
     if failures:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
+from ..shapes import HostCheckKind, Method
 from ..tosca import CONTAINER_TYPE, PROVIDER_TYPE
 from .links import Peer, link_map
 
@@ -108,6 +109,27 @@ def _as_bool(name: str, value: Any) -> bool:
 
 #: Values of the migrate workflow's `method` parameter (the engine's `Method`).
 METHODS = ("auto", "direct", "docker")
+#: Values of its `ignore_host_checks` parameter (the engine's `HostCheckKind`).
+HOST_CHECKS = ("cpu", "criu", "engine")
+
+
+class EngineChoices(TypedDict):
+    """The engine options every move of one workflow run takes as the user gave them."""
+
+    method: Method
+    ignore_host_checks: list[HostCheckKind]
+
+
+def host_checks_parameter(value: Any) -> list[HostCheckKind]:
+    """The `ignore_host_checks` parameter as a list of check names (`cfy ... -p
+    ignore_host_checks=cpu,criu` arrives as one string); raises PlanError naming it."""
+    if value in (None, "", []):
+        return []
+    if isinstance(value, str):
+        value = [n.strip() for n in value.strip().strip("[]").split(",") if n.strip()]
+    if not isinstance(value, list) or not all(isinstance(n, str) and n in HOST_CHECKS for n in value):
+        raise PlanError("ignore_host_checks", f"a list of host checks to override ({', '.join(HOST_CHECKS)})", value)
+    return list(value)
 
 
 def validate_parameters(target_provider: Any, node_ids: Any, keep_source: Any, dry_run: Any, timeout: Any,

@@ -61,6 +61,18 @@ pub enum ProviderError {
         /// What was found instead.
         detail: String,
     },
+    /// The two hosts differ in a way that would make the restore fail or the restored process
+    /// die (a CPU feature, CRIU, a broken engine restore): named by the check, which
+    /// `ignore_host_checks` can override.
+    #[error("provider `{provider}`: {detail} (host check `{check}`; `ignore_host_checks: [{check}]` overrides it)")]
+    HostMismatch {
+        /// Provider name.
+        provider: String,
+        /// The check, as `ignore_host_checks` names it.
+        check: &'static str,
+        /// What differs.
+        detail: String,
+    },
     /// A step ran but did not have the effect it must have (a restored container that stopped
     /// at once, a directive that reads back different, a runtime that never reported).
     #[error("provider `{provider}`: {step} failed: {detail}")]
@@ -235,6 +247,7 @@ impl Error {
             Error::Provider(ProviderError::Connect { .. }) => ErrorKind::Unavailable,
             Error::Provider(ProviderError::Api { source, .. }) => docker_error_kind(source),
             Error::Provider(ProviderError::Unsuitable { .. }) => ErrorKind::Unsuitable,
+            Error::Provider(ProviderError::HostMismatch { .. }) => ErrorKind::Unsuitable,
             Error::Provider(ProviderError::Failed { .. }) => ErrorKind::Failed,
             Error::Provider(ProviderError::Missing { .. }) => ErrorKind::NotFound,
             Error::Provider(ProviderError::Inconsistent { .. }) => ErrorKind::Conflict,

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::checkpoint::criu_options::CriuTcp;
 use crate::dns::record::{DnsRecord, RecordChange, RecordType};
 use crate::migration::heal::HealReport;
+use crate::migration::host_checks::{CheckOutcome, HostCheck, HostCheckKind, HostComparison, HostSummary};
 use crate::migration::options::{Method, MigrationOptions};
 use crate::migration::plan::{Forwarding, MigrationPlan, PlannedPath};
 use crate::migration::report::{MigrationReport, MigrationStats, Phase};
@@ -56,6 +57,17 @@ pub fn shapes() -> BTreeMap<&'static str, Vec<String>> {
     );
     fields("MigrationPlan", to_json(&sample_plan()));
     fields("Forwarding", to_json(&Forwarding { protocol: "tcp".into(), source_port: 1, destination_port: 1 }));
+    fields("HostComparison", to_json(&HostComparison::default()));
+    fields("HostSummary", to_json(&HostSummary::default()));
+    fields(
+        "HostCheck",
+        to_json(&HostCheck {
+            check: None,
+            provider: String::new(),
+            outcome: CheckOutcome::Note,
+            detail: String::new(),
+        }),
+    );
     out.insert("Method", variants::<Method>());
     out.insert("CriuTcp", variants::<CriuTcp>());
     out.insert("Phase", variants::<Phase>());
@@ -63,6 +75,7 @@ pub fn shapes() -> BTreeMap<&'static str, Vec<String>> {
     out.insert("Protocol", variants::<Protocol>());
     out.insert("RecordType", variants::<RecordType>());
     out.insert("Fault", variants::<vimigrate_protocol::Fault>());
+    out.insert("HostCheckKind", variants::<HostCheckKind>());
     out.insert("Rollback", sorted(Rollback::STATES.iter().map(|s| s.to_string()).collect()));
     out
 }
@@ -143,22 +156,7 @@ fn sample_report() -> MigrationReport {
 }
 
 fn sample_provider_report() -> ProviderReport {
-    ProviderReport {
-        name: String::new(),
-        endpoint: String::new(),
-        server_version: String::new(),
-        api_version: String::new(),
-        min_api_version: String::new(),
-        os: String::new(),
-        arch: String::new(),
-        kernel_version: String::new(),
-        experimental: false,
-        docker_root_dir: String::new(),
-        containers_running: 0,
-        public_address: None,
-        runtimes: Vec::new(),
-        vimigrate_runtime: false,
-    }
+    ProviderReport::default()
 }
 
 fn sample_port() -> PublishedPort {
@@ -219,6 +217,7 @@ fn sample_plan() -> MigrationPlan {
         address_map: BTreeMap::new(),
         peer_files: Vec::new(),
         criu_check: false,
+        hosts: HostComparison::default(),
     }
 }
 

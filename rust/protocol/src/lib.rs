@@ -61,6 +61,7 @@ pub mod address_rewrite;
 pub mod criu_stats;
 pub mod directive;
 pub mod error_chain;
+pub mod host_facts;
 mod protobuf;
 pub mod rfc3339;
 pub mod secret;
@@ -74,6 +75,7 @@ pub use directive::{
     Action, BaselineEntry, CriuOptions, Directive, DumpDirective, Fault, ReceiveFrom, RestoreDirective, SendTo, TcpMode,
 };
 pub use error_chain::error_chain;
+pub use host_facts::{CriuFacts, HostFacts, FACTS_FILE, FACTS_REQUEST_FILE, FACTS_VERSION};
 pub use secret::Secret;
 pub use status::{RuntimeFailure, RuntimeState, RuntimeStats, RuntimeStatus};
 

@@ -20,6 +20,7 @@
 
 pub mod dump;
 pub mod error;
+pub mod facts;
 pub mod fs;
 pub mod net;
 pub mod restore;

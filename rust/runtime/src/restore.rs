@@ -47,6 +47,8 @@ pub fn on_create(inv: &Invocation) -> Outcome {
         runc_log::log_error(log, &format!("{} (the container keeps the host's CRIU options)", e.report()));
     }
     let state = StateDir::of(&container_dir);
+    // A probe container the broker created to learn this host's facts (preflight).
+    crate::facts::answer_request(&state);
     let directive = match state.take_directive() {
         Ok(Some(d)) => d,
         Ok(None) => return Outcome::PassThrough,

@@ -16,14 +16,19 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, CreateImageOption
 use futures_util::TryStreamExt;
 use serde::Serialize;
 
+use bollard::models::HostConfig;
+use vimigrate_protocol::{CriuOptions, RUNTIME_NAME};
+
 use crate::error::{is_not_found, Error, ProviderError};
+use crate::migration::host::Host;
+use crate::migration::path::direct_transfer::{local_restore_directive, place_directive, MOUNT};
 use crate::provider::labels;
 use crate::provider::Provider;
 
 /// Repository of the probe image on every provider; its tag is the engine's version.
 const PROBE_REPO: &str = "vimigrate/criu-probe";
 /// The probe program's path inside the image.
-const PROBE_PATH: &str = "/probe";
+pub(crate) const PROBE_PATH: &str = "/probe";
 /// Name of the probe's checkpoint.
 const PROBE_CHECKPOINT: &str = "vimigrate-criu-probe";
 /// Prefix of probe container names.
@@ -36,6 +41,9 @@ const LOAD_ADDRESS: u64 = 0x40_0000;
 /// What a successful [`Provider::check_criu`] measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct CriuCheck {
+    /// How the probe was restored: `runtime` (a plain start that vimigrate-runtime turns into
+    /// a restore, as the direct path restores) or `docker` (Docker's `start --checkpoint`).
+    pub restored_by: &'static str,
     /// How long Docker took to checkpoint the probe container (CRIU dump included).
     pub checkpoint_ms: u64,
     /// How long Docker took to restore it (CRIU restore included).
@@ -131,7 +139,7 @@ pub(crate) fn probe_rootfs_tar() -> Vec<u8> {
 
 /// A probe container name no other probe, in this process or another, uses at the same time:
 /// `vimigrate-criu-probe-<pid>-<nanoseconds>-<counter>`.
-fn probe_container_name() -> String {
+pub(crate) fn probe_container_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -157,16 +165,21 @@ fn refused_as_unsuitable(err: Error) -> Error {
     }
 }
 
-/// Removes the probe container if the probe is dropped half-way (its caller gave up on it, e.g.
+/// Removes a probe's container if the probe is dropped half-way (its caller gave up on it, e.g.
 /// a timeout), so that no probe container is ever left behind.
-struct ProbeGuard {
+pub(crate) struct ProbeGuard {
     provider: Option<Provider>,
     container: String,
 }
 
 impl ProbeGuard {
+    /// Guards `container` on `provider` until [`ProbeGuard::disarm`].
+    pub(crate) fn new(provider: Provider, container: String) -> ProbeGuard {
+        ProbeGuard { provider: Some(provider), container }
+    }
+
     /// The probe finished, and its own cleanup takes over.
-    fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         self.provider = None;
     }
 }
@@ -178,7 +191,7 @@ impl Drop for ProbeGuard {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    if let Err(e) = provider.remove_container(&container).await {
+                    if let Err(e) = provider.force_remove(&container).await {
                         tracing::warn!(provider = %provider.name(), %container, error = %e.report(), "removing an abandoned CRIU probe container");
                     }
                 });
@@ -191,10 +204,13 @@ impl Drop for ProbeGuard {
 }
 
 impl Provider {
-    /// Proves that this provider can checkpoint and restore a container through Docker: a
-    /// probe container (image imported when absent) is started, checkpointed, restored and
-    /// checked to be running; then its checkpoint and the container are removed, whatever
-    /// happened.
+    /// Proves that this provider can checkpoint and restore a container the way a migration
+    /// will: a probe container (image imported when absent) is started, checkpointed, restored
+    /// and checked to be running; then its checkpoint and the container are removed, whatever
+    /// happened. Where the provider has `vimigrate-runtime`, the probe runs under it and is
+    /// restored as the direct path restores (Docker's own `start --checkpoint` is broken from
+    /// Docker 28 on, moby/moby#50750, and the direct path does not use it); elsewhere through
+    /// Docker's checkpoint API.
     ///
     /// A provider that cannot do it (CRIU missing or too old, no experimental mode, another
     /// architecture than x86_64, for which no probe program exists) gives
@@ -203,11 +219,20 @@ impl Provider {
     pub async fn check_criu(&self) -> Result<CriuCheck, Error> {
         self.require_probe_platform().await?;
         let image = self.ensure_probe_image().await?;
+        let via_runtime = self.has_runtime().await?;
         let container = probe_container_name();
-        let mut guard = ProbeGuard { provider: Some(self.clone()), container: container.clone() };
-        let outcome = self.run_probe(&container, &image).await;
-        guard.disarm();
-        let cleanup = self.remove_probe(&container).await;
+        let helper = format!("{container}-helper");
+        let mut guards =
+            [ProbeGuard::new(self.clone(), container.clone()), ProbeGuard::new(self.clone(), helper.clone())];
+        let outcome = self.run_probe(&container, &image, via_runtime.then_some(helper.as_str())).await;
+        for guard in &mut guards {
+            guard.disarm();
+        }
+        let cleanup = match via_runtime {
+            true => self.force_remove(&helper).await.map(|_| ()),
+            false => Ok(()),
+        };
+        let cleanup = cleanup.and(self.remove_probe(&container).await);
         match (outcome, cleanup) {
             (Ok(check), Ok(())) => {
                 tracing::info!(provider = %self.name(), checkpoint_ms = check.checkpoint_ms, restore_ms = check.restore_ms, "CRIU checkpoint/restore works");
@@ -244,7 +269,7 @@ impl Provider {
     }
 
     /// Imports the probe image unless the provider has it already; returns its reference.
-    async fn ensure_probe_image(&self) -> Result<String, Error> {
+    pub(crate) async fn ensure_probe_image(&self) -> Result<String, Error> {
         let image = format!("{PROBE_REPO}:{}", crate::VERSION);
         match self.docker().inspect_image(&image).await {
             Ok(_) => return Ok(image),
@@ -268,8 +293,16 @@ impl Provider {
         Ok(image)
     }
 
-    /// Creates, starts, checkpoints and restores the probe container, and checks it runs.
-    async fn run_probe(&self, container: &str, image: &str) -> Result<CriuCheck, Error> {
+    /// Whether the daemon offers runtime `vimigrate`.
+    async fn has_runtime(&self) -> Result<bool, Error> {
+        let info = self.docker().info().await.map_err(self.api_error("read system info"))?;
+        Ok(info.runtimes.is_some_and(|r| r.contains_key(RUNTIME_NAME)))
+    }
+
+    /// Creates, starts, checkpoints and restores the probe container, and checks it runs. With
+    /// a `helper` name, the probe runs under `vimigrate-runtime` and is restored through it
+    /// (the helper mounts its directory to leave the restore directive there).
+    async fn run_probe(&self, container: &str, image: &str, helper: Option<&str>) -> Result<CriuCheck, Error> {
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             cmd: Some(vec![PROBE_PATH.to_string()]),
@@ -277,6 +310,7 @@ impl Provider {
                 "io.vimigrate.role".to_string(),
                 "criu-probe".to_string(),
             )]))),
+            host_config: helper.map(|_| HostConfig { runtime: Some(RUNTIME_NAME.to_string()), ..Default::default() }),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(container).build();
@@ -297,7 +331,10 @@ impl Provider {
         let checkpoint_ms = started.elapsed().as_millis() as u64;
 
         let started = Instant::now();
-        self.start_from_checkpoint(container, PROBE_CHECKPOINT).await.map_err(refused_as_unsuitable)?;
+        match helper {
+            Some(helper) => self.restore_probe_by_runtime(container, image, helper).await?,
+            None => self.start_from_checkpoint(container, PROBE_CHECKPOINT).await.map_err(refused_as_unsuitable)?,
+        }
         let restore_ms = started.elapsed().as_millis() as u64;
 
         // Checked twice: a restored process that crashes at once shows up only a moment later.
@@ -305,7 +342,36 @@ impl Provider {
             tokio::time::sleep(pause).await;
             self.require_probe_running(container).await?;
         }
-        Ok(CriuCheck { checkpoint_ms, restore_ms, image: image.to_string() })
+        let restored_by = if helper.is_some() { "runtime" } else { "docker" };
+        Ok(CriuCheck { restored_by, checkpoint_ms, restore_ms, image: image.to_string() })
+    }
+
+    /// Restores the checkpointed probe as the direct path restores a container: a local
+    /// restore directive in its directory, then a plain `docker start`. First waits until
+    /// Docker sees it stopped: Docker 28 with containerd 2.1 reports a checkpointed container
+    /// as paused for a moment after the checkpoint call has returned.
+    async fn restore_probe_by_runtime(&self, container: &str, image: &str, helper: &str) -> Result<(), Error> {
+        let deadline = Instant::now() + Duration::from_secs(self.timeout_secs().clamp(5, 30));
+        while self.is_running(container).await? {
+            if Instant::now() > deadline {
+                return Err(ProviderError::Unsuitable {
+                    provider: self.name().to_string(),
+                    requirement: REQUIREMENT,
+                    detail: "the probe container still ran after its checkpoint".into(),
+                }
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let dir = self.container_dir(container).await?;
+        self.create_helper(helper, image, &dir, MOUNT, false, container).await?;
+        let criu = CriuOptions { tcp: None, skip_in_flight: false };
+        place_directive(self, helper, &local_restore_directive(&dir, PROBE_CHECKPOINT, &criu)).await?;
+        self.docker()
+            .start_container(container, None::<StartContainerOptions>)
+            .await
+            .map_err(self.api_error(format!("restore probe container `{container}` through vimigrate-runtime")))
+            .map_err(refused_as_unsuitable)
     }
 
     /// Fails with [`ProviderError::Unsuitable`] unless the restored probe container is running.

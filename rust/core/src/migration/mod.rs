@@ -10,7 +10,8 @@
 //! Where things live:
 //! - [`options`]: what the caller asks for, checked in one place;
 //! - `preflight.rs`: every check before anything changes, ending in a [`MigrationPlan`]
-//!   (`plan.rs`: the plan and the pure decisions behind it: path, TCP mode, ports, runtime);
+//!   (`plan.rs`: the plan and the pure decisions behind it: path, TCP mode, ports, runtime;
+//!   [`host_checks`]: what differs between the two hosts, CPU, CRIU, engines);
 //! - `sequence.rs`: the phase sequence, once for both paths, over the narrow `host.rs` seam;
 //! - `path/`: what differs between Docker's checkpoint API (`docker.rs`) and the direct path
 //!   through `vimigrate-runtime` (`direct.rs`, `direct_transfer.rs`, `transfer_keys.rs`);
@@ -25,6 +26,7 @@ pub mod error;
 mod fake;
 pub mod heal;
 pub(crate) mod host;
+pub mod host_checks;
 pub(crate) mod lock;
 pub mod options;
 pub(crate) mod path;

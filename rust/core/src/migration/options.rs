@@ -10,6 +10,7 @@ use vimigrate_protocol::Fault;
 use crate::checkpoint::criu_options::CriuTcp;
 use crate::checkpoint::validate_checkpoint_name;
 use crate::error::InputError;
+use crate::migration::host_checks::HostCheckKind;
 use crate::provider::spec::is_valid_docker_name;
 
 /// What to migrate and how.
@@ -49,6 +50,12 @@ pub struct MigrationOptions {
     /// How the checkpoint moves (see [`Method`]).
     #[serde(default)]
     pub method: Method,
+    /// Host checks of the preflight to override (`cpu`, `criu`, `engine`, see
+    /// [`HostCheckKind`]): their findings stay in the plan and the report, but no longer stop
+    /// the migration. For a user who knows, e.g., that the container's process never uses the
+    /// CPU feature the destination lacks.
+    #[serde(default)]
+    pub ignore_host_checks: Vec<HostCheckKind>,
     /// Fault injection for the project's own tests (direct path only).
     #[serde(default)]
     pub fault: Option<Fault>,
@@ -136,6 +143,7 @@ impl MigrationOptions {
             peer_files: Vec::new(),
             criu_tcp: CriuTcp::Auto,
             method: Method::Auto,
+            ignore_host_checks: Vec::new(),
             fault: None,
         }
     }

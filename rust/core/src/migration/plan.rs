@@ -11,6 +11,7 @@ use vimigrate_protocol::{CriuOptions, TcpMode, RUNTIME_NAME};
 use crate::checkpoint::criu_options::CriuTcp;
 use crate::error::PortTaken;
 use crate::migration::clone::CloneChanges;
+use crate::migration::host_checks::{CheckOutcome, HostComparison, HostSummary};
 use crate::migration::options::Method;
 use crate::network::map::{AddressMode, NetworkDecision};
 
@@ -89,6 +90,8 @@ pub struct MigrationPlan {
     pub peer_files: Vec<String>,
     /// Whether checkpoint/restore is proved on both hosts with a probe before anything changes.
     pub criu_check: bool,
+    /// What differs between the two hosts, and what the host checks decided.
+    pub hosts: HostComparison,
 }
 
 fn tcp_option_name<S: Serializer>(tcp: &Option<TcpMode>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -186,8 +189,37 @@ impl MigrationPlan {
         } else {
             "  CRIU: not proved first (check_criu false)".to_string()
         });
+        for host in [&self.hosts.source, &self.hosts.destination] {
+            lines.push(format!("  host {}: {}", host.provider, describe_host(host)));
+        }
+        for check in &self.hosts.checks {
+            let outcome = match check.outcome {
+                CheckOutcome::Refused => "refused",
+                CheckOutcome::Overridden => "overridden by ignore_host_checks",
+                CheckOutcome::Note => "note",
+            };
+            lines.push(format!("  host check ({outcome}) {}: {}", check.provider, check.detail));
+        }
         lines
     }
+}
+
+/// One host in words: engine, containerd, runc, CRIU, kernel, cgroup version.
+fn describe_host(host: &HostSummary) -> String {
+    let or_unknown = |v: &str| if v.is_empty() { "?".to_string() } else { v.to_string() };
+    let criu = match (&host.criu, host.facts_known) {
+        (Some(v), _) => v.clone(),
+        (None, true) => "none".into(),
+        (None, false) => "? (no vimigrate-runtime)".into(),
+    };
+    format!(
+        "Docker {}, containerd {}, runc {}, CRIU {criu}, kernel {}, cgroup v{}",
+        or_unknown(&host.engine),
+        or_unknown(&host.containerd),
+        or_unknown(&host.runc),
+        or_unknown(&host.kernel),
+        or_unknown(&host.cgroup_version)
+    )
 }
 
 /// What the path decision looks at.
@@ -443,6 +475,7 @@ pub(crate) mod tests {
             address_map: BTreeMap::new(),
             peer_files: vec![],
             criu_check: true,
+            hosts: HostComparison::default(),
         }
     }
 }

@@ -1,14 +1,17 @@
 //! Preflight: every check that can fail before anything changes, on both providers, ending in
 //! the [`MigrationPlan`] the migration follows (and a dry run prints). Nothing here writes to a
-//! provider but the CRIU proof, which removes its probe container whatever happens.
+//! provider but the CRIU proof and the host-facts probe (dry runs too: what differs between the
+//! hosts is what a dry run is for), which remove their probe containers whatever happens.
 
 use crate::error::{Error, InputError, ProviderError};
+use crate::migration::host_checks::{self, HostView};
 use crate::migration::options::{CheckedOptions, MigrationOptions};
 use crate::migration::plan::{self, MigrationPlan, PathFacts};
 use crate::migration::source::SourceContainer;
 use crate::network::map::{self as network_map, NetworkDecision};
 use crate::provider::image::image_platform;
 use crate::provider::Provider;
+use vimigrate_protocol::HostFacts;
 
 /// The source container, as the migration will move it; the options are checked first, and
 /// the two providers must differ.
@@ -87,6 +90,12 @@ pub(crate) async fn preflight(
             .into());
         }
     }
+    // The hosts' own facts (CPU, CRIU), read by their runtimes while the rest is checked.
+    let facts = tokio::spawn({
+        let (src, dst) = (src.clone(), dst.clone());
+        let (src_rt, dst_rt) = (src_report.vimigrate_runtime, dst_report.vimigrate_runtime);
+        async move { tokio::join!(host_facts_of(&src, src_rt), host_facts_of(&dst, dst_rt)) }
+    });
     let path = plan::choose_path(PathFacts {
         wanted: options.method,
         source_has_runtime: src_report.vimigrate_runtime,
@@ -137,9 +146,37 @@ pub(crate) async fn preflight(
         }
     }
     if options.check_criu && proof == CriuProof::Run {
-        tokio::try_join!(src.check_criu(), dst.check_criu())?;
+        // Both run to the end, so each removes its own probe: with try_join a failure on one
+        // host would drop the other's probe mid-way, and its removal would be left to a task
+        // that a CLI exiting on the error never runs.
+        let (on_src, on_dst) = tokio::join!(src.check_criu(), dst.check_criu());
+        on_src?;
+        on_dst?;
     }
     let (tcp, tcp_reason) = plan::tcp_mode(options.criu_tcp, &networks);
+    let (src_facts, dst_facts) = facts.await.map_err(|e| ProviderError::Failed {
+        provider: src.name().to_string(),
+        step: "read the hosts' facts".into(),
+        detail: e.to_string(),
+    })?;
+    let hosts = host_checks::compare_hosts(
+        HostView { report: &src_report, facts: src_facts?.as_ref() },
+        HostView { report: &dst_report, facts: dst_facts?.as_ref() },
+        matches!(path, plan::PlannedPath::Docker { .. }),
+        tcp,
+        &options.ignore_host_checks,
+    );
+    for check in hosts.checks.iter().filter(|c| c.outcome != host_checks::CheckOutcome::Note) {
+        tracing::warn!(provider = %check.provider, check = ?check.check, outcome = ?check.outcome, detail = %check.detail, "host check");
+    }
+    if let Some(refusal) = hosts.refusal() {
+        return Err(ProviderError::HostMismatch {
+            provider: refusal.provider.clone(),
+            check: refusal.check.map(|c| c.name()).unwrap_or("host"),
+            detail: refusal.detail.clone(),
+        }
+        .into());
+    }
     Ok(MigrationPlan {
         container: source.name.clone(),
         source: src.name().to_string(),
@@ -157,7 +194,16 @@ pub(crate) async fn preflight(
         address_map: options.address_map.clone(),
         peer_files: options.peer_files.clone(),
         criu_check: options.check_criu,
+        hosts,
     })
+}
+
+/// The host's facts through its runtime; `None` without one.
+async fn host_facts_of(provider: &Provider, has_runtime: bool) -> Result<Option<HostFacts>, Error> {
+    if !has_runtime {
+        return Ok(None);
+    }
+    provider.host_facts().await
 }
 
 /// Whether `dst` has the image the container runs, under the same id.

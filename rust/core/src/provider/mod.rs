@@ -4,6 +4,7 @@
 //! step of its own: the labels on what vimigrate creates ([`labels`]), finding and removing
 //! containers (`container.rs`), deploying one from a spec ([`spec`], [`deploy`]), single files
 //! through the archive endpoints ([`files`]), never-started helper containers (`helper.rs`),
+//! the host's own facts as its vimigrate-runtime reads them ([`host_facts`]),
 //! and images moved between providers ([`image`]). One definition of where a daemon keeps a
 //! container's directory lives here too.
 
@@ -12,6 +13,7 @@ pub(crate) mod container;
 pub mod deploy;
 pub mod files;
 pub(crate) mod helper;
+pub mod host_facts;
 pub mod image;
 pub mod labels;
 pub mod probe;

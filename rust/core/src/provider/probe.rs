@@ -7,7 +7,7 @@ use crate::provider::Provider;
 use vimigrate_protocol::RUNTIME_NAME;
 
 /// Facts about a provider's Docker Engine, read through its API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ProviderReport {
     /// Provider name.
     pub name: String,
@@ -38,6 +38,23 @@ pub struct ProviderReport {
     /// Whether `vimigrate-runtime` is registered (as runtime `vimigrate`): containers running
     /// under it migrate by the direct path.
     pub vimigrate_runtime: bool,
+    /// The daemon's default OCI runtime, e.g. `runc`.
+    pub default_runtime: String,
+    /// containerd's version, as the daemon reports its components (empty when it does not).
+    pub containerd_version: String,
+    /// runc's version, likewise.
+    pub runc_version: String,
+    /// `1` or `2`: the cgroup hierarchy the daemon uses (empty when it does not say).
+    pub cgroup_version: String,
+    /// `cgroupfs` or `systemd`.
+    pub cgroup_driver: String,
+}
+
+impl ProviderReport {
+    /// The engine's major version (`28` of `28.5.2+dfsg4`), 0 when it cannot be read.
+    pub fn engine_major(&self) -> u32 {
+        self.server_version.split(['.', '+', '-']).next().and_then(|m| m.parse().ok()).unwrap_or(0)
+    }
 }
 
 impl Provider {
@@ -47,6 +64,11 @@ impl Provider {
         let info = self.docker().info().await.map_err(self.api_error("read system info"))?;
         let mut runtimes: Vec<String> = info.runtimes.clone().unwrap_or_default().into_keys().collect();
         runtimes.sort();
+        let component = |name: &str| {
+            let components = version.components.as_deref().unwrap_or_default();
+            components.iter().find(|c| c.name.eq_ignore_ascii_case(name)).map(|c| c.version.clone()).unwrap_or_default()
+        };
+        let (containerd_version, runc_version) = (component("containerd"), component("runc"));
         Ok(ProviderReport {
             name: self.name().to_string(),
             endpoint: self.endpoint().to_string(),
@@ -62,6 +84,11 @@ impl Provider {
             public_address: self.public_address().map(str::to_string),
             vimigrate_runtime: runtimes.iter().any(|r| r == RUNTIME_NAME),
             runtimes,
+            default_runtime: info.default_runtime.unwrap_or_default(),
+            containerd_version,
+            runc_version,
+            cgroup_version: info.cgroup_version.map(|v| v.to_string()).unwrap_or_default(),
+            cgroup_driver: info.cgroup_driver.map(|d| d.to_string()).unwrap_or_default(),
         })
     }
 }

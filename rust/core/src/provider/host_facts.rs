@@ -1,0 +1,90 @@
+//! Reading a provider host's facts (CPU features, kernel, cgroup version, its CRIU and the
+//! features CRIU offers there) for the preflight. Docker's API says nothing of them, so the
+//! host's own `vimigrate-runtime` answers (see [`vimigrate_protocol::host_facts`]): the broker
+//! creates the CRIU probe container under runtime `vimigrate`, leaves a request in its
+//! directory through a helper container, starts it (the runtime's `create` writes the facts),
+//! reads the answer and removes both containers, whatever happened.
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, StartContainerOptions};
+use vimigrate_protocol::{HostFacts, FACTS_FILE, FACTS_REQUEST_FILE, FACTS_VERSION, RUNTIME_NAME, STATE_DIR};
+
+use crate::checkpoint::criu_probe::{probe_container_name, ProbeGuard, PROBE_PATH};
+use crate::error::{Error, ProviderError};
+use crate::migration::path::direct_transfer::MOUNT;
+use crate::provider::labels;
+use crate::provider::Provider;
+use crate::transfer::tar::writer::private_files_tar;
+
+/// The step a failed read of the facts names.
+const STEP: &str = "read the host's facts through vimigrate-runtime";
+
+impl Provider {
+    /// The host's facts, as its `vimigrate-runtime` reads them. Only for a provider that has
+    /// the runtime (the caller knows from [`Provider::probe`]); an answer of another
+    /// [`FACTS_VERSION`] (a runtime older or newer than this engine) is `None`.
+    pub async fn host_facts(&self) -> Result<Option<HostFacts>, Error> {
+        let image = self.ensure_probe_image().await?;
+        let probe = probe_container_name();
+        let helper = format!("{probe}-helper");
+        let mut guards = [ProbeGuard::new(self.clone(), probe.clone()), ProbeGuard::new(self.clone(), helper.clone())];
+        let outcome = self.ask_host_facts(&probe, &helper, &image).await;
+        for guard in &mut guards {
+            guard.disarm();
+        }
+        for container in [&helper, &probe] {
+            if let Err(e) = self.force_remove(container).await {
+                tracing::warn!(provider = %self.name(), %container, error = %e.report(), "removing a host-facts probe");
+            }
+        }
+        let bytes = outcome?;
+        let facts: HostFacts =
+            serde_json::from_slice(&bytes).map_err(|e| self.failed(format!("its answer is not valid JSON: {e}")))?;
+        if facts.version != FACTS_VERSION {
+            tracing::warn!(provider = %self.name(), version = facts.version, expected = FACTS_VERSION,
+                "vimigrate-runtime answers host facts of another version; host checks skipped");
+            return Ok(None);
+        }
+        Ok(Some(facts))
+    }
+
+    fn failed(&self, detail: impl Into<String>) -> Error {
+        ProviderError::Failed { provider: self.name().to_string(), step: STEP.into(), detail: detail.into() }.into()
+    }
+
+    /// Creates the probe (under the runtime, without a network: it only has to be created),
+    /// leaves the request through the helper, starts the probe and reads the answer.
+    async fn ask_host_facts(&self, probe: &str, helper: &str, image: &str) -> Result<Vec<u8>, Error> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(vec![PROBE_PATH.to_string()]),
+            labels: Some(labels::with_managed(&std::collections::BTreeMap::from([(
+                "io.vimigrate.role".to_string(),
+                "host-facts-probe".to_string(),
+            )]))),
+            // Network mode none, but not NetworkDisabled: that drops the /etc/hostname mount the
+            // runtime finds the container's directory by.
+            host_config: Some(HostConfig {
+                runtime: Some(RUNTIME_NAME.to_string()),
+                network_mode: Some("none".to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(probe).build();
+        self.docker()
+            .create_container(Some(options), body)
+            .await
+            .map_err(self.api_error(format!("create host-facts probe `{probe}`")))?;
+        let dir = self.container_dir(probe).await?;
+        self.create_helper(helper, image, &dir, MOUNT, false, probe).await?;
+        self.put_archive(helper, MOUNT, private_files_tar(STATE_DIR, &[(FACTS_REQUEST_FILE, b"")])).await?;
+        self.docker()
+            .start_container(probe, None::<StartContainerOptions>)
+            .await
+            .map_err(self.api_error(format!("start host-facts probe `{probe}`")))?;
+        self.read_file(helper, &format!("{MOUNT}/{STATE_DIR}/{FACTS_FILE}"))
+            .await?
+            .ok_or_else(|| self.failed(format!("the runtime wrote no {FACTS_FILE} (is it older than this engine?)")))
+    }
+}
