@@ -54,7 +54,8 @@ SHAPE: dict[str, Any] = {
     }],
     # Providers that are machines of their own (scripts/lab/guest.sh): a qemu guest booting a
     # Debian `suite`'s kernel, on a tap attached to the host bridge.
-    "guests": [{"name": str, "address": str, "tap": str, "suite": str, "cpu": str, "memory_mib": int}],
+    "guests": [{"name": str, "address": str, "tap": str, "suite": str, "cpu": str, "memory_mib": int,
+                "cgroup_version": int}],
     "tls": {"port": int, "server_dns_name": str},
     "dns": {
         "listen_address": str, "zone": str, "ttl": int,
@@ -233,6 +234,8 @@ class _Checker:
             on_bridge.append((f"{at}.address", g["address"]))
             if not QEMU_CPU.match(g["cpu"]):
                 self.fail(f"{at}.cpu", f"is {g['cpu']!r}, not a qemu CPU model (letters, digits and _.+=,-)")
+            if g["cgroup_version"] not in (1, 2):
+                self.fail(f"{at}.cgroup_version", f"is {g['cgroup_version']}, not 1 or 2")
             low, high = GUEST_MEMORY_MIB
             if not low <= g["memory_mib"] <= high:
                 self.fail(f"{at}.memory_mib", f"is {g['memory_mib']}, not between {low} and {high} MiB")

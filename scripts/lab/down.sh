@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stops what up.sh started, by the pids it recorded: each provider's containers,
 # dockerd and its containerd (and any shim, proxy or mount they left), also
-# provider-nocriu if a test left it running, named, pdns_server;
+# provider-nocriu if a test left it running, the qemu guests, named, pdns_server;
 # then removes the veths, the vmlab0 bridge and the namespaces. Images persist
 # in the data-roots unless --purge is given. Idempotent.
 set -euo pipefail
@@ -15,6 +15,11 @@ case ${1:-} in
 "") ;;
 *) die "usage: down.sh [--purge]" ;;
 esac
+
+# The qemu guests first: their taps hang on the bridge removed below.
+for g in $(jq -r '(.guests // [])[].name' "$LAB_DESCRIPTION"); do
+	bash "$LAB_SCRIPTS_DIR/guest.sh" down "$g"
+done
 
 # ALL_PROVIDERS: also provider-nocriu, which tests start on demand.
 for p in "${ALL_PROVIDERS[@]}"; do

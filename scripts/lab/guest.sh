@@ -20,7 +20,7 @@
 # Why qemu TCG and not KVM: /dev/kvm on these machines is PVM, which runs only
 # kernels built for it; a stock Debian kernel stops with a KVM emulation
 # failure. TCG runs it, slowly: about a minute to boot, seconds per `docker
-# run`. See docs in /work/shared/docs/guest-provider.md (the measurements).
+# run`; the README's compatibility section has the measured times.
 #
 # The image: mmdebstrap of the suite (debs cached in $LAB_DATA/guest/debs/),
 # configured by guest_customize below, as an ext4 base image plus the kernel
@@ -44,9 +44,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() { die "usage: guest.sh up|down|status [NAME] | build [--force] [NAME]"; }
 
-# Shared lab state (the bridge, iptables, taps) changes only under this lock;
-# nothing waits in a loop while holding it.
-LOCK_FILE=/tmp/vimigrate-lab.lock
 GUEST_DATA="$LAB_DATA/guest"
 DEFAULT_GUEST=provider-guest
 # Seconds from qemu's start to the readiness beacon, then to the API's /_ping.
@@ -74,15 +71,15 @@ GUEST_PACKAGES=(
 # --- the description ---------------------------------------------------------
 
 # Fills G_* from the "guests" entry named $1.
-G_NAME='' G_ADDR='' G_TAP='' G_SUITE='' G_CPU='' G_MEM=''
+G_NAME='' G_ADDR='' G_TAP='' G_SUITE='' G_CPU='' G_MEM='' G_CGROUP=''
 load_guest() {
 	local line
 	line=$(jq -r --arg n "$1" '
 		(.guests // []) | map(select(.name == $n))
 		| if length != 1 then error("no guest named \($n) in `guests`") else .[0] end
-		| [.name, .address, .tap, .suite, .cpu, (.memory_mib | tostring)] | @tsv' "$LAB_DESCRIPTION" 2>&1) ||
-		die "$LAB_DESCRIPTION: ${line#jq: error (at *): }"
-	IFS=$'\t' read -r G_NAME G_ADDR G_TAP G_SUITE G_CPU G_MEM <<<"$line"
+		| [.name, .address, .tap, .suite, .cpu, (.memory_mib | tostring), (.cgroup_version | tostring)] | @tsv' \
+		"$LAB_DESCRIPTION" 2>&1) || die "$LAB_DESCRIPTION: ${line#jq: error (at *): }"
+	IFS=$'\t' read -r G_NAME G_ADDR G_TAP G_SUITE G_CPU G_MEM G_CGROUP <<<"$line"
 	G_RUN="$LAB_RUN/guest/$G_NAME"
 }
 G_RUN=''
@@ -109,6 +106,9 @@ g_ping() { [[ $(GAPI_TIMEOUT=3 gapi /_ping 2>/dev/null) == OK ]]; }
 # hook runs it (`guest.sh _customize ROOT`), inside the build.
 guest_customize() {
 	local root=$1
+	local GUEST_DOCKERD="/usr/sbin/dockerd --experimental -H unix:///run/docker.sock -H tcp://0.0.0.0:$TLS_PORT"
+	GUEST_DOCKERD+=" --tlsverify --tlscacert $GUEST_TLS_DIR/ca.pem --tlscert $GUEST_TLS_DIR/server-cert.pem"
+	GUEST_DOCKERD+=" --tlskey $GUEST_TLS_DIR/server-key.pem --dns 127.0.0.1"
 	[[ -d $root/etc/systemd ]] || die "customize: $root is not the guest's rootfs"
 	echo vimigrate-guest >"$root/etc/hostname"
 	printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
@@ -197,12 +197,20 @@ After=vimigrate-guest-inputs.service vimigrate-guest-net.service
 
 [Service]
 ExecStart=
-ExecStart=/usr/sbin/dockerd --experimental -H unix:///run/docker.sock -H tcp://0.0.0.0:$TLS_PORT --tlsverify --tlscacert $GUEST_TLS_DIR/ca.pem --tlscert $GUEST_TLS_DIR/server-cert.pem --tlskey $GUEST_TLS_DIR/server-key.pem --containerd=/run/containerd/containerd.sock --dns 127.0.0.1
+ExecStart=$GUEST_DOCKERD --containerd=/run/containerd/containerd.sock
 EOF
 	# The vimigrate runtime, as p_daemon_json registers it on the providers.
 	mkdir -p "$root/etc/docker"
 	printf '{"runtimes": {"vimigrate": {"path": "%s", "runtimeArgs": ["--vimigrate-runc=%s"]}}}\n' \
 		"$RUNTIME_BIN" "$RUNC_BIN" >"$root/etc/docker/daemon.json"
+	# The lab's CRIU (sid's 4.2.1 in its own prefix, with its loader: it runs
+	# on any libc) first on every PATH, before trixie's 4.1.1: measured, 4.1.1
+	# on kernel 6.12 fails to restore a dump of the host's 6.18 in its vDSO
+	# handling ("vdso: ELF header magic mismatch"), and a destination's CRIU
+	# older than the source's is what the preflight refuses.
+	mkdir -p "$root$(dirname "$CRIU_PREFIX")" "$root$(dirname "$CRIU_WRAPPER")"
+	cp -a "$CRIU_PREFIX" "$root$CRIU_PREFIX"
+	install -m 0755 "$CRIU_WRAPPER" "$root$CRIU_WRAPPER"
 	# runc's CRIU options, the lines up/criu-conf.sh gives the host's.
 	mkdir -p "$root/etc/criu" "$root$LAB_LOG"
 	printf '%s\n' '# vimigrate lab: options for runc-driven CRIU runs' \
@@ -252,7 +260,50 @@ ExecStart=/usr/local/sbin/vimigrate-guest-ready
 [Install]
 WantedBy=multi-user.target
 EOF
-	chmod 755 "$root"/usr/local/sbin/vimigrate-guest-{net,inputs,ready}
+	# A cgroup v1 guest boots without systemd, this script under tini as PID
+	# 1 (see cgroup_args): systemd mounts v1 hierarchies its own way
+	# (cpu,cpuacct together, its controller set), and CRIU restores a
+	# container's cgroup mounts only into the same layout as it dumped.
+	cat >"$root/usr/local/sbin/vimigrate-guest-init" <<EOF
+#!/bin/sh
+# The cgroup v1 guest's init (under tini): the mounts systemd would make, the
+# cgroup hierarchies vimigrate.cgroups= names (the lab host's own layout),
+# eth0, this boot's inputs, containerd and dockerd, the readiness beacon.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+exec >/dev/console 2>&1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm /dev/mqueue
+mount -t devpts -o gid=5,mode=620,ptmxmode=000 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t mqueue mqueue /dev/mqueue
+mount -o remount,rw /
+mount -t tmpfs -o mode=755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mkdir -p /run/lock $LAB_LOG
+arg() { for a in \$(cat /proc/cmdline); do case \$a in "\$1"=*) echo "\${a#*=}" ;; esac; done; }
+hostname "\$(arg systemd.hostname)"
+mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup
+for dir in \$(arg vimigrate.cgroups | tr ':' ' '); do
+	mkdir -p "/sys/fs/cgroup/\$dir"
+	case \$dir in
+	unified) mount -t cgroup2 cgroup2 "/sys/fs/cgroup/\$dir" ;;
+	systemd) mount -t cgroup -o none,name=systemd cgroup "/sys/fs/cgroup/\$dir" ;;
+	*) mount -t cgroup -o "\$dir" cgroup "/sys/fs/cgroup/\$dir" ;;
+	esac || echo "vimigrate-guest-init: cannot mount cgroup \$dir"
+done
+for m in 9pnet_virtio 9p overlay br_netfilter veth bridge; do modprobe "\$m" 2>/dev/null; done
+/usr/local/sbin/vimigrate-guest-net
+mkdir -p $GUEST_SHARE_MOUNT
+mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=262144 $SHARE_TAG $GUEST_SHARE_MOUNT
+/usr/local/sbin/vimigrate-guest-inputs
+containerd >$LAB_LOG/containerd.log 2>&1 &
+$GUEST_DOCKERD --containerd=/run/containerd/containerd.sock >$LAB_LOG/dockerd.log 2>&1 &
+/usr/local/sbin/vimigrate-guest-ready || tail -n 40 $LAB_LOG/dockerd.log
+while :; do sleep 3600; done
+EOF
+	chmod 755 "$root"/usr/local/sbin/vimigrate-guest-{net,inputs,ready,init}
 	chroot "$root" systemctl enable -q vimigrate-guest-net.service vimigrate-guest-inputs.service \
 		vimigrate-guest-ready.service docker.service
 	# Nothing periodic in a throwaway guest.
@@ -267,6 +318,7 @@ image_key() {
 	{
 		declare -f build_image guest_customize
 		printf '%s\n' "$1" "${GUEST_PACKAGES[@]}" "$IMAGE_SIZE" "$RUNTIME_BIN" "$RUNC_BIN" "$LAB_LOG" \
+			"$(criu_version "$CRIU_WRAPPER")" "$CRIU_PREFIX" \
 			"$TLS_PORT" "$READY_PORT" "$SHARE_TAG" "$GUEST_TLS_DIR" "$GUEST_SHARE_MOUNT"
 	} | sha256sum | cut -c1-16
 }
@@ -433,7 +485,7 @@ fill_share() {
 # --- network -------------------------------------------------------------------
 
 # The guest's tap on the host bridge (and the bridge itself, when the lab has
-# not made it yet). Run under $LOCK_FILE.
+# not made it yet).
 setup_tap() {
 	setup_host_bridge
 	ip link show "$G_TAP" >/dev/null 2>&1 || ip tuntap add dev "$G_TAP" mode tap
@@ -442,47 +494,22 @@ setup_tap() {
 
 remove_tap() { ip link del "$G_TAP" 2>/dev/null || true; }
 
-# Runs "$@" holding the lab lock. A lock whose owner has exited is stale:
-# flock(1) hands its locked descriptor to the command it runs, so daemons
-# started under it (a lab-up's dockerd, named, ...) keep the lock for their
-# whole life, with nobody changing anything under it. That is logged and
-# overridden; a live owner is waited for (20 s), then an error.
-locked() {
-	(
-		local owner me=$BASHPID holders
-		if ! flock -n 9; then
-			owner=$(lock_owner)
-			if [[ -n $owner ]] && ! kill -0 "$owner" 2>/dev/null; then
-				holders=$(lock_holders "$me")
-				log "warning: $LOCK_FILE is locked by pid $owner, which has exited; its descriptor lives on in" \
-					"$holders (flock without -o): going ahead without the lock"
-			elif ! flock -w 20 9; then
-				owner=$(lock_owner)
-				die "$LOCK_FILE is held by pid ${owner:-?} ($(tr '\0' ' ' <"/proc/${owner:-0}/cmdline" 2>/dev/null)); try again later"
-			fi
-		fi
-		"$@"
-	) 9>"$LOCK_FILE"
-}
-
-# The pid /proc/locks names as the owner of the flock on $LOCK_FILE (not a waiter).
-lock_owner() {
-	local ino
-	ino=$(stat -c %i "$LOCK_FILE")
-	awk -v ino="$ino" '$2 == "FLOCK" && $6 ~ (":" ino "$") {print $5; exit}' /proc/locks
-}
-
-# The processes with $LOCK_FILE open ("comm[pid]"), but this shell and pid $1.
-lock_holders() {
-	local fd pid out=()
-	for fd in /proc/[0-9]*/fd/*; do
-		[[ $(readlink "$fd" 2>/dev/null) == "$LOCK_FILE" ]] || continue
-		pid=${fd#/proc/}
-		pid=${pid%%/*}
-		[[ $pid != "$BASHPID" && $pid != "$1" ]] || continue
-		out+=("$(cat "/proc/$pid/comm" 2>/dev/null)[$pid]")
-	done
-	echo "${out[*]:-nothing}"
+# The kernel arguments of the guest's cgroup version. CRIU restores the mount
+# tree it dumped, and a container's tree holds the cgroup hierarchies, so a
+# container dumped on the lab host (cgroup v1) restores only where the same
+# hierarchies are mounted: measured, a v2 guest fails ("mnt: No mapping for
+# ... mountpoint"), and so does a v1 guest booted by systemd (it co-mounts
+# cpu,cpuacct and mounts more controllers). A v1 guest therefore boots
+# vimigrate-guest-init under tini, which mounts exactly the host's
+# hierarchies (vimigrate.cgroups=, read from this host's /proc/mounts); a v2
+# guest boots systemd.
+cgroup_args() {
+	if [[ $G_CGROUP == 1 ]]; then
+		local dirs
+		dirs=$(awk '$2 ~ "^/sys/fs/cgroup/[^/]+$" && ($3 == "cgroup" || $3 == "cgroup2") {
+			sub("^/sys/fs/cgroup/", "", $2); print $2 }' /proc/mounts | paste -sd:)
+		echo " vimigrate.cgroups=$dirs init=/usr/bin/docker-init -- /usr/local/sbin/vimigrate-guest-init"
+	fi
 }
 
 # 52:54:00 (qemu's prefix) and the address's last three octets.
@@ -514,13 +541,13 @@ boot_guest() {
 	qemu-img create -q -f qcow2 -b "$dir/base.raw" -F raw "$G_RUN/disk.qcow2"
 	echo "$dir" >"$G_RUN/backing"
 	fill_share
-	locked setup_tap
+	setup_tap
 	log "$G_NAME: booting Debian $G_SUITE ($(basename "$dir")) at $G_ADDR on $G_TAP (qemu TCG, -cpu $G_CPU, ${G_MEM} MiB)"
 	start=$(date +%s.%N)
 	env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin qemu-system-x86_64 \
 		-name "vimigrate-$G_NAME" -machine q35 -accel tcg,tb-size=256 -cpu "$G_CPU" -smp 1 -m "$G_MEM" \
 		-kernel "$dir/vmlinuz" -initrd "$dir/initrd.img" \
-		-append "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname=$G_NAME vimigrate.ip=$G_ADDR/$PUBLIC_PREFIX_LEN vimigrate.gw=$HOST_ADDR" \
+		-append "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname=$G_NAME vimigrate.ip=$G_ADDR/$PUBLIC_PREFIX_LEN vimigrate.gw=$HOST_ADDR$(cgroup_args)" \
 		-drive "file=$G_RUN/disk.qcow2,if=virtio,format=qcow2,cache=unsafe,discard=unmap" \
 		-netdev "tap,id=n0,ifname=$G_TAP,script=no,downscript=no" \
 		-device "virtio-net-pci,netdev=n0,mac=$(guest_mac)" \
@@ -666,7 +693,7 @@ cmd_down() {
 		stop_pids 10 "$pid"
 		log "$G_NAME: qemu (pid $pid) stopped"
 	fi
-	locked remove_tap
+	remove_tap
 	rm -rf "$G_RUN/share"
 	rm -f "$G_RUN/disk.qcow2" "$G_RUN/qmp.sock" "$G_RUN/ready.log" "$(g_pidfile)" "$G_RUN/boot.json" \
 		"$G_RUN/backing" "$(p_facts_json "$G_NAME")"

@@ -119,8 +119,13 @@ fn run_dump(
     let work = state.private_subdir("dump-work")?;
     // The destination restores into a network namespace it prepared before the freeze: the
     // dump marks the container's own one external so that CRIU expects exactly that.
-    let external: Vec<String> =
+    let mut external: Vec<String> =
         prepared_netns::external_netns_option(crate::runc_root(inv)?, id)?.into_iter().collect();
+    // A container restored from a host with cgroup hierarchies this one lacks (cgroup_stubs.rs).
+    let (_, runc_state) = crate::runc::spec::runc_state(crate::runc_root(inv)?, id, "dump")?;
+    if let Some(pid) = runc_state["init_process_pid"].as_u64() {
+        external.extend(crate::cgroup_stubs::dump_lines(pid));
+    }
     state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)), &external)?;
     let images_dir = checked_images_dir(directive, container_dir)?;
     state_files::create_private_dir(&images_dir)

@@ -18,6 +18,7 @@
 //! `org.criu.config` annotation), so that a migration's CRIU options never touch the
 //! host-wide `/etc/criu/runc.conf`.
 
+pub mod cgroup_stubs;
 pub mod dump;
 pub mod error;
 pub mod facts;

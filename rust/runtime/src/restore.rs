@@ -133,6 +133,12 @@ fn run_restore(
         state.write_status(&status);
     }
     status.stats.rewrites = rewrite_peer_files(&spec.root, &restore.peer_files, &restore.address_map)?;
+    // A source with cgroup v1 hierarchies this kernel lacks (known only now, from the images).
+    let stubs = crate::cgroup_stubs::stub_lines(&images_dir, &work)
+        .map_err(RuntimeError::io("restore", "create the missing cgroup hierarchies' stubs"))?;
+    if !stubs.is_empty() {
+        state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)), &stubs)?;
+    }
 
     let runc = runc_path(inv);
     let mut command = runc_command(inv, &runc);
