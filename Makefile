@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help deps lab-up lab-down lab-status python demo lint test bench soak clean
+.PHONY: help deps lab-up lab-down lab-status python demo lint test test-guest bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,8 +29,11 @@ demo: ## the main job on the embedded default: lab, plugin, blueprint install
 lint: ## the lint gate: cargo fmt --check, clippy -D warnings, rustdoc, ruff, mypy, shellcheck
 	bash scripts/lint.sh
 
-test: ## every test: cargo, pytest, and the lab-based end-to-end tests
+test: ## every test: cargo, pytest, the lab-based end-to-end tests, then test-guest
 	bash scripts/test.sh
+
+test-guest: ## the guest provider's tests: boots the lab's qemu guest (own kernel, CPU, CRIU; reused) and runs tests/guest
+	bash scripts/test-guest.sh
 
 bench: ## migration downtime benchmark on the lab against Docker, Podman and CRIU alone (not a test: prints figures and ratios, writes scripts/bench/results/<date>.*)
 	bash scripts/python-env.sh && bash scripts/lab/up.sh && bash scripts/bench/install-deps.sh

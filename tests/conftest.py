@@ -19,7 +19,7 @@ import vimigrate
 
 #: The checkout (kept for tests that import it from here).
 ROOT = lab_view.ROOT
-_LAYERS = {"lab": pytest.mark.lab, "cfy": pytest.mark.cfy}
+_LAYERS = {"lab": pytest.mark.lab, "cfy": pytest.mark.cfy, "guest": pytest.mark.guest}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,7 +43,8 @@ def lab() -> lab_view.Lab:
 def _lab_layer_needs_the_lab(request: pytest.FixtureRequest) -> None:
     """Every test of tests/lab needs the lab, even one that does not name it: without it, it
     fails saying what is missing."""
-    if request.node.get_closest_marker("lab") and "lab" not in request.fixturenames:
+    if (request.node.get_closest_marker("lab") or request.node.get_closest_marker("guest")) \
+            and "lab" not in request.fixturenames:
         request.getfixturevalue("lab")
 
 

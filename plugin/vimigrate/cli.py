@@ -78,10 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--method", choices=["auto", "direct", "docker"], default="auto",
                          help="direct: host to host through vimigrate-runtime; docker: Docker's checkpoint API; "
                               "auto (default): direct when both hosts offer it")
-    migrate.add_argument("--ignore-host-check", action="append", default=[], choices=["cpu", "criu", "engine"],
-                         dest="ignore_host_checks",
+    migrate.add_argument("--ignore-host-check", action="append", default=[],
+                         choices=["cpu", "criu", "cgroup", "engine"], dest="ignore_host_checks",
                          help="override one of the preflight's host checks (repeatable): cpu (a CPU feature the "
-                              "destination lacks), criu (a CRIU that fails its check or is older), engine "
+                              "destination lacks), criu (a CRIU that fails its check or is older), cgroup (another "
+                              "cgroup version), engine "
                               "(Docker's own restore on Docker >= 28)")
     _add_timeout_arg(migrate)
     heal = sub.add_parser("heal", help="after a migration that did not finish: make a container run on exactly "

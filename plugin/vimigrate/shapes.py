@@ -32,7 +32,7 @@ RecordType = Literal["A", "AAAA", "CNAME"]
 #: Faults the project's own tests provoke (direct path only).
 Fault = Literal["corrupt_stream"]
 #: A preflight host check, as ``ignore_host_checks`` names it.
-HostCheckKind = Literal["cpu", "criu", "engine"]
+HostCheckKind = Literal["cgroup", "cpu", "criu", "engine"]
 #: Transport protocol of a published port.
 Protocol = Literal["tcp", "udp"]
 

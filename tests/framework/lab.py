@@ -371,3 +371,52 @@ def nocriu_up(*flags: str) -> NocriuFacts:
 def nocriu_down() -> None:
     result = run(["bash", str(LAB_SCRIPTS / "provider-nocriu.sh"), "down"], timeout=180)
     assert result.returncode == 0, f"provider-nocriu.sh down: {result.stdout}{result.stderr}"
+
+
+#: Written by `scripts/lab/guest.sh up` for the qemu guest provider (its own kernel).
+GUEST_JSON = ROOT / ".lab" / "provider-guest.json"
+MAKE_TEST_GUEST = "run `make test-guest` (scripts/lab/guest.sh up boots it)"
+
+
+@dataclass(frozen=True)
+class GuestTls:
+    """The lab client's material for the guest's TLS API."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
+class GuestFacts:
+    """provider-guest: a qemu guest with its own kernel, dockerd and CRIU, reached over TCP with
+    TLS on the lab's bridge."""
+
+    name: str
+    docker_host: str
+    public_address: str
+    tls: GuestTls
+    pid: int
+    cpu: str
+    kernel: str
+    cgroup_version: str
+    engine: str
+    containerd: str
+    runc: str
+    criu: str
+
+    def config(self, **fields: Any) -> dict[str, Any]:
+        """The engine's configuration of the guest (TLS; a generous timeout: it is emulated)."""
+        tls = {"ca": self.tls.ca, "cert": self.tls.cert, "key": self.tls.key}
+        return {"name": self.name, "docker_host": self.docker_host, "public_address": self.public_address,
+                "tls": tls, "timeout_secs": 180, **fields}
+
+
+def guest() -> GuestFacts:
+    """The running guest provider, as its facts file describes it."""
+    if not GUEST_JSON.exists():
+        raise LabMissingError(f"the guest provider is not running: {GUEST_JSON} is missing; {MAKE_TEST_GUEST}")
+    facts = typing.cast(GuestFacts, _build(GuestFacts, json.loads(GUEST_JSON.read_text()), "", GUEST_JSON))
+    if not Path(f"/proc/{facts.pid}").exists():
+        raise LabMissingError(f"the guest's qemu (pid {facts.pid}) is not running; {MAKE_TEST_GUEST}")
+    return facts

@@ -110,7 +110,7 @@ def _as_bool(name: str, value: Any) -> bool:
 #: Values of the migrate workflow's `method` parameter (the engine's `Method`).
 METHODS = ("auto", "direct", "docker")
 #: Values of its `ignore_host_checks` parameter (the engine's `HostCheckKind`).
-HOST_CHECKS = ("cpu", "criu", "engine")
+HOST_CHECKS = ("cpu", "criu", "cgroup", "engine")
 
 
 class EngineChoices(TypedDict):

@@ -18,9 +18,12 @@ use crate::provider::probe::ProviderReport;
 pub enum HostCheckKind {
     /// The destination's CPU has every instruction-set extension of the source's.
     Cpu,
-    /// Both hosts have a CRIU that passes `criu check`, and the destination's is not of an
-    /// older major version than the source's.
+    /// Both hosts have a CRIU that passes `criu check`, and the destination's is not older than
+    /// the source's.
     Criu,
+    /// Both hosts run the same cgroup version: CRIU restores the mount tree it dumped, and a
+    /// container's tree holds the cgroup hierarchy (v1 controllers or the v2 unified one).
+    Cgroup,
     /// Docker's own checkpoint path is used only on engines whose restore works (before 28).
     Engine,
 }
@@ -31,12 +34,14 @@ impl HostCheckKind {
         match self {
             HostCheckKind::Cpu => "cpu",
             HostCheckKind::Criu => "criu",
+            HostCheckKind::Cgroup => "cgroup",
             HostCheckKind::Engine => "engine",
         }
     }
 
     /// Every check, in the order they are made.
-    pub const ALL: [HostCheckKind; 3] = [HostCheckKind::Cpu, HostCheckKind::Criu, HostCheckKind::Engine];
+    pub const ALL: [HostCheckKind; 4] =
+        [HostCheckKind::Cpu, HostCheckKind::Criu, HostCheckKind::Cgroup, HostCheckKind::Engine];
 }
 
 /// How one check came out.
@@ -179,12 +184,13 @@ const USER_ISA_FLAGS: &[&str] = &[
     "xsaves",
 ];
 
-/// Compares the two hosts. `tcp` is the TCP mode the plan chose (tcp-established needs CRIU's
+/// Compares the two hosts. `docker_path` is the reason Docker's checkpoint path was chosen
+/// (`None`: the direct path); `tcp` the TCP mode the plan chose (tcp-established needs CRIU's
 /// TCP repair, which `criu check` covers); `ignored` the checks the user overrides.
 pub(crate) fn compare_hosts(
     src: HostView<'_>,
     dst: HostView<'_>,
-    docker_path: bool,
+    docker_path: Option<&str>,
     tcp: Option<TcpMode>,
     ignored: &[HostCheckKind],
 ) -> HostComparison {
@@ -246,28 +252,36 @@ pub(crate) fn compare_hosts(
     }
     if let (Some(s), Some(d)) = (src.facts.and_then(|f| f.criu.as_ref()), dst.facts.and_then(|f| f.criu.as_ref())) {
         let (sv, dv) = (version_parts(&s.version), version_parts(&d.version));
-        if dv.first() < sv.first() {
+        // CRIU reads images of older CRIUs, not always of newer ones; measured: 4.1.1 on kernel
+        // 6.12 fails to restore a dump by 4.2.1 on 6.18 ("vdso: ELF header magic mismatch").
+        if dv < sv {
             finding(
                 Some(HostCheckKind::Criu),
                 dst_name,
                 format!(
-                    "CRIU {} is of an older major version than the source's {}: it may not read its images",
+                    "CRIU {} is older than the source's {}: it may not restore what the newer one dumped \
+                     (e.g. another kernel's vDSO layout)",
                     d.version, s.version
                 ),
             );
-        } else if dv < sv {
-            finding(
-                None,
-                dst_name,
-                format!(
-                    "CRIU {} restores images of CRIU {} (older minor version: images stay compatible)",
-                    d.version, s.version
-                ),
-            );
+        } else if dv > sv {
+            finding(None, dst_name, format!("CRIU {} restores a dump of CRIU {}", d.version, s.version));
         }
     }
 
-    if docker_path {
+    let (src_cg, dst_cg) = (&src.report.cgroup_version, &dst.report.cgroup_version);
+    if src_cg != dst_cg && !src_cg.is_empty() && !dst_cg.is_empty() {
+        finding(
+            Some(HostCheckKind::Cgroup),
+            dst_name,
+            format!(
+                "runs cgroup v{dst_cg} and `{src_name}` cgroup v{src_cg}: CRIU restores the mount tree it dumped, \
+                 which holds the container's cgroup hierarchy, and a v{dst_cg} host has no such mounts to give"
+            ),
+        );
+    }
+
+    if let Some(why) = docker_path {
         for host in [src, dst] {
             if host.report.engine_major() >= 28 {
                 let role = if host.report.name == src_name {
@@ -280,7 +294,8 @@ pub(crate) fn compare_hosts(
                     &host.report.name,
                     format!(
                         "Docker's own checkpoint restore is broken on Docker {} (from 28 on: moby/moby#50750), \
-                         and method docker needs it {role}: use method direct (vimigrate-runtime on both hosts)",
+                         and Docker's path ({why}) needs it {role}: migrate by the direct path (vimigrate-runtime \
+                         on both hosts, the container under runtime `vimigrate`)",
                         host.report.server_version
                     ),
                 );
@@ -288,12 +303,8 @@ pub(crate) fn compare_hosts(
         }
     }
 
-    let notes: [(&str, ReportField); 4] = [
-        ("kernel", |r| &r.kernel_version),
-        ("cgroup version", |r| &r.cgroup_version),
-        ("runc", |r| &r.runc_version),
-        ("Docker", |r| &r.server_version),
-    ];
+    let notes: [(&str, ReportField); 3] =
+        [("kernel", |r| &r.kernel_version), ("runc", |r| &r.runc_version), ("Docker", |r| &r.server_version)];
     for (what, of) in notes {
         let (s, d) = (of(src.report), of(dst.report));
         if s != d && !s.is_empty() && !d.is_empty() {
@@ -375,7 +386,7 @@ mod tests {
         compare_hosts(
             HostView { report: src.0, facts: src.1 },
             HostView { report: dst.0, facts: dst.1 },
-            docker,
+            docker.then_some("method docker was asked for"),
             None,
             ignored,
         )
@@ -403,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn criu_missing_failing_or_older_major_refuses_an_older_minor_is_a_note() {
+    fn criu_missing_failing_or_older_refuses_a_newer_one_is_a_note() {
         let (a, b) = (report("a", "26.1.5"), report("b", "26.1.5"));
         let ok = facts(&["sse2"], "4.2.1");
         let mut none = ok.clone();
@@ -413,15 +424,21 @@ mod tests {
         failing.criu.as_mut().unwrap().check_message = "Error (criu/tun.c): tun is not supported".into();
         let old_major = facts(&["sse2"], "3.17.1");
         let old_minor = facts(&["sse2"], "4.1.1");
-        for (dst, want) in [(&none, "no CRIU"), (&failing, "tun is not supported"), (&old_major, "older major")] {
+        let newer = facts(&["sse2"], "4.3");
+        for (dst, want) in [
+            (&none, "no CRIU"),
+            (&failing, "tun is not supported"),
+            (&old_major, "3.17.1 is older than the source's 4.2.1"),
+            (&old_minor, "4.1.1 is older"),
+        ] {
             let cmp = compare((&a, Some(&ok)), (&b, Some(dst)), false, &[]);
             let refusal = cmp.refusal().unwrap_or_else(|| panic!("{want}: {cmp:?}"));
             assert_eq!(refusal.check, Some(HostCheckKind::Criu));
             assert!(refusal.detail.contains(want), "{}", refusal.detail);
         }
-        let cmp = compare((&a, Some(&ok)), (&b, Some(&old_minor)), false, &[]);
+        let cmp = compare((&a, Some(&ok)), (&b, Some(&newer)), false, &[]);
         assert!(cmp.refusal().is_none(), "{cmp:?}");
-        assert!(cmp.checks.iter().any(|c| c.outcome == CheckOutcome::Note && c.detail.contains("4.1.1")));
+        assert!(cmp.checks.iter().any(|c| c.outcome == CheckOutcome::Note && c.detail.contains("CRIU 4.3 restores")));
     }
 
     #[test]
@@ -438,15 +455,26 @@ mod tests {
     }
 
     #[test]
+    fn another_cgroup_version_refuses() {
+        let (a, mut b) = (report("provider-a", "20.10.24"), report("provider-guest", "26.1.5"));
+        b.cgroup_version = "2".into();
+        let cmp = compare((&a, None), (&b, None), false, &[]);
+        let refusal = cmp.refusal().expect("refused");
+        assert_eq!((refusal.check, refusal.provider.as_str()), (Some(HostCheckKind::Cgroup), "provider-guest"));
+        assert!(refusal.detail.starts_with("runs cgroup v2 and `provider-a` cgroup v1"), "{}", refusal.detail);
+        assert!(compare((&a, None), (&b, None), false, &[HostCheckKind::Cgroup]).refusal().is_none());
+    }
+
+    #[test]
     fn unknown_facts_and_version_differences_are_notes() {
         let (a, mut b) = (report("a", "20.10.24"), report("b", "28.5.2"));
         b.kernel_version = "6.12.57".into();
-        b.cgroup_version = "2".into();
+        b.runc_version = "1.3.6".into();
         let cmp = compare((&a, None), (&b, None), false, &[]);
         assert!(cmp.refusal().is_none());
         let details: Vec<&str> = cmp.checks.iter().map(|c| c.detail.as_str()).collect();
         assert!(details[0].contains("no vimigrate-runtime on `a` and `b`"), "{details:?}");
-        for want in ["kernel 6.12.57 (the source's: 6.18.44)", "cgroup version 2 (the source's: 1)", "Docker 28.5.2"] {
+        for want in ["kernel 6.12.57 (the source's: 6.18.44)", "runc 1.3.6 (the source's: 1.1.5)", "Docker 28.5.2"] {
             assert!(details.iter().any(|d| d.contains(want)), "{want}: {details:?}");
         }
         assert!(!cmp.source.facts_known);

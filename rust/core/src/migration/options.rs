@@ -50,7 +50,7 @@ pub struct MigrationOptions {
     /// How the checkpoint moves (see [`Method`]).
     #[serde(default)]
     pub method: Method,
-    /// Host checks of the preflight to override (`cpu`, `criu`, `engine`, see
+    /// Host checks of the preflight to override (`cpu`, `criu`, `cgroup`, `engine`, see
     /// [`HostCheckKind`]): their findings stay in the plan and the report, but no longer stop
     /// the migration. For a user who knows, e.g., that the container's process never uses the
     /// CPU feature the destination lacks.

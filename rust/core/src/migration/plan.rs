@@ -272,9 +272,31 @@ pub(crate) fn choose_path(facts: PathFacts<'_>) -> Result<PlannedPath, String> {
 }
 
 /// What CRIU does with established TCP connections: they can only survive when every network
-/// keeps its addresses.
-pub(crate) fn tcp_mode(wanted: CriuTcp, networks: &[NetworkDecision]) -> (Option<TcpMode>, String) {
+/// keeps its addresses, and when the destination's addresses exist at the restore:
+/// `network_after_restore` says they do not (Docker >= 28 wires a container's network only once
+/// its task exists, that is after the direct path's restore), so `auto` closes them there and
+/// `established` is refused with the reason (`Err`).
+pub(crate) fn tcp_mode(
+    wanted: CriuTcp,
+    networks: &[NetworkDecision],
+    network_after_restore: Option<&str>,
+) -> Result<(Option<TcpMode>, String), String> {
     let all_kept = !networks.is_empty() && networks.iter().all(|d| d.mode == AddressMode::Preserve);
+    if let Some(engine) = network_after_restore {
+        let why = format!(
+            "Docker {engine} wires the container's network only after the restore, so established connections \
+             cannot be restored there"
+        );
+        return match wanted {
+            CriuTcp::Established => Err(why),
+            CriuTcp::Auto => Ok((Some(TcpMode::Close), format!("{why}: they close, peers reconnect"))),
+            _ => Ok(tcp_mode_with_addresses(wanted, networks, all_kept)),
+        };
+    }
+    Ok(tcp_mode_with_addresses(wanted, networks, all_kept))
+}
+
+fn tcp_mode_with_addresses(wanted: CriuTcp, networks: &[NetworkDecision], all_kept: bool) -> (Option<TcpMode>, String) {
     match wanted {
         CriuTcp::Host => (None, "criu_tcp host: the hosts' /etc/criu/runc.conf decides".into()),
         CriuTcp::Established => (Some(TcpMode::Established), "criu_tcp established was asked for".into()),
@@ -393,8 +415,18 @@ pub(crate) mod tests {
             (CriuTcp::Host, &[], None),
         ];
         for (wanted, networks, expected) in table {
-            assert_eq!(tcp_mode(wanted, networks).0, expected, "{wanted:?} with {networks:?}");
+            assert_eq!(tcp_mode(wanted, networks, None).unwrap().0, expected, "{wanted:?} with {networks:?}");
         }
+    }
+
+    #[test]
+    fn connections_close_where_the_network_comes_after_the_restore() {
+        let kept = [decision("a", AddressMode::Preserve)];
+        let (mode, why) = tcp_mode(CriuTcp::Auto, &kept, Some("28.5.2")).unwrap();
+        assert_eq!(mode, Some(TcpMode::Close));
+        assert!(why.contains("Docker 28.5.2 wires the container's network only after the restore"), "{why}");
+        assert!(tcp_mode(CriuTcp::Established, &kept, Some("28.5.2")).unwrap_err().contains("cannot be restored"));
+        assert_eq!(tcp_mode(CriuTcp::Host, &kept, Some("28.5.2")).unwrap().0, None);
     }
 
     #[test]

@@ -153,7 +153,13 @@ pub(crate) async fn preflight(
         on_src?;
         on_dst?;
     }
-    let (tcp, tcp_reason) = plan::tcp_mode(options.criu_tcp, &networks);
+    // From Docker 28 on the daemon wires a container's network once its task exists: after the
+    // direct path's restore, which happens inside the task's creation.
+    let network_after_restore = (matches!(path, plan::PlannedPath::Direct { .. }) && dst_report.engine_major() >= 28)
+        .then_some(dst_report.server_version.as_str());
+    let (tcp, tcp_reason) = plan::tcp_mode(options.criu_tcp, &networks, network_after_restore).map_err(|detail| {
+        ProviderError::Unsuitable { provider: dst.name().to_string(), requirement: "criu_tcp established", detail }
+    })?;
     let (src_facts, dst_facts) = facts.await.map_err(|e| ProviderError::Failed {
         provider: src.name().to_string(),
         step: "read the hosts' facts".into(),
@@ -162,7 +168,10 @@ pub(crate) async fn preflight(
     let hosts = host_checks::compare_hosts(
         HostView { report: &src_report, facts: src_facts?.as_ref() },
         HostView { report: &dst_report, facts: dst_facts?.as_ref() },
-        matches!(path, plan::PlannedPath::Docker { .. }),
+        match &path {
+            plan::PlannedPath::Docker { reason } => Some(reason.as_str()),
+            plan::PlannedPath::Direct { .. } => None,
+        },
         tcp,
         &options.ignore_host_checks,
     );
