@@ -68,9 +68,9 @@ def move(src: dict, dst: dict, name: str, method: str, guest: bool) -> dict:
     if guest:
         options["ignore_host_checks"] = ["cpu"]
     try:
-        report = vimigrate.migrate(vimigrate.Provider.connect(src["config"]), vimigrate.Provider.connect(dst["config"]),
-                                   options)
-        return {"ok": True, "downtime_s": report["stats"]["downtime_ms"] / 1000, "total_s": report["stats"]["total_ms"] / 1000}
+        here, there = vimigrate.Provider.connect(src["config"]), vimigrate.Provider.connect(dst["config"])
+        stats = vimigrate.migrate(here, there, options)["stats"]
+        return {"ok": True, "downtime_s": stats["downtime_ms"] / 1000, "total_s": stats["total_ms"] / 1000}
     except vimigrate.MigrationFailedError as err:
         return {"ok": False, "phase": err.phase, "error": str(err)[:300]}
 
@@ -110,14 +110,17 @@ def main() -> int:
         {"date": date, "machine": machine, "stacks": {k: v["stack"] for k, v in found.items()}, "rows": rows},
         indent=2) + "\n")
     lines = [f"# Compatibility matrix, {date} ({machine})", "",
-             "Downtime (freeze to restored, the engine's measure) of one move there and one back; one run per "
-             "cell. The guest is emulated (qemu TCG): its figures show function, not speed.", "",
+             ("Downtime (freeze to restored, the engine's measure) of one move there and one back; one run per "
+              "cell. The guest is emulated (qemu TCG): its figures show function, not speed."), "",
              "| pair | path | workload | there | back |", "|---|---|---|---|---|"]
 
     def cell(r: dict | None) -> str:
         if r is None:
             return "-"
-        return f"{r['downtime_s']:.2f} s" if r["ok"] else f"refused in {r['phase']}: {r['error'][:140]}"
+        if r["ok"]:
+            return f"{r['downtime_s']:.2f} s"
+        verb = "refused in preflight" if r["phase"] == "preflight" else f"fails in {r['phase']}, rolled back"
+        return f"{verb}: {r['error'].split(': ', 1)[-1][:160]}"
     for r in rows:
         lines.append(f"| {r['pair']} | {r['path']} | {r['workload']} | {cell(r['there'])} | {cell(r['back'])} |")
     (args.out / f"{date}-engines.md").write_text("\n".join(lines) + "\n")
