@@ -90,12 +90,6 @@ pub(crate) async fn preflight(
             .into());
         }
     }
-    // The hosts' own facts (CPU, CRIU), read by their runtimes while the rest is checked.
-    let facts = tokio::spawn({
-        let (src, dst) = (src.clone(), dst.clone());
-        let (src_rt, dst_rt) = (src_report.vimigrate_runtime, dst_report.vimigrate_runtime);
-        async move { tokio::join!(host_facts_of(&src, src_rt), host_facts_of(&dst, dst_rt)) }
-    });
     let path = plan::choose_path(PathFacts {
         wanted: options.method,
         source_has_runtime: src_report.vimigrate_runtime,
@@ -145,14 +139,6 @@ pub(crate) async fn preflight(
             .into());
         }
     }
-    if options.check_criu && proof == CriuProof::Run {
-        // Both run to the end, so each removes its own probe: with try_join a failure on one
-        // host would drop the other's probe mid-way, and its removal would be left to a task
-        // that a CLI exiting on the error never runs.
-        let (on_src, on_dst) = tokio::join!(src.check_criu(), dst.check_criu());
-        on_src?;
-        on_dst?;
-    }
     // From Docker 28 on the daemon wires a container's network once its task exists: after the
     // direct path's restore, which happens inside the task's creation.
     let network_after_restore = (matches!(path, plan::PlannedPath::Direct { .. }) && dst_report.engine_major() >= 28)
@@ -160,11 +146,22 @@ pub(crate) async fn preflight(
     let (tcp, tcp_reason) = plan::tcp_mode(options.criu_tcp, &networks, network_after_restore).map_err(|detail| {
         ProviderError::Unsuitable { provider: dst.name().to_string(), requirement: "criu_tcp established", detail }
     })?;
-    let (src_facts, dst_facts) = facts.await.map_err(|e| ProviderError::Failed {
-        provider: src.name().to_string(),
-        step: "read the hosts' facts".into(),
-        detail: e.to_string(),
-    })?;
+    // The hosts' own facts (CPU, CRIU) read by their runtimes, and the CRIU proof, on both hosts
+    // at once. Every probe runs to its end, so each removes its own container: with try_join a
+    // failure on one host would drop the others mid-way, their removal left to a task that a
+    // CLI exiting on the error never runs.
+    let facts = async {
+        tokio::join!(host_facts_of(src, src_report.vimigrate_runtime), host_facts_of(dst, dst_report.vimigrate_runtime))
+    };
+    let proved = async {
+        if options.check_criu && proof == CriuProof::Run {
+            let (on_src, on_dst) = tokio::join!(src.check_criu(), dst.check_criu());
+            on_src?;
+            on_dst?;
+        }
+        Ok::<(), Error>(())
+    };
+    let ((src_facts, dst_facts), proved) = tokio::join!(facts, proved);
     let hosts = host_checks::compare_hosts(
         HostView { report: &src_report, facts: src_facts?.as_ref() },
         HostView { report: &dst_report, facts: dst_facts?.as_ref() },
@@ -186,6 +183,7 @@ pub(crate) async fn preflight(
         }
         .into());
     }
+    proved?;
     Ok(MigrationPlan {
         container: source.name.clone(),
         source: src.name().to_string(),
