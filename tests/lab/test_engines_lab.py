@@ -20,6 +20,7 @@ import pytest
 from framework.engine import MANAGED, ROOT, checkpoints, connect, container_ids, docker, helpers, root_dir
 from framework.process import wait_for
 from framework.workloads import (
+    FAST_COUNT,
     assert_redis_holds,
     consecutive,
     counted,
@@ -230,3 +231,27 @@ def test_the_broker_killed_on_the_way_from_28_then_heal(lab, name, at):
         assert helpers(lab, provider, name) == [], f"helpers left on {provider}"
         assert container_ids(lab, provider, f"name=^/vimigrate-lock-{name}$") == []
     print(f"observed: killed at {at}; heal: {healed}")
+
+
+@pytest.mark.parametrize(("source", "destination"), [("provider-a", "provider-28"), ("provider-28", "provider-26")])
+def test_an_image_only_the_source_has_moves_with_the_container(lab, name, source, destination):
+    """An image built on the source (a commit of the counter's image with a layer of its own) is
+    streamed to an engine of another version, and runs there under the same id."""
+    base = f"{name}-base"
+    docker(lab, source, "run", "--name", base, "--label", MANAGED, lab.images.counter, "sh", "-c",
+           f"echo {name} > /built-here")
+    image = f"vimigrate-test/{name}:1"
+    try:
+        docker(lab, source, "commit", base, image)
+        image_id = docker(lab, source, "image", "inspect", "-f", "{{.Id}}", image).strip()
+        run_counter(lab, name, image=image, command=["sh", "-c", FAST_COUNT], provider=source, runtime="vimigrate")
+        report = vimigrate.migrate(connect(lab, source), connect(lab, destination), {"container": name})
+        assert report["method"] == "direct" and report["stats"]["image_bytes"] > 0, report["stats"]
+        assert docker(lab, destination, "image", "inspect", "-f", "{{.Id}}", image).strip() == image_id
+        assert docker(lab, destination, "exec", name, "cat", "/built-here").strip() == name
+        assert running_on(lab, name) == [destination]
+    finally:
+        docker(lab, source, "rm", "-f", base, check=False)
+        for provider in (source, destination):
+            docker(lab, provider, "rm", "-f", name, check=False)
+            docker(lab, provider, "rmi", "-f", image, check=False)
