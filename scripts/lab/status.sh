@@ -78,6 +78,16 @@ if dns_server_answers pdns_server "$PDNS_PIDFILE" pdns_server "$PDNS_PORT"; then
 	fi
 fi
 
+# The guests run on demand (make test-guest): one that is not running is not a failure.
+for g in $(jq -r '(.guests // [])[].name' "$LAB_DESCRIPTION"); do
+	facts=$(p_facts_json "$g")
+	if [[ -f $facts ]] && kill -0 "$(jq -r .pid "$facts")" 2>/dev/null; then
+		jq -r '"\(.name) (qemu guest, \(.docker_host), -cpu \(.cpu))\n  stack: Docker \(.engine) (API \(.api_version)), containerd \(.containerd), runc \(.runc), CRIU \(.criu), kernel \(.kernel), cgroup v\(.cgroup_version); booted in \(.boot_seconds) s"' "$facts"
+	else
+		echo "$g (qemu guest): not running (make test-guest starts it)"
+	fi
+done
+
 echo "criu ($CRIU_WRAPPER)"
 v=$(criu_version "$CRIU_WRAPPER" || true)
 if [[ -n $v ]] && version_ge "$v" "$CRIU_MIN_VERSION"; then
