@@ -37,6 +37,14 @@ for pkg in "${PACKAGES[@]}"; do
 	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
 	[[ $status == installed ]] || missing+=("$pkg")
 done
+# With qemu-system-x86, the qemu-utils of this release (see above), asked for by
+# release and downgrading if need be: else apt removes a newer one, and qemu-img.
+if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+	kept=()
+	for pkg in "${missing[@]}"; do [[ $pkg == qemu-utils ]] || kept+=("$pkg"); done
+	missing=("${kept[@]}" "qemu-utils/$codename")
+fi
 
 if ((${#missing[@]})); then
 	log "installing: ${missing[*]}"
@@ -60,7 +68,7 @@ if ((${#missing[@]})); then
 		fi
 	done
 	[[ -z $need_update ]] || apt-get update -qq
-	apt_install() { apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+	apt_install() { apt-get install -y -qq --no-install-recommends --allow-downgrades "${missing[@]}" >/dev/null; }
 	if ! apt_install; then
 		log "install failed, refreshing package lists and retrying"
 		apt-get update -qq
