@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -91,20 +92,34 @@ def running_on(lab: Lab, name: str) -> list[str]:
     return [p for p in BOTH if container_ids(lab, p, f"name=^/{name}$", running_only=True, check=False)]
 
 
-def cli_migrate(lab: Lab, name: str, *, public_addresses: bool = True) -> list[str]:
-    """`vimigrate migrate` of container `name` from provider-a to provider-b, as a user types it."""
+def cli_migrate(lab: Lab, name: str, *, public_addresses: bool = True, source: str = "provider-a",
+                destination: str = "provider-b") -> list[str]:
+    """`vimigrate migrate` of container `name` from `source` to `destination`, as a user types it."""
     cmd = [sys.executable, "-m", "vimigrate", "migrate", name]
-    for prefix, provider in (("from", lab.a), ("to", lab.b)):
+    for prefix, provider in (("from", lab.provider(source)), ("to", lab.provider(destination))):
         cmd += [f"--{prefix}-name", provider.name, f"--{prefix}-docker-host", provider.docker_host]
         if public_addresses:
             cmd += [f"--{prefix}-public-address", provider.public_address]
     return cmd
 
 
-def start_cli_migrate(lab: Lab, name: str) -> subprocess.Popen[str]:
+def start_cli_migrate(lab: Lab, name: str, source: str = "provider-a",
+                      destination: str = "provider-b") -> subprocess.Popen[str]:
     """`vimigrate migrate` running in the background, its phases readable on stderr."""
-    return subprocess.Popen(cli_migrate(lab, name), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(cli_migrate(lab, name, source=source, destination=destination), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_cli_migrate_at(broker: subprocess.Popen[str], phase: str) -> None:
+    """Kills the background `vimigrate migrate` as soon as it announces `phase`, and waits for
+    it; asserts that it died of the kill."""
+    assert broker.stderr is not None
+    for line in broker.stderr:
+        if line.startswith(f"{phase}..."):
+            broker.kill()
+            break
+    broker.wait(timeout=30)
+    assert broker.returncode == -signal.SIGKILL
 
 
 class HostFiles:

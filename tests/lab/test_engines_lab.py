@@ -10,14 +10,21 @@ killed mid-way) end with the container running once, its state intact."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
-from framework.engine import MANAGED, ROOT, checkpoints, connect, container_ids, docker, helpers, root_dir
+from framework.engine import (
+    MANAGED,
+    checkpoints,
+    connect,
+    container_ids,
+    docker,
+    helpers,
+    kill_cli_migrate_at,
+    root_dir,
+    start_cli_migrate,
+)
 from framework.process import wait_for
 from framework.workloads import (
     FAST_COUNT,
@@ -207,19 +214,7 @@ def test_a_corrupted_stream_to_28_is_caught_and_rolled_back(lab, name):
 @pytest.mark.parametrize("at", ["prepare", "checkpoint"])
 def test_the_broker_killed_on_the_way_from_28_then_heal(lab, name, at):
     run_counter(lab, name, provider="provider-28", runtime="vimigrate")
-    cmd = [sys.executable, "-m", "vimigrate", "migrate", name]
-    for prefix, provider in (("from", "provider-28"), ("to", "provider-a")):
-        facts = lab.provider(provider)
-        cmd += [f"--{prefix}-name", facts.name, f"--{prefix}-docker-host", facts.docker_host,
-                f"--{prefix}-public-address", facts.public_address]
-    broker = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert broker.stderr is not None
-    for line in broker.stderr:
-        if line.startswith(f"{at}..."):
-            broker.kill()
-            break
-    broker.wait(timeout=30)
-    assert broker.returncode == -signal.SIGKILL
+    kill_cli_migrate_at(start_cli_migrate(lab, name, "provider-28", "provider-a"), at)
     healed = vimigrate.heal([connect(lab, "provider-28"), connect(lab, "provider-a")], name)
     where = wait_for(lambda: running_on(lab, name), timeout=30, what=f"{name} to run somewhere")
     assert where == [healed["runs_on"]], (where, healed)

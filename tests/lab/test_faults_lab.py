@@ -23,6 +23,7 @@ from framework.engine import (
     docker,
     heal,
     helpers,
+    kill_cli_migrate_at,
     on_both,
     root_dir,
     running_on,
@@ -218,13 +219,7 @@ def test_broker_killed_mid_migration_then_heal(lab, name, at):
     the freeze (the hosts may finish the move on their own): the next migration is refused
     while the lock says one runs, and heal settles it."""
     run_busy_counter(lab, name, mib=50)
-    broker = start_cli_migrate(lab, name)
-    for line in broker.stderr:
-        if line.startswith(f"{at}..."):
-            broker.kill()
-            break
-    broker.wait(timeout=30)
-    assert broker.returncode == -signal.SIGKILL
+    kill_cli_migrate_at(start_cli_migrate(lab, name), at)
     a, b = connect(lab, "provider-a"), connect(lab, "provider-b")
     with pytest.raises(vimigrate.MigrationFailedError) as refused:
         vimigrate.migrate(a, b, {"container": name})
