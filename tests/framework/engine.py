@@ -38,9 +38,9 @@ def connect_both(lab: Lab, timeout: int = 60) -> tuple[vimigrate.Provider, vimig
     return connect(lab, "provider-a", timeout), connect(lab, "provider-b", timeout)
 
 
-def heal(lab: Lab, name: str) -> HealReport:
-    """The engine's heal of container `name` over both providers."""
-    return vimigrate.heal(list(connect_both(lab)), name)
+def heal(lab: Lab, name: str, providers: tuple[str, ...] = BOTH) -> HealReport:
+    """The engine's heal of container `name` over `providers` (provider-a and provider-b)."""
+    return vimigrate.heal([connect(lab, p) for p in providers], name)
 
 
 def docker_at(host: str, *args: str, check: bool = True) -> str:
@@ -87,9 +87,9 @@ def checkpoints(lab: Lab, provider: str, name: str) -> list[str]:
     return docker(lab, provider, "checkpoint", "ls", name).strip().splitlines()[1:]
 
 
-def running_on(lab: Lab, name: str) -> list[str]:
-    """The providers where container `name` runs."""
-    return [p for p in BOTH if container_ids(lab, p, f"name=^/{name}$", running_only=True, check=False)]
+def running_on(lab: Lab, name: str, providers: tuple[str, ...] = BOTH) -> list[str]:
+    """Those of `providers` (provider-a and provider-b) where container `name` runs."""
+    return [p for p in providers if container_ids(lab, p, f"name=^/{name}$", running_only=True, check=False)]
 
 
 def cli_migrate(lab: Lab, name: str, *, public_addresses: bool = True, source: str = "provider-a",

@@ -1,8 +1,8 @@
 """Every input a user gives the engine that a real provider takes part in refusing (container
 and network specifications, migration options, heal), given a wrong type, an empty value or an
 unknown reference: a clear error naming the field and what is expected, and nothing changes on
-the real providers. (Inputs refused before anything is reached, provider configurations and DNS
-servers and records: tests/unit/test_bad_input.py.)"""
+the real providers, Docker 20.10's and Docker 28.5's alike. (Inputs refused before anything is
+reached, provider configurations and DNS servers and records: tests/unit/test_bad_input.py.)"""
 
 from __future__ import annotations
 
@@ -14,13 +14,24 @@ from framework.engine import connect, connect_both, docker
 import vimigrate
 
 
-def _containers(lab) -> set[str]:
-    return set(docker(lab, "provider-a", "ps", "-aq").split())
+def _containers(lab, provider: str = "provider-a") -> set[str]:
+    return set(docker(lab, provider, "ps", "-aq").split())
 
 
-def _networks(lab) -> set[str]:
-    return set(docker(lab, "provider-a", "network", "ls", "-q").split())
+def _networks(lab, provider: str) -> set[str]:
+    return set(docker(lab, provider, "network", "ls", "-q").split())
 
+
+@pytest.fixture(params=["provider-a", "provider-28"])
+def engine(request) -> str:
+    """The provider that refuses: Docker 20.10 or Docker 28.5."""
+    return str(request.param)
+
+
+@pytest.fixture(params=["provider-b", "provider-28"])
+def destination(request) -> str:
+    """Where a migration from provider-a would go: Docker 20.10 or Docker 28.5."""
+    return str(request.param)
 
 
 @pytest.mark.parametrize(("change", "field"), [
@@ -48,15 +59,15 @@ def _networks(lab) -> set[str]:
     ({"working_dir": "relative"}, "working_dir"),
     ({"colour": "red"}, "container.colour"),
 ])
-def test_container_specification(lab, change, field):
-    provider = connect(lab, "provider-a")
-    before = _containers(lab)
+def test_container_specification(lab, engine, change, field):
+    provider = connect(lab, engine)
+    before = _containers(lab, engine)
     spec = {"name": f"vmtest-bad-{uuid.uuid4().hex[:6]}", "image": lab.images.counter, **change}
     with pytest.raises(vimigrate.InvalidInputError) as caught:
         provider.deploy_container(spec)
     assert caught.value.field == field, str(caught.value)
     assert "expected" in str(caught.value)
-    assert _containers(lab) == before, "nothing was created"
+    assert _containers(lab, engine) == before, "nothing was created"
 
 
 @pytest.mark.parametrize(("spec", "field"), [
@@ -68,13 +79,13 @@ def test_container_specification(lab, change, field):
     ({"name": "n", "gateway": "10.77.0.1"}, "gateway"),
     ({"name": "n", "driver": 5}, "network.driver"),
 ])
-def test_network_specification(lab, spec, field):
-    provider = connect(lab, "provider-a")
-    before = _networks(lab)
+def test_network_specification(lab, engine, spec, field):
+    provider = connect(lab, engine)
+    before = _networks(lab, engine)
     with pytest.raises(vimigrate.InvalidInputError) as caught:
         provider.ensure_network(spec)
     assert caught.value.field == field, str(caught.value)
-    assert _networks(lab) == before, "nothing was created"
+    assert _networks(lab, engine) == before, "nothing was created"
 
 
 @pytest.mark.parametrize(("options", "field"), [
@@ -96,16 +107,16 @@ def test_network_specification(lab, spec, field):
     ({"container": "c", "fault": "meteor"}, "options.fault"),
     ({"container": "c", "colour": "red"}, "options.colour"),
 ])
-def test_migration_options(lab, options, field):
-    a, b = connect_both(lab)
-    before = (_containers(lab), set(docker(lab, "provider-b", "ps", "-aq").split()))
+def test_migration_options(lab, destination, options, field):
+    a, b = connect(lab, "provider-a"), connect(lab, destination)
+    before = (_containers(lab), _containers(lab, destination))
     with pytest.raises((vimigrate.InvalidInputError, vimigrate.MigrationFailedError)) as caught:
         vimigrate.migrate(a, b, options)
     err = caught.value
     assert err.field == field, str(err)
     if isinstance(err, vimigrate.MigrationFailedError):
         assert err.phase == "preflight" and err.rollback == "nothing_to_undo", str(err)
-    assert (_containers(lab), set(docker(lab, "provider-b", "ps", "-aq").split())) == before
+    assert (_containers(lab), _containers(lab, destination)) == before
 
 
 def test_migration_to_the_same_provider_is_refused(lab):
