@@ -87,6 +87,7 @@ class ProviderReport(TypedDict):
     runc_version: str
     cgroup_version: str
     cgroup_driver: str
+    image_store: str
 
 
 # --- containers and networks -------------------------------------------------------------------
@@ -313,6 +314,7 @@ class HostSummary(TypedDict):
     runc: str
     kernel: str
     cgroup_version: str
+    image_store: str
     criu: str | None
     cpu_model: str
     criu_features: dict[str, bool]

@@ -50,6 +50,10 @@ declare -A P_TLS=() P_RUNTIME=() P_PATH=()
 # (install-engines.sh unpacks it into $ENGINES_PREFIX/<suite>); without one,
 # the system's own docker.io (20.10 on Debian 12).
 declare -A P_SUITE=()
+# P_IMAGE_STORE: `containerd` for a provider whose dockerd keeps images and
+# container layers in containerd (features.containerd-snapshotter, Docker 29's
+# default for new installs); without one, Docker's graph drivers (overlay2).
+declare -A P_IMAGE_STORE=()
 # TLS_SERVER_DNS: the DNS name the server certificate carries next to the TLS
 # providers' addresses.
 TLS_PORT='' TLS_SERVER_DNS=''
@@ -170,7 +174,9 @@ p_versions() {
 	jq -nc --argjson v "$version" --argjson i "$info" --arg criu "$criu" --arg suite "${P_SUITE[$1]:-system}" \
 		'def component($n): [($v.Components // [])[] | select(.Name == $n) | .Version][0] // "";
 		 {engine: $v.Version, api: $v.ApiVersion, containerd: component("containerd"), runc: component("runc"),
-		  criu: $criu, kernel: $i.KernelVersion, cgroup_version: $i.CgroupVersion, suite: $suite}'
+		  criu: $criu, kernel: $i.KernelVersion, cgroup_version: $i.CgroupVersion, suite: $suite,
+		  image_store: (if ([($i.DriverStatus // [])[] | select(.[0] == "driver-type")] | length) > 0
+		                then "containerd" else "graphdriver" end)}'
 }
 
 # The docker CLI bound to one provider.
@@ -499,11 +505,13 @@ p_dockerd() {
 # Provider $1's daemon.json: the vimigrate runtime where the lab offers it. Its
 # own file, so /etc/docker/daemon.json (if any) never leaks into the lab.
 p_daemon_json() {
+	local features=''
+	[[ ${P_IMAGE_STORE[$1]:-} != containerd ]] || features=', "features": {"containerd-snapshotter": true}'
 	if [[ -n ${P_RUNTIME[$1]:-} ]]; then
-		printf '{"runtimes": {"vimigrate": {"path": "%s", "runtimeArgs": ["--vimigrate-runc=%s"]}}}\n' \
-			"$RUNTIME_BIN" "$(p_runc "$1")"
+		printf '{"runtimes": {"vimigrate": {"path": "%s", "runtimeArgs": ["--vimigrate-runc=%s"]}}%s}\n' \
+			"$RUNTIME_BIN" "$(p_runc "$1")" "$features"
 	else
-		echo '{}'
+		printf '{%s}\n' "${features#, }"
 	fi
 }
 

@@ -50,7 +50,7 @@ SHAPE: dict[str, Any] = {
     "providers": [{
         "name": str, "on_demand": bool, "netns": str, "veth": str, "public_address": str,
         "bridge_ip": str, "bridge_subnet": str, "address_pool": str, "address_pool_size": int,
-        "tls": bool, "runtime": bool, "path": str, "engine_suite": str,
+        "tls": bool, "runtime": bool, "path": str, "engine_suite": str, "image_store": str,
     }],
     # Providers that are machines of their own (scripts/lab/guest.sh): a qemu guest booting a
     # Debian `suite`'s kernel, on a tap attached to the host bridge.
@@ -64,7 +64,7 @@ SHAPE: dict[str, Any] = {
     },
     "images": {"counter": str, "redis": str, "web": str},
 }
-OPTIONAL = {"providers.*.path", "providers.*.engine_suite", "guests"}
+OPTIONAL = {"providers.*.path", "providers.*.engine_suite", "providers.*.image_store", "guests"}
 #: A qemu -cpu model (with +flag/-flag options): no shell or qemu option syntax beyond that.
 QEMU_CPU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=,-]*$")
 #: Guest RAM, MiB: the trixie guest with dockerd needs about 512; more than 64 GiB is a typo.
@@ -221,6 +221,14 @@ class _Checker:
                               f"{pool.prefixlen} to 30")
             if "path" in p:
                 self.search_path(f"{at}.path", p["path"])
+            if "image_store" in p:
+                # Docker 20.10 (the system's engine) has no containerd image store; 24 on has.
+                if p["image_store"] != "containerd":
+                    self.fail(f"{at}.image_store", f"is {p['image_store']!r}, not `containerd` (absent: Docker's "
+                                                   "graph drivers)")
+                elif "engine_suite" not in p:
+                    self.fail(f"{at}.image_store", "needs an `engine_suite`: the system's Docker 20.10 has no "
+                                                   "containerd image store")
         guests = d.get("guests", [])
         for i, g in enumerate(guests):
             at = f"guests.{i}"

@@ -25,7 +25,7 @@ for p in "${PROVIDERS[@]}"; do
 		continue
 	fi
 	pdocker "$p" version -f "  dockerd pid $pid: server {{.Server.Version}}, API {{.Server.APIVersion}}, experimental {{.Server.Experimental}}"
-	p_versions "$p" | jq -r '"  stack: Docker \(.engine) (API \(.api)), containerd \(.containerd), runc \(.runc), CRIU \(.criu), kernel \(.kernel), cgroup v\(.cgroup_version) (\(.suite))"'
+	p_versions "$p" | jq -r '"  stack: Docker \(.engine) (API \(.api)), containerd \(.containerd), runc \(.runc), CRIU \(.criu), kernel \(.kernel), cgroup v\(.cgroup_version), images in \(.image_store) (\(.suite))"'
 	if [[ -n ${P_TLS[$p]:-} ]]; then
 		# The TLS listener, with the lab's client certificate (curl checks the
 		# server certificate against the lab CA and the address).

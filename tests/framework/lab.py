@@ -103,6 +103,8 @@ class Versions:
     cgroup_version: str
     #: The Debian suite its engine comes from (`system`: the machine's own docker.io).
     suite: str
+    #: Where its images and container layers live: `graphdriver` (overlay2) or `containerd`.
+    image_store: str = "graphdriver"
 
     @property
     def engine_major(self) -> int:

@@ -1,6 +1,8 @@
 """Live migration between the engines users run today, on the lab's real providers: Docker 20.10
 (Debian 12's, provider-a and provider-b), 26.1 with containerd 1.7 (Debian 13's, provider-26) and
-28.5 with containerd 2.1 (Debian sid's, provider-28), each with CRIU and vimigrate-runtime.
+28.5 with containerd 2.1 (Debian sid's, provider-28; and provider-28c, the same engine keeping
+images and layers in containerd's image store, as Docker 29 does by default), each with CRIU and
+vimigrate-runtime.
 
 From Docker 28 on, Docker's own `docker start --checkpoint` fails for every container with a
 network namespace (moby/moby#50750); the direct path restores from a plain start through the
@@ -40,8 +42,9 @@ import vimigrate
 from vimigrate import _native
 
 #: The pairs that matter, each run in both directions by its test.
-PAIRS = [("provider-a", "provider-26"), ("provider-a", "provider-28"), ("provider-26", "provider-28")]
-ENGINES = ("provider-a", "provider-26", "provider-28")
+PAIRS = [("provider-a", "provider-26"), ("provider-a", "provider-28"), ("provider-26", "provider-28"),
+         ("provider-a", "provider-28c")]
+ENGINES = ("provider-a", "provider-26", "provider-28", "provider-28c")
 
 
 @pytest.fixture
@@ -77,6 +80,7 @@ def test_the_engines_are_what_debian_ships(lab):
         "provider-a": ("20.10", "1.6", "1.1"),
         "provider-26": ("26.1", "1.7", "1.1"),
         "provider-28": ("28.5", "2.1", "1.3"),
+        "provider-28c": ("28.5", "2.1", "1.3"),
     }
     for provider, (engine, containerd, runc) in expected.items():
         versions = lab.provider(provider).require_versions()
@@ -91,6 +95,8 @@ def test_the_engines_are_what_debian_ships(lab):
         assert report["api_version"] == versions.api, (report["api_version"], versions.api)
         assert report["containerd_version"] == versions.containerd and report["runc_version"] == versions.runc
         assert report["cgroup_version"] == versions.cgroup_version
+        store = "containerd" if provider == "provider-28c" else "overlay2"
+        assert report["image_store"] == store and versions.image_store == store.replace("overlay2", "graphdriver")
 
 
 @pytest.mark.parametrize(("one", "other"), PAIRS)
@@ -228,23 +234,39 @@ def test_the_broker_killed_on_the_way_from_28_then_heal(lab, name, at):
     print(f"observed: killed at {at}; heal: {healed}")
 
 
-@pytest.mark.parametrize(("source", "destination"), [("provider-a", "provider-28"), ("provider-28", "provider-26")])
+@pytest.mark.parametrize(("source", "destination"), [("provider-a", "provider-28"), ("provider-28", "provider-26"),
+                                                     ("provider-a", "provider-28c"), ("provider-28c", "provider-26")])
 def test_an_image_only_the_source_has_moves_with_the_container(lab, name, source, destination):
     """An image built on the source (a commit of the counter's image with a layer of its own) is
-    streamed to an engine of another version, and runs there under the same id."""
+    streamed to an engine of another version, and runs there as the same image: under the same id
+    between graph drivers; to or from containerd's image store (where an id is the manifest's
+    digest, which a load rebuilds) with the same layers and configuration. What the container
+    wrote into its own layer before the move is there too."""
     base = f"{name}-base"
     docker(lab, source, "run", "--name", base, "--label", MANAGED, lab.images.counter, "sh", "-c",
            f"echo {name} > /built-here")
     image = f"vimigrate-test/{name}:1"
     try:
         docker(lab, source, "commit", base, image)
-        image_id = docker(lab, source, "image", "inspect", "-f", "{{.Id}}", image).strip()
+        content = "{{.Id}} {{json .RootFS.Layers}} {{.Created}} {{json .Config.Cmd}}"
+        identity = docker(lab, source, "image", "inspect", "-f", content, image).split(" ", 1)
         run_counter(lab, name, image=image, command=["sh", "-c", FAST_COUNT], provider=source, runtime="vimigrate")
+        docker(lab, source, "exec", name, "sh", "-c", f"echo {name}-wrote > /written-before")
         report = vimigrate.migrate(connect(lab, source), connect(lab, destination), {"container": name})
         assert report["method"] == "direct" and report["stats"]["image_bytes"] > 0, report["stats"]
-        assert docker(lab, destination, "image", "inspect", "-f", "{{.Id}}", image).strip() == image_id
+        moved = docker(lab, destination, "image", "inspect", "-f", content, image).split(" ", 1)
+        stores = {lab.provider(p).require_versions().image_store for p in (source, destination)}
+        if stores == {"graphdriver"}:
+            assert moved == identity, (moved, identity)
+        else:
+            assert moved[1] == identity[1], (moved, identity)
         assert docker(lab, destination, "exec", name, "cat", "/built-here").strip() == name
-        assert running_on(lab, name) == [destination]
+        assert docker(lab, destination, "exec", name, "cat", "/written-before").strip() == f"{name}-wrote"
+        # Moved again, it is found there already (not streamed a second time).
+        again = vimigrate.migrate(connect(lab, destination), connect(lab, source), {"container": name})
+        assert again["stats"]["image_bytes"] == 0, again["stats"]
+        assert docker(lab, source, "exec", name, "cat", "/written-before").strip() == f"{name}-wrote"
+        assert running_on(lab, name) == [source]
     finally:
         docker(lab, source, "rm", "-f", base, check=False)
         for provider in (source, destination):

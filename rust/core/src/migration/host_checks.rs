@@ -84,6 +84,8 @@ pub struct HostSummary {
     pub kernel: String,
     /// `1` or `2`.
     pub cgroup_version: String,
+    /// `containerd` or the graph driver (`overlay2`): where images and layers live there.
+    pub image_store: String,
     /// The CRIU version runc runs there (`None` when the host's facts are unknown or it has none).
     pub criu: Option<String>,
     /// The CPU's model name (empty when unknown).
@@ -338,6 +340,7 @@ fn summary(host: HostView<'_>) -> HostSummary {
         runc: r.runc_version.clone(),
         kernel: host.facts.map(|f| f.kernel.clone()).unwrap_or_else(|| r.kernel_version.clone()),
         cgroup_version: r.cgroup_version.clone(),
+        image_store: r.image_store.clone(),
         criu: criu.map(|c| c.version.clone()),
         cpu_model: host.facts.map(|f| f.cpu_model.clone()).unwrap_or_default(),
         criu_features: criu.map(|c| c.features.clone()).unwrap_or_default(),

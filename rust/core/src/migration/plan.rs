@@ -204,7 +204,7 @@ impl MigrationPlan {
     }
 }
 
-/// One host in words: engine, containerd, runc, CRIU, kernel, cgroup version.
+/// One host in words: engine, containerd, runc, CRIU, kernel, cgroup version, image store.
 fn describe_host(host: &HostSummary) -> String {
     let or_unknown = |v: &str| if v.is_empty() { "?".to_string() } else { v.to_string() };
     let criu = match (&host.criu, host.facts_known) {
@@ -213,12 +213,13 @@ fn describe_host(host: &HostSummary) -> String {
         (None, false) => "? (no vimigrate-runtime)".into(),
     };
     format!(
-        "Docker {}, containerd {}, runc {}, CRIU {criu}, kernel {}, cgroup v{}",
+        "Docker {}, containerd {}, runc {}, CRIU {criu}, kernel {}, cgroup v{}, images in {}",
         or_unknown(&host.engine),
         or_unknown(&host.containerd),
         or_unknown(&host.runc),
         or_unknown(&host.kernel),
-        or_unknown(&host.cgroup_version)
+        or_unknown(&host.cgroup_version),
+        or_unknown(&host.image_store)
     )
 }
 

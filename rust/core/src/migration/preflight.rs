@@ -9,7 +9,7 @@ use crate::migration::options::{CheckedOptions, MigrationOptions};
 use crate::migration::plan::{self, MigrationPlan, PathFacts};
 use crate::migration::source::SourceContainer;
 use crate::network::map::{self as network_map, NetworkDecision};
-use crate::provider::image::image_platform;
+use crate::provider::image::{image_platform, same_image};
 use crate::provider::Provider;
 use vimigrate_protocol::HostFacts;
 
@@ -125,7 +125,7 @@ pub(crate) async fn preflight(
         }
         .into());
     }
-    let image_on_destination = image_on(dst, source).await;
+    let image_on_destination = image_on(src, dst, source).await;
     let networks = plan_networks(src, dst, source).await?;
     let forwarding =
         plan::forwarding(dst.name(), &source.host_ports, &checked.port_map, &dst.published_ports().await?)?;
@@ -213,10 +213,15 @@ async fn host_facts_of(provider: &Provider, has_runtime: bool) -> Result<Option<
     provider.host_facts().await
 }
 
-/// Whether `dst` has the image the container runs, under the same id.
-async fn image_on(dst: &Provider, source: &SourceContainer) -> bool {
-    let found = dst.docker().inspect_image(&source.image).await.ok().and_then(|found| found.id);
-    found.is_some_and(|id| id == source.image_id)
+/// Whether `dst` has the image the container runs (the same image, whatever each engine's store
+/// calls its id).
+async fn image_on(src: &Provider, dst: &Provider, source: &SourceContainer) -> bool {
+    let Ok(found) = dst.docker().inspect_image(&source.image).await else { return false };
+    if found.id.as_deref() == Some(source.image_id.as_str()) {
+        return true;
+    }
+    let Ok(original) = src.docker().inspect_image(&source.image_id).await else { return false };
+    same_image(&original, &found)
 }
 
 /// Decides, for each network of the container, whether the destination keeps its subnet.

@@ -4,9 +4,17 @@
 //! Docker Engine to the other: `GET /images/{name}/get` on the source piped into
 //! `POST /images/load` on the destination, through a small bounded channel so that no more than a
 //! few chunks are ever held in memory, whatever the image's size.
+//!
+//! An image's id is not the same thing on every engine: with Docker's graph drivers it is the
+//! digest of the image's configuration, with the containerd image store (Docker 29's default,
+//! `features.containerd-snapshotter` before) the digest of its manifest, which a load rebuilds.
+//! So two providers have the same image when the ids are equal or, across stores, when what the
+//! configuration digest covers is equal: the layers' content digests (diff ids), creation time,
+//! platform and run configuration ([`same_image`]).
 
 use std::time::Instant;
 
+use bollard::models::ImageInspect;
 use bollard::query_parameters::ImportImageOptions;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -29,19 +37,20 @@ pub struct ImageTransfer {
     pub transferred: bool,
     /// Bytes of image archive streamed (0 when nothing was transferred).
     pub bytes: u64,
-    /// The image id (`sha256:...`), the same on both providers.
+    /// The image id (`sha256:...`) on the source (the destination's differs when one of them keeps
+    /// images in containerd; the content is the same, see [`same_image`]).
     pub image_id: String,
     /// Wall-clock time of the whole call, checks included, in milliseconds.
     pub elapsed_ms: u64,
 }
 
-/// Makes `image` present on `dst` with the same image id as on `src`, streaming it from `src`
-/// when `dst` lacks it or has another image under that reference (which then moves to the
-/// source's image, as a `docker load` would do). `progress` is called with the running total of
-/// bytes streamed, as chunks pass.
+/// Makes `image` present on `dst` as the same image as on `src` ([`same_image`]), streaming it
+/// from `src` when `dst` lacks it or has another image under that reference (which then moves to
+/// the source's image, as a `docker load` would do). `progress` is called with the running total
+/// of bytes streamed, as chunks pass.
 ///
 /// The image is exported by its reference, so its tags come along; after the load the
-/// destination is checked to resolve the same reference to the same id.
+/// destination is checked to resolve the same reference to the same image.
 pub async fn ensure_image(
     src: &Provider,
     dst: &Provider,
@@ -50,10 +59,11 @@ pub async fn ensure_image(
 ) -> Result<ImageTransfer, Error> {
     let started = Instant::now();
     let step = format!("inspect image `{image}` to copy to provider `{}`", dst.name());
-    let image_id = image_id_of(src, image, step).await?;
+    let original = inspect_of(src, image, step).await?;
+    let image_id = original.id.clone().unwrap_or_default();
     let step = format!("inspect image `{image}` (from provider `{}`)", src.name());
     let present = match dst.docker().inspect_image(image).await {
-        Ok(found) if found.id.as_deref() == Some(image_id.as_str()) => true,
+        Ok(found) if same_image(&original, &found) => true,
         Ok(found) => {
             // Loading moves the reference to the source's image; whatever held it stays, untagged.
             tracing::warn!(image, dst = dst.name(), other = ?found.id, "destination has another image under this reference");
@@ -76,15 +86,18 @@ pub async fn ensure_image(
     let bytes = stream_image(src, dst, image, progress).await?;
 
     let step = format!("verify image `{image}` loaded from provider `{}`", src.name());
-    let loaded = image_id_of(dst, image, step).await?;
-    if loaded != image_id {
+    let loaded = inspect_of(dst, image, step).await?;
+    if !same_image(&original, &loaded) {
         // The reference moved on the source while it was being exported, or the load kept
         // something else under that name: either way the destination does not have our image.
         return Err(IntegrityError::Mismatch {
             what: format!("image `{image}`"),
             from: src.name().to_string(),
             to: dst.name().to_string(),
-            detail: format!("id {image_id} on the source, {loaded} on the destination after loading"),
+            detail: format!(
+                "id {image_id} on the source, {} on the destination after loading",
+                loaded.id.as_deref().unwrap_or("none")
+            ),
         }
         .into());
     }
@@ -161,13 +174,78 @@ async fn stream_image(
     Ok(total)
 }
 
-/// The id of `image` on `p`, naming `step` on failure.
-async fn image_id_of(p: &Provider, image: &str, step: String) -> Result<String, Error> {
-    let found = p.docker().inspect_image(image).await.map_err(p.api_error(step))?;
-    // Docker always reports an id; were it missing, the comparisons would simply not match.
-    Ok(found.id.unwrap_or_default())
+/// `image` as `p` describes it, naming `step` on failure.
+async fn inspect_of(p: &Provider, image: &str, step: String) -> Result<ImageInspect, Error> {
+    p.docker().inspect_image(image).await.map_err(p.api_error(step))
+}
+
+/// Whether two engines' descriptions of an image are the same image: the same id, or (an id being
+/// a manifest digest in containerd's image store and a configuration digest with graph drivers)
+/// the same layers by content, creation time, platform and run configuration: the fields the
+/// configuration digest covers, but for the build history, which does not change what runs.
+/// An image without layers or creation time is only ever the same by id.
+pub fn same_image(one: &ImageInspect, other: &ImageInspect) -> bool {
+    if one.id.is_some() && one.id == other.id {
+        return true;
+    }
+    let layers = |i: &ImageInspect| i.root_fs.as_ref().and_then(|r| r.layers.clone()).filter(|l| !l.is_empty());
+    let known = layers(one).is_some() && one.created.is_some();
+    known
+        && layers(one) == layers(other)
+        && one.created == other.created
+        && one.os == other.os
+        && one.architecture == other.architecture
+        && one.variant == other.variant
+        && one.config == other.config
 }
 
 fn millis(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ImageConfig, ImageInspectRootFs};
+
+    fn image(id: &str, layers: &[&str], created: &str, cmd: &str) -> ImageInspect {
+        ImageInspect {
+            id: Some(id.to_string()),
+            created: Some(created.to_string()),
+            os: Some("linux".into()),
+            architecture: Some("amd64".into()),
+            root_fs: Some(ImageInspectRootFs {
+                typ: "layers".into(),
+                layers: Some(layers.iter().map(|l| l.to_string()).collect()),
+            }),
+            config: Some(ImageConfig { cmd: Some(vec![cmd.to_string()]), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_same_image_under_a_graph_driver_id_and_a_containerd_manifest_id() {
+        let graph = image("sha256:config", &["sha256:l1", "sha256:l2"], "2026-12-02T19:23:23Z", "sh");
+        let containerd = image("sha256:manifest", &["sha256:l1", "sha256:l2"], "2026-12-02T19:23:23Z", "sh");
+        assert!(same_image(&graph, &containerd));
+        assert!(same_image(&containerd, &graph));
+    }
+
+    #[test]
+    fn another_layer_time_or_configuration_is_another_image() {
+        let one = image("sha256:a", &["sha256:l1"], "2026-12-02T19:23:23Z", "sh");
+        assert!(!same_image(&one, &image("sha256:b", &["sha256:l2"], "2026-12-02T19:23:23Z", "sh")));
+        assert!(!same_image(&one, &image("sha256:b", &["sha256:l1"], "2026-12-02T19:23:24Z", "sh")));
+        assert!(!same_image(&one, &image("sha256:b", &["sha256:l1"], "2026-12-02T19:23:23Z", "bash")));
+        let mut arm = image("sha256:b", &["sha256:l1"], "2026-12-02T19:23:23Z", "sh");
+        arm.architecture = Some("arm64".into());
+        assert!(!same_image(&one, &arm));
+    }
+
+    #[test]
+    fn without_layers_only_the_id_says_it_is_the_same() {
+        let bare = ImageInspect { id: Some("sha256:a".into()), ..Default::default() };
+        assert!(same_image(&bare, &bare.clone()));
+        assert!(!same_image(&bare, &ImageInspect { id: Some("sha256:b".into()), ..Default::default() }));
+    }
 }

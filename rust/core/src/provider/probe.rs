@@ -48,12 +48,28 @@ pub struct ProviderReport {
     pub cgroup_version: String,
     /// `cgroupfs` or `systemd`.
     pub cgroup_driver: String,
+    /// Where the engine keeps images and container layers: `containerd` (the containerd image
+    /// store, Docker 29's default) or the graph driver's name (`overlay2`).
+    pub image_store: String,
 }
 
 impl ProviderReport {
     /// The engine's major version (`28` of `28.5.2+dfsg4`), 0 when it cannot be read.
     pub fn engine_major(&self) -> u32 {
         self.server_version.split(['.', '+', '-']).next().and_then(|m| m.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// `containerd` when the daemon's driver status names a containerd snapshotter (its
+/// `driver-type`, e.g. `io.containerd.snapshotter.v1`), else the graph driver's name.
+fn image_store(driver: Option<&str>, status: Option<&[Vec<String>]>) -> String {
+    let containerd = status.unwrap_or_default().iter().any(|pair| {
+        pair.first().is_some_and(|k| k == "driver-type") && pair.get(1).is_some_and(|v| v.contains("containerd"))
+    });
+    if containerd {
+        "containerd".to_string()
+    } else {
+        driver.unwrap_or_default().to_string()
     }
 }
 
@@ -89,6 +105,7 @@ impl Provider {
             runc_version,
             cgroup_version: info.cgroup_version.map(|v| v.to_string()).unwrap_or_default(),
             cgroup_driver: info.cgroup_driver.map(|d| d.to_string()).unwrap_or_default(),
+            image_store: image_store(info.driver.as_deref(), info.driver_status.as_deref()),
         })
     }
 }
