@@ -39,7 +39,7 @@ COUNT = "i=0; while :; do echo $i; i=$((i+1)); sleep 0.2; done"
 def providers(with_guest: bool) -> dict[str, dict]:
     lab = lab_view.running()
     found = {}
-    for name in ("provider-a", "provider-b", "provider-26", "provider-28"):
+    for name in ("provider-a", "provider-b", "provider-26", "provider-28", "provider-28c"):
         facts = lab.provider(name)
         found[name] = {"config": facts.config(timeout_secs=180), "host": facts.docker_host, "tls": [],
                        "stack": facts.require_versions().__dict__}
@@ -83,7 +83,7 @@ def main() -> int:
     found = providers(not args.no_guest)
     images = lab_view.running().images
     pairs = [("provider-a", "provider-b"), ("provider-a", "provider-26"), ("provider-a", "provider-28"),
-             ("provider-26", "provider-28")]
+             ("provider-26", "provider-28"), ("provider-a", "provider-28c")]
     if not args.no_guest:
         pairs.append(("provider-a", "provider-guest"))
     rows = []
