@@ -176,7 +176,7 @@ p_versions() {
 		 {engine: $v.Version, api: $v.ApiVersion, containerd: component("containerd"), runc: component("runc"),
 		  criu: $criu, kernel: $i.KernelVersion, cgroup_version: $i.CgroupVersion, suite: $suite,
 		  image_store: (if ([($i.DriverStatus // [])[] | select(.[0] == "driver-type")] | length) > 0
-		                then "containerd" else "graphdriver" end)}'
+		                then "containerd" else $i.Driver end)}'
 }
 
 # The docker CLI bound to one provider.

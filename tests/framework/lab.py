@@ -103,8 +103,8 @@ class Versions:
     cgroup_version: str
     #: The Debian suite its engine comes from (`system`: the machine's own docker.io).
     suite: str
-    #: Where its images and container layers live: `graphdriver` (overlay2) or `containerd`.
-    image_store: str = "graphdriver"
+    #: Where its images and container layers live: `containerd` or the graph driver (`overlay2`).
+    image_store: str = "overlay2"
 
     @property
     def engine_major(self) -> int:
