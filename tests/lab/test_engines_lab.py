@@ -16,6 +16,7 @@ import time
 import uuid
 
 import pytest
+from framework import engine as lab_engine
 from framework.engine import (
     MANAGED,
     checkpoints,
@@ -59,7 +60,8 @@ def name(lab):
 
 
 def running_on(lab, name: str) -> list[str]:
-    return [p for p in ENGINES if container_ids(lab, p, f"name=^/{name}$", running_only=True, check=False)]
+    """The engines of this file where container `name` runs."""
+    return lab_engine.running_on(lab, name, ENGINES)
 
 
 def assert_moved_intact(lab, name: str, source: str, destination: str, last_on_source: int) -> list[int]:
@@ -221,7 +223,7 @@ def test_a_corrupted_stream_to_28_is_caught_and_rolled_back(lab, name):
 def test_the_broker_killed_on_the_way_from_28_then_heal(lab, name, at):
     run_counter(lab, name, provider="provider-28", runtime="vimigrate")
     kill_cli_migrate_at(start_cli_migrate(lab, name, "provider-28", "provider-a"), at)
-    healed = vimigrate.heal([connect(lab, "provider-28"), connect(lab, "provider-a")], name)
+    healed = lab_engine.heal(lab, name, ("provider-28", "provider-a"))
     where = wait_for(lambda: running_on(lab, name), timeout=30, what=f"{name} to run somewhere")
     assert where == [healed["runs_on"]], (where, healed)
     before = counted(lab, where[0], name)

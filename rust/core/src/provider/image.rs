@@ -188,9 +188,11 @@ pub fn same_image(one: &ImageInspect, other: &ImageInspect) -> bool {
     if one.id.is_some() && one.id == other.id {
         return true;
     }
-    let layers = |i: &ImageInspect| i.root_fs.as_ref().and_then(|r| r.layers.clone()).filter(|l| !l.is_empty());
-    let known = layers(one).is_some() && one.created.is_some();
-    known
+    fn layers(i: &ImageInspect) -> Option<&Vec<String>> {
+        i.root_fs.as_ref().and_then(|r| r.layers.as_ref()).filter(|l| !l.is_empty())
+    }
+    layers(one).is_some()
+        && one.created.is_some()
         && layers(one) == layers(other)
         && one.created == other.created
         && one.os == other.os
