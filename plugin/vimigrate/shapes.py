@@ -257,6 +257,7 @@ class MigrationStats(TypedDict):
     receive_ms: int
     runtime_peak_rss_kib: int
     network_ms: int
+    addresses_held: int
 
 
 class MigrationReport(TypedDict):

@@ -24,23 +24,23 @@ def vi(lab):
     names = {"net": f"vmtest-net-{tag}", "redis": f"vmtest-redis-{tag}", "web": f"vmtest-web-{tag}",
              "subnet": f"172.28.{third}.0/24", "port": 17000 + third, "blocker": f"vmtest-block-{tag}"}
     yield names
-    for provider in ("provider-a", "provider-b", "provider-28"):
+    for provider in ("provider-a", "provider-b", "provider-28", "provider-28c"):
         docker(lab, provider, "rm", "-f", names["web"], names["redis"], check=False)
         docker(lab, provider, "network", "rm", names["net"], names["blocker"], check=False)
 
 
-def start_network_and_redis(lab, vi, *redis_args: str) -> None:
-    """The VI's network on provider-a, with its own subnet, and Redis on it."""
-    docker(lab, "provider-a", "network", "create", "--subnet", vi["subnet"], "--label", MANAGED, vi["net"])
-    docker(lab, "provider-a", "run", "-d", "--name", vi["redis"], "--network", vi["net"], *redis_args,
+def start_network_and_redis(lab, vi, *redis_args: str, on: str = "provider-a") -> None:
+    """The VI's network on provider `on`, with its own subnet, and Redis on it."""
+    docker(lab, on, "network", "create", "--subnet", vi["subnet"], "--label", MANAGED, vi["net"])
+    docker(lab, on, "run", "-d", "--name", vi["redis"], "--network", vi["net"], *redis_args,
            "--label", MANAGED, lab.images.redis)
 
 
-def start_vi(lab, vi, runtime: str = "runc"):
-    """The web server and its Redis (by name: redis:6379) on the VI's network of provider-a, under
-    `runtime` (Docker 28 restores only through vimigrate's)."""
-    start_network_and_redis(lab, vi, "--network-alias", "redis", "--runtime", runtime)
-    docker(lab, "provider-a", "run", "-d", "--name", vi["web"], "--network", vi["net"], "-p", f"{vi['port']}:8080",
+def start_vi(lab, vi, runtime: str = "runc", on: str = "provider-a"):
+    """The web server and its Redis (by name: redis:6379) on the VI's network of provider `on`,
+    under `runtime` (Docker 28 restores only through vimigrate's)."""
+    start_network_and_redis(lab, vi, "--network-alias", "redis", "--runtime", runtime, on=on)
+    docker(lab, on, "run", "-d", "--name", vi["web"], "--network", vi["net"], "-p", f"{vi['port']}:8080",
            "--runtime", runtime, "--label", MANAGED, "-e", "REDIS_ADDR=redis:6379", lab.images.web)
 
 
@@ -50,10 +50,10 @@ DESTINATIONS = pytest.mark.parametrize("destination", ["provider-b", "provider-2
 
 
 def runtime_for(destination: str) -> str:
-    return "vimigrate" if destination == "provider-28" else "runc"
+    return "vimigrate" if destination.startswith("provider-28") else "runc"
 
 
-@DESTINATIONS
+@pytest.mark.parametrize("destination", ["provider-b", "provider-28", "provider-28c"])
 def test_kept_subnet_keeps_addresses_and_the_open_connection(lab, vi, destination):
     a, b = connect(lab, "provider-a"), connect(lab, destination)
     start_vi(lab, vi, runtime_for(destination))
@@ -66,20 +66,45 @@ def test_kept_subnet_keeps_addresses_and_the_open_connection(lab, vi, destinatio
     moved_redis = vimigrate.migrate(a, b, {"container": vi["redis"]})
     moved_web = vimigrate.migrate(a, b, {"container": vi["web"]})
 
-    # Docker 28 wires the network after the direct path's restore: connections close there.
-    survives = destination != "provider-28"
+    # Docker 28 wires the network only after the direct path's restore: the runtime holds the
+    # sockets' addresses meanwhile, so the connection survives there as well.
     for report in (moved_redis, moved_web):
         assert report["networks"][0]["mode"] == "preserve", report["networks"]
         assert report["address_changes"] == {}
-        assert report["criu_tcp_option"] == ("tcp-established" if survives else "tcp-close")
+        assert report["criu_tcp_option"] == "tcp-established", report["tcp_reason"]
     assert {n: b.inspect_container(vi[n])["addresses"][vi["net"]] for n in ("redis", "web")} == ips_before
     assert visits_at(address_b, vi["port"]) == first + 1
     after = web_stats(address_b, vi["port"])
-    if survives:
-        assert after["redis_connects"] == 1, f"the web server reconnected: {after}"
-        assert after["redis_peer"] == before["redis_peer"]
-    else:
-        assert after["redis_connects"] == 2, f"the web server did not reconnect once: {after}"
+    assert after["redis_connects"] == 1, f"the web server reconnected: {after}"
+    assert after["redis_peer"] == before["redis_peer"]
+    if destination.startswith("provider-28"):
+        held = [r["stats"]["addresses_held"] for r in (moved_redis, moved_web)]
+        assert held == [1, 1], f"each restore held its container's address: {held}"
+
+
+def test_the_open_connection_survives_a_rollback_on_docker_28_and_the_move_off_it(lab, vi):
+    """Docker 28 as the source: a rollback there restores Redis into a namespace Docker wires only
+    afterwards (the runtime holds the address meanwhile), and the move to 20.10 keeps the
+    connection too."""
+    c28, a = connect(lab, "provider-28"), connect(lab, "provider-a")
+    start_vi(lab, vi, "vimigrate", on="provider-28")
+    address_28, address_a = lab.provider("provider-28").public_address, lab.a.public_address
+    first = visits_at(address_28, vi["port"])
+    before = web_stats(address_28, vi["port"])
+    assert before["redis_connects"] == 1
+
+    with pytest.raises(vimigrate.MigrationFailedError) as caught:
+        vimigrate.migrate(c28, a, {"container": vi["redis"], "fault": "corrupt_stream"})
+    assert "arrived corrupted" in str(caught.value), str(caught.value)
+    assert a.inspect_container(vi["redis"]) is None
+    assert visits_at(address_28, vi["port"]) == first + 1
+    assert web_stats(address_28, vi["port"])["redis_connects"] == 1, "the rollback kept the connection"
+
+    moved = [vimigrate.migrate(c28, a, {"container": vi[n]}) for n in ("redis", "web")]
+    assert [m["criu_tcp_option"] for m in moved] == ["tcp-established"] * 2
+    assert visits_at(address_a, vi["port"]) == first + 2
+    after = web_stats(address_a, vi["port"])
+    assert after["redis_connects"] == 1 and after["redis_peer"] == before["redis_peer"], after
 
 
 @DESTINATIONS

@@ -23,6 +23,13 @@ pub const FACTS_VERSION: u32 = 1;
 /// pages over userfaultfd (post-copy) and soft-dirty tracking (pre-copy).
 pub const CRIU_FEATURES: &[&str] = &["uffd-noncoop", "mem_dirty_track"];
 
+/// The runtime holds the addresses a restore's sockets are bound to in a network namespace that
+/// lacks them (Docker >= 28 wires the namespace after the restore), so that established TCP
+/// connections restore there.
+pub const HOLDS_RESTORE_ADDRESSES: &str = "restore-addresses";
+/// Every feature this version of `vimigrate-runtime` has.
+pub const RUNTIME_FEATURES: &[&str] = &[HOLDS_RESTORE_ADDRESSES];
+
 /// One host's facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFacts {
@@ -42,6 +49,11 @@ pub struct HostFacts {
     /// The CRIU runc runs here; `None` when none is on `PATH`.
     #[serde(default)]
     pub criu: Option<CriuFacts>,
+    /// What this host's `vimigrate-runtime` can do beyond the directive format (the names of
+    /// [`RUNTIME_FEATURES`] it has): a broker newer than a host's runtime asks before relying
+    /// on them.
+    #[serde(default)]
+    pub runtime_features: Vec<String>,
 }
 
 /// The CRIU of a host.
@@ -65,6 +77,11 @@ impl HostFacts {
     /// Whether the CPU has `flag`.
     pub fn has_cpu_flag(&self, flag: &str) -> bool {
         self.cpu_flags.iter().any(|f| f == flag)
+    }
+
+    /// Whether the host's runtime has `feature` (one of [`RUNTIME_FEATURES`]).
+    pub fn runtime_has(&self, feature: &str) -> bool {
+        self.runtime_features.iter().any(|f| f == feature)
     }
 
     /// Whether the host's CRIU supports `feature` (one of [`CRIU_FEATURES`]).

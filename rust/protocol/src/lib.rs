@@ -58,6 +58,7 @@
 //! directive (no `receive`) and a plain `docker start` on the source.
 
 pub mod address_rewrite;
+pub mod criu_sockets;
 pub mod criu_stats;
 pub mod directive;
 pub mod error_chain;
@@ -68,6 +69,7 @@ pub mod secret;
 pub mod status;
 
 pub use address_rewrite::rewrite_addresses;
+pub use criu_sockets::{socket_addresses, SocketAddresses, FILES_IMAGE};
 pub use criu_stats::{
     parse_dump_stats, parse_restore_stats, CriuImageError, DumpStats, RestoreStats, DUMP_STATS_FILE, RESTORE_STATS_FILE,
 };
@@ -75,7 +77,9 @@ pub use directive::{
     Action, BaselineEntry, CriuOptions, Directive, DumpDirective, Fault, ReceiveFrom, RestoreDirective, SendTo, TcpMode,
 };
 pub use error_chain::error_chain;
-pub use host_facts::{CriuFacts, HostFacts, FACTS_FILE, FACTS_REQUEST_FILE, FACTS_VERSION};
+pub use host_facts::{
+    CriuFacts, HostFacts, FACTS_FILE, FACTS_REQUEST_FILE, FACTS_VERSION, HOLDS_RESTORE_ADDRESSES, RUNTIME_FEATURES,
+};
 pub use secret::Secret;
 pub use status::{RuntimeFailure, RuntimeState, RuntimeStats, RuntimeStatus};
 

@@ -89,6 +89,10 @@ pub struct RuntimeStats {
     /// Addresses announced by gratuitous ARP after the restore.
     #[serde(default)]
     pub addresses_announced: u64,
+    /// Addresses the restore's sockets needed and the network namespace lacked (Docker >= 28
+    /// wires it only after the restore), held on its loopback while CRIU restored.
+    #[serde(default)]
+    pub addresses_held: u64,
     /// When the dump started (source) or the restore ended (destination), Unix time in ms:
     /// the two ends of the interruption as the hosts saw it.
     #[serde(default)]

@@ -36,6 +36,7 @@ pub fn read_host_facts() -> HostFacts {
         cpu_flags: host_facts::parse_cpu_flags(&cpuinfo),
         cgroup_version: cgroup_version(Path::new("/sys/fs/cgroup")),
         criu: find_on_path("criu").map(|path| criu_facts(&path)),
+        runtime_features: vimigrate_protocol::RUNTIME_FEATURES.iter().map(|f| f.to_string()).collect(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use vimigrate_protocol::rewrite_addresses;
-use vimigrate_protocol::{parse_restore_stats, RESTORE_STATS_FILE};
+use vimigrate_protocol::{parse_restore_stats, socket_addresses, FILES_IMAGE, RESTORE_STATS_FILE};
 use vimigrate_protocol::{Action, Directive, RestoreDirective, RuntimeState, RuntimeStatus};
 
 use crate::dump::{checked_images_dir, locate};
@@ -21,6 +21,7 @@ use crate::fs::safe::Root;
 use crate::fs::state_files::StateDir;
 use crate::net::announce;
 use crate::net::prepared_netns;
+use crate::net::restore_addresses;
 use crate::runc::args::Invocation;
 use crate::runc::log as runc_log;
 use crate::runc::spec::Spec;
@@ -140,6 +141,12 @@ fn run_restore(
         state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)), &stubs)?;
     }
 
+    let held = match &netns {
+        Some(n) => hold_socket_addresses(&images_dir, &n.path, inv.global_value("--log"))?,
+        None => None,
+    };
+    status.stats.addresses_held = held.as_ref().map_or(0, |h| h.addresses().len() as u64);
+
     let runc = runc_path(inv);
     let mut command = runc_command(inv, &runc);
     command
@@ -176,6 +183,11 @@ fn run_restore(
         });
     }
     state.mark_restored()?;
+    if let Some(held) = held {
+        if let Err(e) = held.release() {
+            runc_log::log_error(inv.global_value("--log"), &format!("{} (after a successful restore)", e.report()));
+        }
+    }
     // Clients that knocked before the restore left the neighbours' entries unresolved.
     let netns_path = netns.as_ref().map(|n| n.path.clone()).or_else(|| spec.network_namespace()).or_else(|| {
         let pid = std::fs::read_to_string(inv.arg_value("--pid-file")?).ok()?;
@@ -198,6 +210,27 @@ fn run_restore(
     status.state = RuntimeState::Restored;
     state.write_status(&status);
     Ok(0)
+}
+
+/// Holds in the prepared namespace the addresses the dump's sockets are bound to and it lacks
+/// (see [`restore_addresses`]). An image that cannot be read leaves the namespace as it is: the
+/// restore then says what it missed.
+fn hold_socket_addresses(
+    images_dir: &Path,
+    netns: &Path,
+    log: Option<&str>,
+) -> Result<Option<restore_addresses::HeldAddresses>, RuntimeError> {
+    let needed = match std::fs::read(images_dir.join(FILES_IMAGE))
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| socket_addresses(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(needed) => needed,
+        Err(e) => {
+            runc_log::log_error(log, &format!("network: cannot tell the sockets' addresses ({e})"));
+            return Ok(None);
+        }
+    };
+    restore_addresses::hold(netns, &needed)
 }
 
 /// Rewrites old peer addresses to new ones in the declared files of the container's root

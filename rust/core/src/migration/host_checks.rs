@@ -377,6 +377,7 @@ mod tests {
                 check_ok: true,
                 ..Default::default()
             }),
+            runtime_features: vec![],
         }
     }
 

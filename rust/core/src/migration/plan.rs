@@ -273,20 +273,21 @@ pub(crate) fn choose_path(facts: PathFacts<'_>) -> Result<PlannedPath, String> {
 }
 
 /// What CRIU does with established TCP connections: they can only survive when every network
-/// keeps its addresses, and when the destination's addresses exist at the restore:
-/// `network_after_restore` says they do not (Docker >= 28 wires a container's network only once
-/// its task exists, that is after the direct path's restore), so `auto` closes them there and
-/// `established` is refused with the reason (`Err`).
+/// keeps its addresses, and when the restoring host can give the sockets their addresses at the
+/// restore: `network_after_restore` names a host (and its engine) that cannot (Docker >= 28
+/// with a `vimigrate-runtime` older than the one that holds them), so `auto` closes them then
+/// and `established` is refused with the reason (`Err`).
 pub(crate) fn tcp_mode(
     wanted: CriuTcp,
     networks: &[NetworkDecision],
-    network_after_restore: Option<&str>,
+    network_after_restore: Option<(&str, &str)>,
 ) -> Result<(Option<TcpMode>, String), String> {
     let all_kept = !networks.is_empty() && networks.iter().all(|d| d.mode == AddressMode::Preserve);
-    if let Some(engine) = network_after_restore {
+    if let Some((host, engine)) = network_after_restore {
         let why = format!(
-            "Docker {engine} wires the container's network only after the restore, so established connections \
-             cannot be restored there"
+            "Docker {engine} on `{host}` wires the container's network only after the restore, and its \
+             vimigrate-runtime is too old to hold the sockets' addresses meanwhile (install this version's), so \
+             established connections cannot be restored there"
         );
         return match wanted {
             CriuTcp::Established => Err(why),
@@ -421,13 +422,15 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn connections_close_where_the_network_comes_after_the_restore() {
+    fn connections_close_where_an_old_runtime_restores_before_the_network() {
         let kept = [decision("a", AddressMode::Preserve)];
-        let (mode, why) = tcp_mode(CriuTcp::Auto, &kept, Some("28.5.2")).unwrap();
+        let old = Some(("provider-28", "28.5.2"));
+        let (mode, why) = tcp_mode(CriuTcp::Auto, &kept, old).unwrap();
         assert_eq!(mode, Some(TcpMode::Close));
-        assert!(why.contains("Docker 28.5.2 wires the container's network only after the restore"), "{why}");
-        assert!(tcp_mode(CriuTcp::Established, &kept, Some("28.5.2")).unwrap_err().contains("cannot be restored"));
-        assert_eq!(tcp_mode(CriuTcp::Host, &kept, Some("28.5.2")).unwrap().0, None);
+        assert!(why.contains("Docker 28.5.2 on `provider-28` wires the container's network only after"), "{why}");
+        assert!(why.contains("too old"), "{why}");
+        assert!(tcp_mode(CriuTcp::Established, &kept, old).unwrap_err().contains("cannot be restored"));
+        assert_eq!(tcp_mode(CriuTcp::Host, &kept, old).unwrap().0, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::migration::plan::{self, MigrationPlan, PathFacts};
 use crate::migration::source::SourceContainer;
 use crate::network::map::{self as network_map, NetworkDecision};
 use crate::provider::image::{image_platform, same_image};
+use crate::provider::probe::ProviderReport;
 use crate::provider::Provider;
 use vimigrate_protocol::HostFacts;
 
@@ -139,13 +140,6 @@ pub(crate) async fn preflight(
             .into());
         }
     }
-    // From Docker 28 on the daemon wires a container's network once its task exists: after the
-    // direct path's restore, which happens inside the task's creation.
-    let network_after_restore = (matches!(path, plan::PlannedPath::Direct { .. }) && dst_report.engine_major() >= 28)
-        .then_some(dst_report.server_version.as_str());
-    let (tcp, tcp_reason) = plan::tcp_mode(options.criu_tcp, &networks, network_after_restore).map_err(|detail| {
-        ProviderError::Unsuitable { provider: dst.name().to_string(), requirement: "criu_tcp established", detail }
-    })?;
     // The hosts' own facts (CPU, CRIU) read by their runtimes, and the CRIU proof, on both hosts
     // at once. Every probe runs to its end, so each removes its own container: with try_join a
     // failure on one host would drop the others mid-way, their removal left to a task that a
@@ -162,9 +156,23 @@ pub(crate) async fn preflight(
         Ok::<(), Error>(())
     };
     let ((src_facts, dst_facts), proved) = tokio::join!(facts, proved);
+    let (src_facts, dst_facts) = (src_facts?, dst_facts?);
+    let direct = matches!(path, plan::PlannedPath::Direct { .. });
+    let network_after_restore = [(src.name(), &src_report, &src_facts), (dst.name(), &dst_report, &dst_facts)]
+        .into_iter()
+        .find_map(|(name, report, facts)| {
+            lacks_restore_addresses(direct, report, facts.as_ref()).then_some((name, report.server_version.as_str()))
+        });
+    let (tcp, tcp_reason) = plan::tcp_mode(options.criu_tcp, &networks, network_after_restore).map_err(|detail| {
+        ProviderError::Unsuitable {
+            provider: network_after_restore.map_or(dst.name(), |(name, _)| name).to_string(),
+            requirement: "criu_tcp established",
+            detail,
+        }
+    })?;
     let hosts = host_checks::compare_hosts(
-        HostView { report: &src_report, facts: src_facts?.as_ref() },
-        HostView { report: &dst_report, facts: dst_facts?.as_ref() },
+        HostView { report: &src_report, facts: src_facts.as_ref() },
+        HostView { report: &dst_report, facts: dst_facts.as_ref() },
         match &path {
             plan::PlannedPath::Docker { reason } => Some(reason.as_str()),
             plan::PlannedPath::Direct { .. } => None,
@@ -205,6 +213,17 @@ pub(crate) async fn preflight(
     })
 }
 
+/// Whether a restore on this host (the destination's, or the source's own at a rollback) would
+/// find the container's network namespace without the addresses its sockets need: from Docker
+/// 28 on the daemon wires a container's network once its task exists, after the direct path's
+/// restore, and only a runtime that holds the addresses meanwhile restores established
+/// connections there. Docker's own path cannot restore on those engines at all.
+fn lacks_restore_addresses(direct: bool, report: &ProviderReport, facts: Option<&HostFacts>) -> bool {
+    direct
+        && report.engine_major() >= 28
+        && !facts.is_some_and(|f| f.runtime_has(vimigrate_protocol::HOLDS_RESTORE_ADDRESSES))
+}
+
 /// The host's facts through its runtime; `None` without one.
 async fn host_facts_of(provider: &Provider, has_runtime: bool) -> Result<Option<HostFacts>, Error> {
     if !has_runtime {
@@ -241,4 +260,24 @@ async fn plan_networks(
         decisions.push(decision);
     }
     Ok(decisions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_engine_28_host_whose_runtime_cannot_hold_the_addresses_lacks_them() {
+        let engine = |version: &str| ProviderReport { server_version: version.into(), ..Default::default() };
+        let with_feature = HostFacts {
+            runtime_features: vec![vimigrate_protocol::HOLDS_RESTORE_ADDRESSES.into()],
+            ..Default::default()
+        };
+        let without = HostFacts::default();
+        assert!(lacks_restore_addresses(true, &engine("28.5.2"), Some(&without)));
+        assert!(lacks_restore_addresses(true, &engine("29.1.0"), None));
+        assert!(!lacks_restore_addresses(true, &engine("28.5.2"), Some(&with_feature)));
+        assert!(!lacks_restore_addresses(true, &engine("26.1.5"), Some(&without)), "Docker's hook wires it before");
+        assert!(!lacks_restore_addresses(false, &engine("28.5.2"), None), "Docker's path is refused there anyway");
+    }
 }

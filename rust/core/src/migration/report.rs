@@ -117,6 +117,9 @@ pub struct MigrationStats {
     /// On the direct path: the destination's network set up (Docker's network hook run on a
     /// prepared namespace) while it waited for the transfer, before the freeze.
     pub network_ms: u64,
+    /// On the direct path: addresses the destination's sockets are bound to that its network
+    /// namespace lacked at the restore (Docker >= 28 wires it afterwards), held for the restore.
+    pub addresses_held: u64,
 }
 
 /// A successful migration.

@@ -186,6 +186,7 @@ impl CheckpointPath<Provider> for DirectPath {
                 stats.receive_ms = received.stats.receive_ms;
                 stats.restore_ms = received.stats.restore_ms;
                 stats.network_ms = received.stats.network_ms;
+                stats.addresses_held = received.stats.addresses_held;
                 stats.criu_restore = received.stats.criu_restore.clone();
                 stats.runtime_peak_rss_kib = stats.runtime_peak_rss_kib.max(received.stats.peak_rss_kib);
                 received.stats.rewrites
