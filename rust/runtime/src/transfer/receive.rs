@@ -88,6 +88,15 @@ pub fn bind(listen: &str) -> Result<TcpListener, RuntimeError> {
 
 /// Waits for the sender, then receives and checks everything it sends.
 pub fn receive(listener: &TcpListener, plan: &ReceivePlan<'_>) -> Result<ReceiveReport, RuntimeError> {
+    receive_keeping_connection(listener, plan).map(|(report, _)| report)
+}
+
+/// [`receive`], handing back the connection for what follows the images (post-copy's page
+/// relay).
+pub fn receive_keeping_connection(
+    listener: &TcpListener,
+    plan: &ReceivePlan<'_>,
+) -> Result<(ReceiveReport, StreamOwned<ServerConnection, TcpStream>), RuntimeError> {
     let config = server_config(plan.cert.clone(), plan.key.clone())?;
     let mut bad = 0;
     loop {
@@ -120,7 +129,7 @@ pub fn receive(listener: &TcpListener, plan: &ReceivePlan<'_>) -> Result<Receive
             Ok(()) => {
                 let _ = wire::write_verdict(&mut stream, None);
                 report.receive_ms = started.elapsed().as_millis() as u64;
-                return Ok(report);
+                return Ok((report, stream));
             }
             Err(e) => {
                 let _ = wire::write_verdict(&mut stream, Some(&e.report()));

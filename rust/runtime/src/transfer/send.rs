@@ -344,13 +344,24 @@ impl Sender {
     }
 
     /// Closes the stream and waits for the receiver to confirm that every checksum matched.
-    pub fn finish(mut self) -> Result<SendReport, RuntimeError> {
+    pub fn finish(self) -> Result<SendReport, RuntimeError> {
+        self.finish_keeping_connection().map(|(report, _)| report)
+    }
+
+    /// [`Sender::finish`], handing back the connection for what follows the images (post-copy's
+    /// page relay).
+    pub fn finish_keeping_connection(
+        mut self,
+    ) -> Result<(SendReport, StreamOwned<ClientConnection, TcpStream>), RuntimeError> {
         let total = self.report.image_bytes + self.report.file_bytes;
         self.frame(&Frame::Done { bytes: total, entries: u64::from(self.next_id) })?;
         self.out.flush().map_err(send_error("flush"))?;
         let stream = self.out.get_mut();
         match wire::read_verdict(stream).map_err(send_error("read the receiver's verdict"))? {
-            None => Ok(self.report),
+            None => {
+                let (stream, _) = self.out.into_parts();
+                Ok((self.report, stream))
+            }
             Some(refusal) => {
                 Err(RuntimeError::protocol("send", format!("the destination rejected the transfer: {refusal}")))
             }
