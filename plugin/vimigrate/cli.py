@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--method", choices=["auto", "direct", "docker"], default="auto",
                          help="direct: host to host through vimigrate-runtime; docker: Docker's checkpoint API; "
                               "auto (default): direct when both hosts offer it")
+    migrate.add_argument("--memory", choices=["stop-and-copy", "post-copy"], default="stop-and-copy",
+                         help="stop-and-copy (default): the memory moves inside the freeze, nothing is lost on any "
+                              "failure; post-copy: the destination runs once all but the memory arrived and faults "
+                              "its pages in from the source (the shortest interruption), but a failure of the "
+                              "source or the link before every page arrived loses what the service did since")
     migrate.add_argument("--ignore-host-check", action="append", default=[],
                          choices=["cpu", "criu", "cgroup", "engine"], dest="ignore_host_checks",
                          help="override one of the preflight's host checks (repeatable): cpu (a CPU feature the "
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             destination = _native.Provider.connect(_provider_config(args, "to_"))
             options = MigrationOptions(container=args.container, keep_source=args.keep_source,
                                        verify=not args.no_verify, check_criu=not args.no_criu_check,
-                                       method=args.method, ignore_host_checks=args.ignore_host_checks)
+                                       method=args.method, memory=args.memory,
+                                       ignore_host_checks=args.ignore_host_checks)
             if args.checkpoint_name:
                 options["checkpoint_name"] = args.checkpoint_name
             report = _native.migrate(source, destination, options, _Progress())

@@ -17,14 +17,17 @@ from typing import Literal, NotRequired, TypedDict
 # --- enums -------------------------------------------------------------------------------------
 
 #: Where the service runs after a failed migration (``MigrationFailedError.rollback``).
-Rollback = Literal["failed", "held", "nothing_to_undo", "resumed", "undone"]
+Rollback = Literal["failed", "held", "lost", "nothing_to_undo", "resumed", "undone"]
 #: How a migration moves the checkpoint.
 Method = Literal["auto", "direct", "docker"]
+#: How the memory moves: inside the freeze, or after the restore (post-copy: a failure of the
+#: source or the link before every page arrived loses what the service did since the restore).
+MemoryMode = Literal["stop-and-copy", "post-copy"]
 #: What CRIU does with established TCP connections.
 CriuTcp = Literal["auto", "close", "established", "host"]
 #: The phases of a migration, in order (progress events, ``MigrationFailedError.phase``).
 Phase = Literal["preflight", "image", "prepare", "precopy", "checkpoint", "transfer", "verify", "restore",
-                "cleanup"]
+                "postcopy", "cleanup"]
 #: Whether a network keeps its addresses on the destination.
 AddressMode = Literal["preserve", "remap"]
 #: The record types the DNS engine manages.
@@ -37,8 +40,9 @@ HostCheckKind = Literal["cgroup", "cpu", "criu", "engine"]
 Protocol = Literal["tcp", "udp"]
 
 #: The Literal aliases above by the engine's type name, for the contract test.
-ENUMS = {"Rollback": Rollback, "Method": Method, "CriuTcp": CriuTcp, "Phase": Phase, "AddressMode": AddressMode,
-         "RecordType": RecordType, "Fault": Fault, "Protocol": Protocol, "HostCheckKind": HostCheckKind}
+ENUMS = {"Rollback": Rollback, "Method": Method, "MemoryMode": MemoryMode, "CriuTcp": CriuTcp, "Phase": Phase,
+         "AddressMode": AddressMode, "RecordType": RecordType, "Fault": Fault, "Protocol": Protocol,
+         "HostCheckKind": HostCheckKind}
 
 # --- provider ----------------------------------------------------------------------------------
 
@@ -200,6 +204,7 @@ class MigrationOptions(TypedDict):
     peer_files: NotRequired[list[str]]
     criu_tcp: NotRequired[CriuTcp]
     method: NotRequired[Method]
+    memory: NotRequired[MemoryMode]
     ignore_host_checks: NotRequired[list[HostCheckKind]]
     fault: NotRequired[Fault | None]
 
@@ -258,6 +263,8 @@ class MigrationStats(TypedDict):
     runtime_peak_rss_kib: int
     network_ms: int
     addresses_held: int
+    postcopy_ms: int
+    page_bytes: int
 
 
 class MigrationReport(TypedDict):
@@ -277,6 +284,7 @@ class MigrationReport(TypedDict):
     criu_tcp_option: str | None
     rewrites: list[tuple[str, int]]
     method: Literal["direct", "docker"]
+    memory: MemoryMode
     method_reason: str | None
 
 
@@ -354,6 +362,8 @@ class MigrationPlan(TypedDict):
     forwarding: list[Forwarding]
     criu_tcp_option: str | None
     tcp_reason: str
+    memory: MemoryMode
+    memory_reason: str
     destination_runtime: str | None
     address_map: dict[str, str]
     peer_files: list[str]

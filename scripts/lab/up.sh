@@ -41,6 +41,7 @@ mkdir -p "$LAB_RUN" "$LAB_DATA" "$LAB_LOG" "$LAB_DIR" "$DNS_DIR" "$PDNS_DIR"
 
 setup_network
 ensure_runc_conf
+ensure_pipe_size
 ensure_runtime
 ensure_tls
 restart_tls_providers

@@ -22,8 +22,8 @@ STUB = ROOT / "plugin" / "vimigrate" / "_native.pyi"
 #: must match.
 CONTRACT = ["ProviderConfig", "TlsFiles", "MigrationOptions", "MigrationReport", "MigrationStats", "HealReport",
             "ProviderReport", "DeployedContainer", "PublishedPort", "NetworkInfo", "NetworkSpec", "NetworkDecision",
-            "ContainerSpec", "DnsRecord", "RecordChange", "MigrationPlan", "Rollback", "Method", "CriuTcp", "Phase",
-            "AddressMode", "HostComparison", "HostSummary", "HostCheck", "HostCheckKind"]
+            "ContainerSpec", "DnsRecord", "RecordChange", "MigrationPlan", "Rollback", "Method", "MemoryMode",
+            "CriuTcp", "Phase", "AddressMode", "HostComparison", "HostSummary", "HostCheck", "HostCheckKind"]
 
 
 def _stub() -> ast.Module:

@@ -15,6 +15,7 @@ use crate::checkpoint::criu_options::CriuTcp;
 use crate::dns::record::{DnsRecord, RecordChange, RecordType};
 use crate::migration::heal::HealReport;
 use crate::migration::host_checks::{CheckOutcome, HostCheck, HostCheckKind, HostComparison, HostSummary};
+use crate::migration::memory::MemoryMode;
 use crate::migration::options::{Method, MigrationOptions};
 use crate::migration::plan::{Forwarding, MigrationPlan, PlannedPath};
 use crate::migration::report::{MigrationReport, MigrationStats, Phase};
@@ -69,6 +70,7 @@ pub fn shapes() -> BTreeMap<&'static str, Vec<String>> {
         }),
     );
     out.insert("Method", variants::<Method>());
+    out.insert("MemoryMode", variants::<MemoryMode>());
     out.insert("CriuTcp", variants::<CriuTcp>());
     out.insert("Phase", variants::<Phase>());
     out.insert("AddressMode", variants::<AddressMode>());
@@ -151,6 +153,7 @@ fn sample_report() -> MigrationReport {
         criu_tcp_option: None,
         rewrites: Vec::new(),
         method: "docker",
+        memory: MemoryMode::StopAndCopy,
         method_reason: None,
     }
 }
@@ -213,6 +216,8 @@ fn sample_plan() -> MigrationPlan {
         forwarding: Vec::new(),
         tcp: None,
         tcp_reason: String::new(),
+        memory: MemoryMode::StopAndCopy,
+        memory_reason: String::new(),
         destination_runtime: None,
         address_map: BTreeMap::new(),
         peer_files: Vec::new(),
@@ -233,7 +238,8 @@ mod tests {
         }
         assert!(shapes["MigrationOptions"].contains(&"criu_tcp".to_string()), "{:?}", shapes["MigrationOptions"]);
         assert_eq!(shapes["Method"], ["auto", "direct", "docker"]);
-        assert_eq!(shapes["Rollback"], ["failed", "held", "nothing_to_undo", "resumed", "undone"]);
+        assert_eq!(shapes["Rollback"], ["failed", "held", "lost", "nothing_to_undo", "resumed", "undone"]);
+        assert_eq!(shapes["MemoryMode"], ["post-copy", "stop-and-copy"]);
         assert!(shapes["Phase"].contains(&"checkpoint".to_string()));
         assert_eq!(shapes["ProviderConfig"].len(), 8, "{:?}", shapes["ProviderConfig"]);
     }

@@ -64,6 +64,11 @@ pub struct DumpDirective {
     /// Fault injection for the project's own tests of the integrity checks and rollbacks.
     #[serde(default)]
     pub fault: Option<Fault>,
+    /// Post-copy: CRIU dumps everything but the memory (`--lazy-pages`), and serves the pages
+    /// over the transfer connection once the images went, until the destination has them all;
+    /// the processes stay frozen here until then, and are discarded once every page arrived.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub lazy_pages: bool,
 }
 
 /// A failure the source's wrapper provokes on purpose, for tests.
@@ -101,6 +106,11 @@ pub struct RestoreDirective {
     /// Old peer address -> new, for `peer_files`.
     #[serde(default)]
     pub address_map: BTreeMap<String, String>,
+    /// Post-copy: restore without the memory (`--lazy-pages`) once the images arrived; CRIU's
+    /// lazy-pages daemon fetches the pages from the source over the transfer connection, and
+    /// the container is killed here if they stop coming.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub lazy_pages: bool,
 }
 
 /// The destination's receiver.
@@ -154,6 +164,10 @@ pub struct BaselineEntry {
     pub mode: u32,
 }
 
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 fn expose<S: Serializer>(secret: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(secret.expose())
 }
@@ -188,6 +202,7 @@ mod tests {
                 }),
                 peer_files: vec![],
                 address_map: BTreeMap::new(),
+                lazy_pages: false,
             }),
         }
     }
@@ -199,6 +214,7 @@ mod tests {
         let text = String::from_utf8(json.clone()).unwrap();
         assert!(text.contains("t0ken") && text.contains("a2V5"), "{text}");
         assert!(text.contains(r#""restore": {"#), "{text}");
+        assert!(!text.contains("lazy_pages"), "left out unless asked, for older runtimes: {text}");
         let back: Directive = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, directive);
     }

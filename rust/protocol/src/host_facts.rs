@@ -27,8 +27,11 @@ pub const CRIU_FEATURES: &[&str] = &["uffd-noncoop", "mem_dirty_track"];
 /// lacks them (Docker >= 28 wires the namespace after the restore), so that established TCP
 /// connections restore there.
 pub const HOLDS_RESTORE_ADDRESSES: &str = "restore-addresses";
+/// The runtime dumps and restores with lazy pages and relays them between the hosts
+/// (post-copy).
+pub const POST_COPY: &str = "post-copy";
 /// Every feature this version of `vimigrate-runtime` has.
-pub const RUNTIME_FEATURES: &[&str] = &[HOLDS_RESTORE_ADDRESSES];
+pub const RUNTIME_FEATURES: &[&str] = &[HOLDS_RESTORE_ADDRESSES, POST_COPY];
 
 /// One host's facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +57,19 @@ pub struct HostFacts {
     /// on them.
     #[serde(default)]
     pub runtime_features: Vec<String>,
+    /// `fs.pipe-max-size`: without CAP_SYS_RESOURCE, CRIU cannot grow its pipes beyond it,
+    /// and its lazy pages (post-copy) fail below [`LAZY_PAGES_PIPE_SIZE`] ("splice: Bad file
+    /// descriptor"). 0 when unknown.
+    #[serde(default)]
+    pub pipe_max_size: u64,
+    /// Whether the runtime (and so runc's CRIU) runs with CAP_SYS_RESOURCE.
+    #[serde(default)]
+    pub cap_sys_resource: bool,
 }
+
+/// The pipe size CRIU's lazy pages need when it cannot raise the limit itself (measured here:
+/// 4 MiB worked, the default 1 MiB did not).
+pub const LAZY_PAGES_PIPE_SIZE: u64 = 4 << 20;
 
 /// The CRIU of a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +97,17 @@ impl HostFacts {
     /// Whether the host's runtime has `feature` (one of [`RUNTIME_FEATURES`]).
     pub fn runtime_has(&self, feature: &str) -> bool {
         self.runtime_features.iter().any(|f| f == feature)
+    }
+
+    /// Why CRIU's lazy pages would fail on this host for its pipes, if they would.
+    pub fn lazy_pages_pipe_problem(&self) -> Option<String> {
+        (!self.cap_sys_resource && self.pipe_max_size > 0 && self.pipe_max_size < LAZY_PAGES_PIPE_SIZE).then(|| {
+            format!(
+                "fs.pipe-max-size is {} and CRIU runs without CAP_SYS_RESOURCE: its lazy pages need pipes of {} \
+                 (sysctl -w fs.pipe-max-size={})",
+                self.pipe_max_size, LAZY_PAGES_PIPE_SIZE, LAZY_PAGES_PIPE_SIZE
+            )
+        })
     }
 
     /// Whether the host's CRIU supports `feature` (one of [`CRIU_FEATURES`]).

@@ -78,7 +78,8 @@ pub use directive::{
 };
 pub use error_chain::error_chain;
 pub use host_facts::{
-    CriuFacts, HostFacts, FACTS_FILE, FACTS_REQUEST_FILE, FACTS_VERSION, HOLDS_RESTORE_ADDRESSES, RUNTIME_FEATURES,
+    CriuFacts, HostFacts, FACTS_FILE, FACTS_REQUEST_FILE, FACTS_VERSION, HOLDS_RESTORE_ADDRESSES, POST_COPY,
+    RUNTIME_FEATURES,
 };
 pub use secret::Secret;
 pub use status::{RuntimeFailure, RuntimeState, RuntimeStats, RuntimeStatus};
@@ -94,6 +95,10 @@ pub const STATE_DIR: &str = "vimigrate";
 pub const DIRECTIVE_FILE: &str = "directive.json";
 /// The wrapper's report, in [`STATE_DIR`].
 pub const STATUS_FILE: &str = "status.json";
+/// Post-copy: the destination's page fetcher's report (a [`RuntimeStatus`]: `dumped` once every
+/// page arrived, `failed` when they stopped coming), in [`STATE_DIR`]. Apart from
+/// [`STATUS_FILE`], which the restore writes, because the fetch outlives the restore.
+pub const PAGES_STATUS_FILE: &str = "pages-status.json";
 /// Written by the broker next to a directive a wrapper waits on, to withdraw it (a rollback).
 pub const ABORT_FILE: &str = "abort";
 /// The per-container CRIU configuration the wrapper writes before each dump or restore, in

@@ -34,7 +34,10 @@ pub enum RuntimeState {
     Listening,
     /// Everything arrived and matched its checksums.
     Received,
-    /// The dump finished (and was sent, when asked).
+    /// Post-copy: the images went; the memory is served to the destination while the
+    /// processes stay frozen here.
+    ServingPages,
+    /// The dump finished (and was sent, when asked; in post-copy, every page arrived).
     Dumped,
     /// The restore finished: the container runs.
     Restored,
@@ -93,6 +96,13 @@ pub struct RuntimeStats {
     /// wires it only after the restore), held on its loopback while CRIU restored.
     #[serde(default)]
     pub addresses_held: u64,
+    /// Post-copy: from the images' end to the last page served (source) or fetched
+    /// (destination).
+    #[serde(default)]
+    pub pages_ms: u64,
+    /// Post-copy: bytes of the page traffic from the source.
+    #[serde(default)]
+    pub page_bytes: u64,
     /// When the dump started (source) or the restore ended (destination), Unix time in ms:
     /// the two ends of the interruption as the hosts saw it.
     #[serde(default)]

@@ -19,10 +19,12 @@ use crate::error::RuntimeError;
 use crate::fs::layer_delta::{layer_delta, whole_tree};
 use crate::fs::state_files;
 use crate::fs::state_files::StateDir;
+use crate::lazy_pages::PageServer;
 use crate::net::prepared_netns;
 use crate::runc::args::Invocation;
 use crate::runc::log as runc_log;
 use crate::runc::spec::{overlay_upper_dir, Spec};
+use crate::transfer::page_relay::{self, RelayEnd};
 use crate::transfer::send::{SendReport, SendTarget, Sender};
 use crate::transfer::wire::Area;
 use crate::{criu_log_tail, ms, peak_rss_kib, runc_command, runc_path, unix_ms_now, Outcome, CRIU_LOG};
@@ -126,6 +128,11 @@ fn run_dump(
     if let Some(pid) = runc_state["init_process_pid"].as_u64() {
         external.extend(crate::cgroup_stubs::dump_lines(pid));
     }
+    if dump.lazy_pages {
+        // CRIU's lazy page server takes no address from runc (its RPC keeps only the port in
+        // lazy mode) and would listen on every address: the pages are only for the relay here.
+        external.push(format!("address {}", crate::lazy_pages::PAGE_SERVER_ADDRESS));
+    }
     state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)), &external)?;
     let images_dir = checked_images_dir(directive, container_dir)?;
     state_files::create_private_dir(&images_dir)
@@ -147,6 +154,21 @@ fn run_dump(
         volumes.push((destination.clone(), source.to_path_buf()));
     }
 
+    let mut lazy = if dump.lazy_pages {
+        if sender.is_none() {
+            return Err(RuntimeError::Directive("post-copy (lazy_pages) needs a destination to send to".into()));
+        }
+        state.mark_lazy_dump(&directive.migration)?;
+        Some(PageServer::prepare()?)
+    } else {
+        None
+    };
+    let io_timeout = Duration::from_millis(directive.io_timeout_ms.max(1000));
+    // Post-copy: CRIU's page server, connected to as soon as it listens (it takes one client
+    // and then closes its listening socket), reaches the send thread once the images went.
+    let (page_server_tx, page_server_rx) = std::sync::mpsc::channel::<std::net::TcpStream>();
+    let relay_to = lazy.as_ref().map(|_| page_server_rx);
+
     let started = Instant::now();
     status.stats.at_unix_ms = unix_ms_now();
     let dump_state = Arc::new(AtomicU8::new(RUNNING));
@@ -156,7 +178,7 @@ fn run_dump(
         let images_dir = images_dir.clone();
         let baseline = dump.baseline.clone();
         let excluded = dump.excluded.clone();
-        std::thread::spawn(move || -> Result<SendReport, RuntimeError> {
+        std::thread::spawn(move || -> Result<Sent, RuntimeError> {
             let result = (|| {
                 if let Some(upper) = &upper {
                     let delta = layer_delta(upper, &baseline, &excluded)?;
@@ -173,9 +195,17 @@ fn run_dump(
                 };
                 sender.stream_images(&images_dir, &state)
             })();
-            match result {
-                Ok(()) => sender.finish(),
-                Err(e) => {
+            match (result, relay_to) {
+                (Ok(()), None) => sender.finish().map(|report| (report, None)),
+                // Post-copy: the images went; the pages follow over the same connection.
+                (Ok(()), Some(page_server)) => {
+                    let (report, mut stream) = sender.finish_keeping_connection()?;
+                    let mut local = page_server
+                        .recv()
+                        .map_err(|_| RuntimeError::protocol("send", "CRIU's page server was never connected to"))?;
+                    Ok((report, Some(page_relay::run(&mut stream, &mut local, None, io_timeout))))
+                }
+                (Err(e), _) => {
                     sender.abort(&e.report());
                     Err(e)
                 }
@@ -200,6 +230,13 @@ fn run_dump(
     let mut command = runc_command(inv, &runc);
     let args = Invocation { args: inv.args_without("--image-path"), ..inv.clone() }.args_without("--work-path");
     command.arg("checkpoint").arg("--image-path").arg(&images_dir).arg("--work-path").arg(&work).args(args);
+    if let Some(server) = lazy.as_mut() {
+        command.args(server.runc_args());
+        let child = command.spawn().map_err(RuntimeError::io("dump", format!("run {}", runc.display())))?;
+        server.started();
+        let tail = LazyDump { inv, id, work: &work, state, started, io_timeout };
+        return tail.finish(server, child, &dump_state, (send_thread, page_server_tx), status);
+    }
     let exit = command.status().map_err(RuntimeError::io("dump", format!("run {}", runc.display())))?;
     status.stats.dump_ms = ms(started);
     dump_state.store(if exit.success() { DUMPED } else { FAILED }, Ordering::SeqCst);
@@ -219,8 +256,7 @@ fn run_dump(
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let sent =
-        send_thread.map(|t| t.join().unwrap_or_else(|_| Err(RuntimeError::protocol("send", "the sender panicked"))));
+    let sent = send_thread.map(|t| join_sender(t).map(|(report, _)| report));
 
     if !exit.success() {
         let e = RuntimeError::Runc {
@@ -258,4 +294,190 @@ fn run_dump(
     }
     state.write_status(&status);
     Ok(0)
+}
+
+/// What the send thread hands back: what it sent, and in post-copy how the page relay ended.
+type Sent = (SendReport, Option<RelayEnd>);
+
+fn join_sender(thread: std::thread::JoinHandle<Result<Sent, RuntimeError>>) -> Result<Sent, RuntimeError> {
+    thread.join().unwrap_or_else(|_| Err(RuntimeError::protocol("send", "the sender panicked")))
+}
+
+/// The end of a post-copy dump (see [`crate::lazy_pages`]): once CRIU's page server is ready the
+/// images are complete and the processes frozen; the relay then serves the pages until the
+/// destination has them all. On a failure before the destination restored, CRIU is killed and
+/// the processes go on here; after it, the copy here is discarded.
+struct LazyDump<'a> {
+    inv: &'a Invocation,
+    id: &'a str,
+    work: &'a Path,
+    state: &'a StateDir,
+    started: Instant,
+    io_timeout: Duration,
+}
+
+impl LazyDump<'_> {
+    fn finish(
+        &self,
+        server: &PageServer,
+        mut runc: std::process::Child,
+        dump_state: &AtomicU8,
+        (send_thread, page_server): (
+            Option<std::thread::JoinHandle<Result<Sent, RuntimeError>>>,
+            std::sync::mpsc::Sender<std::net::TcpStream>,
+        ),
+        mut status: RuntimeStatus,
+    ) -> Result<i32, RuntimeError> {
+        let log = self.inv.global_value("--log");
+        // CRIU dumps everything but the memory: as long as a small dump takes, bounded.
+        let ready = server.wait_ready(&mut runc, self.io_timeout.max(Duration::from_secs(30)));
+        let ready = match ready {
+            Ok(ready) => ready,
+            Err(e) => {
+                self.release_source(&mut runc);
+                dump_state.store(FAILED, Ordering::SeqCst);
+                drop(page_server);
+                if let Some(thread) = send_thread {
+                    let _ = join_sender(thread);
+                }
+                return Err(e);
+            }
+        };
+        if !ready {
+            // runc exited first: CRIU's dump failed and the processes went on.
+            dump_state.store(FAILED, Ordering::SeqCst);
+            drop(page_server);
+            if let Some(thread) = send_thread {
+                let _ = join_sender(thread);
+            }
+            let exit = runc.wait().map_err(RuntimeError::io("dump", "wait for runc"))?;
+            return Err(RuntimeError::Runc {
+                step: "dump",
+                command: "checkpoint",
+                status: exit.to_string(),
+                log: criu_log_tail(self.work, CRIU_LOG),
+            });
+        }
+        status.stats.dump_ms = ms(self.started);
+        // This thread keeps its own handle on the connection: it must stay open until CRIU was
+        // killed, should the migration fail before the restore (its closing would end the
+        // frozen processes).
+        let held = match crate::lazy_pages::connect_page_server(server.port).and_then(|local| {
+            let ours = local.try_clone().map_err(RuntimeError::io("dump", "share CRIU's page-server connection"))?;
+            Ok((local, ours))
+        }) {
+            Ok((local, ours)) => {
+                let _ = page_server.send(local);
+                ours
+            }
+            Err(e) => {
+                // Someone else took the page server's one connection, or it is gone: the pages
+                // go nowhere, and the processes go on here.
+                self.release_source(&mut runc);
+                dump_state.store(FAILED, Ordering::SeqCst);
+                drop(page_server);
+                if let Some(thread) = send_thread {
+                    let _ = join_sender(thread);
+                }
+                return Err(e);
+            }
+        };
+        dump_state.store(DUMPED, Ordering::SeqCst);
+        status.state = RuntimeState::ServingPages;
+        self.state.write_status(&status);
+        let pages_started = Instant::now();
+        let sent = match send_thread {
+            Some(thread) => join_sender(thread),
+            None => Err(RuntimeError::Directive("post-copy without a destination".into())),
+        };
+        status.stats.peak_rss_kib = peak_rss_kib();
+        match sent {
+            Ok((report, Some(end))) if end.complete => {
+                // The lazy-pages daemon closed: CRIU ends the dump and the processes here.
+                let exit = runc.wait().map_err(RuntimeError::io("dump", "wait for runc"))?;
+                status.stats.image_bytes = report.image_bytes;
+                status.stats.file_bytes = report.file_bytes;
+                status.stats.file_entries = report.file_entries;
+                status.stats.page_bytes = end.bytes_out;
+                status.stats.pages_ms = ms(pages_started);
+                status.stats.send_ms = ms(self.started);
+                status.stats.criu_dump =
+                    std::fs::read(self.work.join(DUMP_STATS_FILE)).ok().and_then(|b| parse_dump_stats(&b).ok());
+                if !exit.success() {
+                    let e = RuntimeError::Runc {
+                        step: "post-copy",
+                        command: "checkpoint",
+                        status: exit.to_string(),
+                        log: criu_log_tail(self.work, CRIU_LOG),
+                    };
+                    runc_log::log_error(log, &e.report());
+                    return Err(e);
+                }
+                status.state = RuntimeState::Dumped;
+                self.state.write_status(&status);
+                Ok(0)
+            }
+            Ok((_, Some(end))) if end.restored => {
+                // The destination runs the container but can no longer fetch its pages: closing
+                // CRIU's connection ends the dump and the processes here (never two copies; the
+                // destination's runtime stops its own).
+                let _ = held.shutdown(std::net::Shutdown::Both);
+                drop(held);
+                let _ = runc.wait();
+                let e = RuntimeError::protocol(
+                    "post-copy",
+                    format!(
+                        "the page transfer broke {:.1} s after the destination restored ({}): the container's memory \
+                         was split between the hosts, the copy here was discarded, and the destination's stops \
+                         without its pages",
+                        end.elapsed.as_secs_f64(),
+                        end.failure.as_deref().unwrap_or("no reason given")
+                    ),
+                );
+                runc_log::log_error(log, &e.report());
+                status.state = RuntimeState::Failed;
+                status.error = Some(RuntimeFailure { step: "post-copy".into(), message: e.report(), retryable: false });
+                self.state.write_status(&status);
+                // The checkpoint itself completed: Docker sees the container exited.
+                Ok(0)
+            }
+            other => {
+                // Before the restore: the processes go on here, as if nothing had happened
+                // (CRIU killed while its connection is still open).
+                self.release_source(&mut runc);
+                drop(held);
+                let e = match other {
+                    Err(e) => e,
+                    Ok((_, end)) => RuntimeError::protocol(
+                        "send",
+                        format!(
+                            "the page transfer broke before the destination restored ({}); the container goes on here",
+                            end.and_then(|e| e.failure).unwrap_or_default()
+                        ),
+                    ),
+                };
+                Err(e)
+            }
+        }
+    }
+
+    /// Kills CRIU, which releases the frozen processes, and thaws a cgroup it had frozen.
+    fn release_source(&self, runc: &mut std::process::Child) {
+        let killed = crate::lazy_pages::kill_criu_under(runc.id());
+        let _ = runc.wait();
+        let resumed = runc_command(self.inv, &runc_path(self.inv))
+            .arg("resume")
+            .arg(self.id)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        runc_log::log_error(
+            self.inv.global_value("--log"),
+            &format!(
+                "post-copy abandoned before the restore: CRIU stopped ({killed} process(es)), the container resumed here \
+                 (runc resume: {})",
+                resumed.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+            ),
+        );
+    }
 }

@@ -37,7 +37,25 @@ pub fn read_host_facts() -> HostFacts {
         cgroup_version: cgroup_version(Path::new("/sys/fs/cgroup")),
         criu: find_on_path("criu").map(|path| criu_facts(&path)),
         runtime_features: vimigrate_protocol::RUNTIME_FEATURES.iter().map(|f| f.to_string()).collect(),
+        pipe_max_size: std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0),
+        cap_sys_resource: has_capability(CAP_SYS_RESOURCE),
     }
+}
+
+/// The capability number of CAP_SYS_RESOURCE.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether this process has capability `cap` in its effective set.
+fn has_capability(cap: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask >> cap & 1 == 1)
 }
 
 /// 2 when `dir` is a cgroup2 mount (the unified hierarchy), else 1.
@@ -56,7 +74,8 @@ fn cgroup_version(dir: &Path) -> u8 {
 
 /// The first executable `name` on `PATH` (dockerd's, inherited through containerd: the one
 /// runc finds).
-fn find_on_path(name: &str) -> Option<PathBuf> {
+/// The first executable `name` on `PATH` (dockerd's, where runc finds CRIU too).
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }

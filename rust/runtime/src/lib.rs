@@ -23,6 +23,8 @@ pub mod dump;
 pub mod error;
 pub mod facts;
 pub mod fs;
+pub mod lazy_pages;
+pub mod lazy_restore;
 pub mod net;
 pub mod restore;
 pub mod runc;

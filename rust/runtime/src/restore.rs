@@ -19,6 +19,7 @@ use crate::error::RuntimeError;
 use crate::fs::safe;
 use crate::fs::safe::Root;
 use crate::fs::state_files::StateDir;
+use crate::lazy_restore::{FetchPlan, PageFetcher};
 use crate::net::announce;
 use crate::net::prepared_netns;
 use crate::net::restore_addresses;
@@ -96,6 +97,13 @@ fn run_restore(
     let work = state.private_subdir("restore-work")?;
     state.write_criu_conf(Some(&directive.criu), Some(&work.join(CRIU_LOG)), &[])?;
     let images_dir = checked_images_dir(directive, container_dir)?;
+    if restore.receive.is_none() && state.is_lazy_dump(&directive.migration) {
+        // CRIU would spin on the missing pages (measured: a core at 95 % for minutes).
+        return Err(RuntimeError::Directive(format!(
+            "checkpoint {} is a post-copy dump: its memory never was on disk here, it cannot be restored",
+            directive.migration
+        )));
+    }
     // Docker's network hook, the slowest part of a restore, runs now: before the source
     // freezes, while this waits for the transfer.
     let docker_spec = spec.clone();
@@ -104,6 +112,7 @@ fn run_restore(
         status.stats.network_ms = u64::try_from(n.elapsed.as_millis()).unwrap_or(u64::MAX);
     }
 
+    let mut connection = None;
     if let Some(receive) = &restore.receive {
         let listener = receive::bind(&receive.listen)?;
         status.port = listener.local_addr().ok().map(|a| a.port());
@@ -124,8 +133,9 @@ fn run_restore(
             rootfs: spec.root.clone(),
             volumes,
         };
-        let report = receive::receive(&listener, &plan)?;
+        let (report, stream) = receive::receive_keeping_connection(&listener, &plan)?;
         drop(listener);
+        connection = Some(stream);
         status.stats.receive_ms = report.receive_ms;
         status.stats.image_bytes = report.image_bytes;
         status.stats.file_bytes = report.file_bytes;
@@ -146,6 +156,22 @@ fn run_restore(
         None => None,
     };
     status.stats.addresses_held = held.as_ref().map_or(0, |h| h.addresses().len() as u64);
+    // Post-copy: the memory comes after the restore, fetched by a process of its own.
+    let fetcher = match (restore.lazy_pages, connection) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(RuntimeError::Directive("post-copy (lazy_pages) needs the images from a source".into()))
+        }
+        (true, Some(stream)) => Some(PageFetcher::start(FetchPlan {
+            stream,
+            images_dir: &images_dir,
+            work: &work,
+            pid_file: inv.arg_value("--pid-file").map(PathBuf::from),
+            state,
+            migration: &directive.migration,
+            io_timeout: Duration::from_millis(directive.io_timeout_ms.max(1000)),
+        })?),
+    };
 
     let runc = runc_path(inv);
     let mut command = runc_command(inv, &runc);
@@ -168,9 +194,19 @@ fn run_restore(
     if inv.has_flag("--no-pivot") {
         command.arg("--no-pivot");
     }
+    if fetcher.is_some() {
+        command.arg("--lazy-pages");
+    }
     command.arg(id);
     let started = Instant::now();
-    let exit = command.status().map_err(RuntimeError::io("restore", format!("run {}", runc.display())))?;
+    let exit = command.status().map_err(RuntimeError::io("restore", format!("run {}", runc.display())));
+    if let Some(fetcher) = fetcher {
+        match &exit {
+            Ok(e) if e.success() => fetcher.restored(),
+            _ => fetcher.failed(),
+        }
+    }
+    let exit = exit?;
     status.stats.restore_ms = ms(started);
     status.stats.at_unix_ms = unix_ms_now();
     status.stats.peak_rss_kib = peak_rss_kib();

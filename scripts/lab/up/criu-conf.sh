@@ -21,3 +21,17 @@ ensure_runc_conf() {
 		grep -qxF "$line" "$conf" || printf '%s\n' "$line" >>"$conf"
 	done
 }
+
+ensure_pipe_size() {
+	# CRIU's lazy pages (post-copy) splice page runs through pipes it grows with
+	# F_SETPIPE_SZ; without CAP_SYS_RESOURCE (this sandbox's root has none) it
+	# cannot grow them past fs.pipe-max-size, and the default 1 MiB fails its
+	# transfer ("splice: Bad file descriptor"); 4 MiB works. The lab's
+	# providers are this host, so the host's limit is raised (never lowered).
+	local want=4194304 now
+	now=$(cat /proc/sys/fs/pipe-max-size)
+	if ((now < want)); then
+		echo "$want" >/proc/sys/fs/pipe-max-size
+		log "fs.pipe-max-size raised from $now to $want for CRIU's lazy pages"
+	fi
+}

@@ -27,13 +27,22 @@ pub enum Rollback {
         /// Why removing the destination's container failed.
         cause: Box<Error>,
     },
+    /// Post-copy broke after the destination ran: the memory was split between the hosts, so
+    /// neither copy runs on (what the service did since the restore is lost). The destination's
+    /// container is kept, stopped, to be started afresh from its image.
+    Lost {
+        /// The provider holding the stopped container.
+        provider: String,
+        /// That container.
+        container: String,
+    },
     /// Undoing failed too: this error says why, and the service may be down.
     Failed(Box<Error>),
 }
 
 impl Rollback {
     /// Every state's name, as [`Rollback::state`] gives them.
-    pub const STATES: [&'static str; 5] = ["nothing_to_undo", "undone", "resumed", "held", "failed"];
+    pub const STATES: [&'static str; 6] = ["nothing_to_undo", "undone", "resumed", "held", "lost", "failed"];
 
     /// The state's name, as front ends report it (`resumed`, `held`, ...).
     pub fn state(&self) -> &'static str {
@@ -42,6 +51,7 @@ impl Rollback {
             Rollback::Undone => "undone",
             Rollback::Resumed { .. } => "resumed",
             Rollback::Held { .. } => "held",
+            Rollback::Lost { .. } => "lost",
             Rollback::Failed(_) => "failed",
         }
     }
@@ -59,6 +69,12 @@ impl fmt::Display for Rollback {
                  was left stopped with its checkpoint so that the service never runs twice; run heal once \
                  {destination} answers",
                 cause.report()
+            ),
+            Rollback::Lost { provider, container } => write!(
+                f,
+                "LOST (the price of post-copy): the container runs on neither provider, what it did since the \
+                 restore is gone; its container {container} on {provider} is kept stopped, to be started afresh \
+                 from its image"
             ),
             Rollback::Failed(err) => write!(f, "ROLLBACK FAILED: {}", err.report()),
         }

@@ -180,6 +180,11 @@ impl Host for FakeHost {
         Ok(self.call("remove_container", container)?.containers.remove(container).is_some())
     }
 
+    async fn kill_container(&self, container: &str) -> Result<bool, Error> {
+        let mut state = self.call("kill_container", container)?;
+        Ok(state.containers.get_mut(container).is_some_and(|c| std::mem::replace(&mut c.running, false)))
+    }
+
     async fn checkpoints(&self, container: &str) -> Result<Vec<String>, Error> {
         let state = self.call("checkpoints", container)?;
         Ok(state.containers.get(container).map(|c| c.checkpoints.clone()).unwrap_or_default())

@@ -59,6 +59,9 @@ pub(crate) trait Host: Sync {
     /// when it was gone already.
     fn remove_container(&self, container: &str) -> impl Future<Output = Result<bool, Error>> + Send;
 
+    /// Kills `container` if it runs, keeping it; `false` when it did not run.
+    fn kill_container(&self, container: &str) -> impl Future<Output = Result<bool, Error>> + Send;
+
     /// The names of the checkpoints of `container`, sorted.
     fn checkpoints(&self, container: &str) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
@@ -110,6 +113,10 @@ impl Host for Provider {
 
     async fn remove_container(&self, container: &str) -> Result<bool, Error> {
         self.force_remove(container).await
+    }
+
+    async fn kill_container(&self, container: &str) -> Result<bool, Error> {
+        Provider::kill_container(self, container).await
     }
 
     async fn checkpoints(&self, container: &str) -> Result<Vec<String>, Error> {

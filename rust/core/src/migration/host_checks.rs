@@ -378,6 +378,8 @@ mod tests {
                 ..Default::default()
             }),
             runtime_features: vec![],
+            pipe_max_size: 0,
+            cap_sys_resource: false,
         }
     }
 

@@ -16,6 +16,7 @@
 //! - `path/`: what differs between Docker's checkpoint API (`docker.rs`) and the direct path
 //!   through `vimigrate-runtime` (`direct.rs`, `direct_transfer.rs`, `transfer_keys.rs`);
 //! - `undo.rs` and `rollback.rs`: what was changed and how a failure undoes it;
+//! - [`memory`]: how the memory moves (stop-and-copy, post-copy);
 //! - `lock.rs`: one migration of a container at a time; [`heal`]: settling one that did not
 //!   finish;
 //! - [`report`] and [`error`]: what the caller gets back.
@@ -28,6 +29,7 @@ pub mod heal;
 pub(crate) mod host;
 pub mod host_checks;
 pub(crate) mod lock;
+pub mod memory;
 pub mod options;
 pub(crate) mod path;
 pub mod plan;
@@ -44,6 +46,7 @@ pub(crate) mod undo;
 use std::time::{Duration, Instant};
 
 pub use error::{MigrationError, Rollback};
+pub use memory::MemoryMode;
 pub use options::{Method, MigrationOptions};
 pub use plan::{Forwarding, MigrationPlan, PlannedPath};
 pub use report::{MigrationReport, MigrationStats, Phase, ProgressEvent};

@@ -11,6 +11,7 @@ use crate::checkpoint::criu_options::CriuTcp;
 use crate::checkpoint::validate_checkpoint_name;
 use crate::error::InputError;
 use crate::migration::host_checks::HostCheckKind;
+use crate::migration::memory::MemoryMode;
 use crate::provider::spec::is_valid_docker_name;
 
 /// What to migrate and how.
@@ -50,6 +51,10 @@ pub struct MigrationOptions {
     /// How the checkpoint moves (see [`Method`]).
     #[serde(default)]
     pub method: Method,
+    /// How the memory moves (see [`MemoryMode`]): inside the freeze (the default), or after
+    /// the restore (`post-copy`, with its price).
+    #[serde(default)]
+    pub memory: MemoryMode,
     /// Host checks of the preflight to override (`cpu`, `criu`, `cgroup`, `engine`, see
     /// [`HostCheckKind`]): their findings stay in the plan and the report, but no longer stop
     /// the migration. For a user who knows, e.g., that the container's process never uses the
@@ -143,6 +148,7 @@ impl MigrationOptions {
             peer_files: Vec::new(),
             criu_tcp: CriuTcp::Auto,
             method: Method::Auto,
+            memory: MemoryMode::StopAndCopy,
             ignore_host_checks: Vec::new(),
             fault: None,
         }

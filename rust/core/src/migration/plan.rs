@@ -12,6 +12,7 @@ use crate::checkpoint::criu_options::CriuTcp;
 use crate::error::PortTaken;
 use crate::migration::clone::CloneChanges;
 use crate::migration::host_checks::{CheckOutcome, HostComparison, HostSummary};
+use crate::migration::memory::MemoryMode;
 use crate::migration::options::Method;
 use crate::network::map::{AddressMode, NetworkDecision};
 
@@ -82,6 +83,10 @@ pub struct MigrationPlan {
     pub tcp: Option<TcpMode>,
     /// Why that TCP mode.
     pub tcp_reason: String,
+    /// How the memory moves.
+    pub memory: MemoryMode,
+    /// Why that way.
+    pub memory_reason: String,
     /// The OCI runtime the destination container runs under (`None`: the daemon's default).
     pub destination_runtime: Option<String>,
     /// Peer addresses rewritten on the destination (old -> new).
@@ -176,6 +181,7 @@ impl MigrationPlan {
             Some(option) => format!("  TCP connections: {option} ({})", self.tcp_reason),
             None => format!("  TCP connections: as the hosts' CRIU configuration says ({})", self.tcp_reason),
         });
+        lines.push(format!("  memory: {} ({})", self.memory.name(), self.memory_reason));
         lines.push(format!(
             "  runtime on {}: {}",
             self.destination,
@@ -507,6 +513,8 @@ pub(crate) mod tests {
             forwarding: vec![Forwarding { protocol: "tcp".into(), source_port: 8080, destination_port: 18080 }],
             tcp: Some(TcpMode::Close),
             tcp_reason: "an address changes".into(),
+            memory: MemoryMode::StopAndCopy,
+            memory_reason: String::new(),
             destination_runtime: Some("vimigrate".into()),
             address_map: BTreeMap::new(),
             peer_files: vec![],

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, InputError, ProviderError};
 use crate::migration::host_checks::{self, HostView};
+use crate::migration::memory::{self, MemoryMode};
 use crate::migration::options::{CheckedOptions, MigrationOptions};
 use crate::migration::plan::{self, MigrationPlan, PathFacts};
 use crate::migration::source::SourceContainer;
@@ -170,6 +171,26 @@ pub(crate) async fn preflight(
             detail,
         }
     })?;
+    let (memory, memory_reason) = match options.memory {
+        MemoryMode::StopAndCopy => (MemoryMode::StopAndCopy, "the memory moves inside the freeze".to_string()),
+        MemoryMode::PostCopy => {
+            let facts = ((src.name(), src_facts.as_ref()), (dst.name(), dst_facts.as_ref()));
+            if let Some(detail) = memory::post_copy_refusal(direct, facts.0, facts.1) {
+                return Err(ProviderError::Unsuitable {
+                    provider: dst.name().to_string(),
+                    requirement: "memory post-copy",
+                    detail,
+                }
+                .into());
+            }
+            (
+                MemoryMode::PostCopy,
+                "post-copy was asked for: the destination runs once all but the memory arrived; a failure of the \
+                 source or the link before every page arrived loses what the service did since"
+                    .to_string(),
+            )
+        }
+    };
     let hosts = host_checks::compare_hosts(
         HostView { report: &src_report, facts: src_facts.as_ref() },
         HostView { report: &dst_report, facts: dst_facts.as_ref() },
@@ -205,6 +226,8 @@ pub(crate) async fn preflight(
         forwarding,
         tcp,
         tcp_reason,
+        memory,
+        memory_reason,
         destination_runtime: plan::destination_runtime(dst_report.vimigrate_runtime, source.runtime.as_deref()),
         address_map: options.address_map.clone(),
         peer_files: options.peer_files.clone(),

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use vimigrate_protocol::{DumpStats, RestoreStats};
 
+use crate::migration::memory::MemoryMode;
 use crate::network::map::NetworkDecision;
 
 /// The phases of a migration, in order.
@@ -29,6 +30,9 @@ pub enum Phase {
     Verify,
     /// The destination restores the checkpoint: the service answers again.
     Restore,
+    /// Post-copy: the memory pages follow the restored container; the source is released once
+    /// every page arrived.
+    Postcopy,
     /// Checkpoint data and the source container are removed.
     Cleanup,
 }
@@ -44,6 +48,7 @@ impl fmt::Display for Phase {
             Phase::Transfer => "transfer",
             Phase::Verify => "verify",
             Phase::Restore => "restore",
+            Phase::Postcopy => "postcopy",
             Phase::Cleanup => "cleanup",
         };
         f.write_str(name)
@@ -120,6 +125,11 @@ pub struct MigrationStats {
     /// On the direct path: addresses the destination's sockets are bound to that its network
     /// namespace lacked at the restore (Docker >= 28 wires it afterwards), held for the restore.
     pub addresses_held: u64,
+    /// Post-copy: from the images' end to the last page served, the window in which a failure
+    /// of the source or the link loses what the service did since the restore.
+    pub postcopy_ms: u64,
+    /// Post-copy: bytes of memory pages moved after the restore.
+    pub page_bytes: u64,
 }
 
 /// A successful migration.
@@ -156,6 +166,8 @@ pub struct MigrationReport {
     pub rewrites: Vec<(String, usize)>,
     /// `direct` or `docker`: how the checkpoint moved.
     pub method: &'static str,
+    /// How the memory moved.
+    pub memory: MemoryMode,
     /// Why Docker's checkpoint API was used, when it was.
     pub method_reason: Option<String>,
 }

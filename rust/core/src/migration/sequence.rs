@@ -155,6 +155,8 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
 
         self.rewrites = self.path.finish(&self.ctx, &mut self.stats).await;
         self.address_changes = self.address_changes().await;
+        // Post-copy: the service runs on the destination; the source goes once its pages did.
+        self.path.release_source(&self.ctx, &mut self.stats).await.in_phase(Phase::Postcopy)?;
         Ok(())
     }
 
@@ -223,7 +225,11 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
     pub(crate) async fn fail(mut self, phase: Phase, cause: Error) -> MigrationError {
         let name = &self.ctx.source.name;
         tracing::warn!(container = %name, %phase, error = %cause.report(), "migration failed; rolling back");
-        let rollback: Rollback = roll_back(&self.ctx, &mut self.path, &mut self.undo).await;
+        let rollback: Rollback = if phase == Phase::Postcopy {
+            self.settle_lost().await
+        } else {
+            roll_back(&self.ctx, &mut self.path, &mut self.undo).await
+        };
         MigrationError {
             phase,
             container: name.clone(),
@@ -232,6 +238,18 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
             cause,
             rollback,
         }
+    }
+
+    /// After a post-copy that broke once the destination ran: no copy can run on (see
+    /// [`Rollback::Lost`]). The destination's container is made sure not to run (its runtime
+    /// kills it when the pages stop coming) and kept, stopped; the rest goes as after a success.
+    async fn settle_lost(&mut self) -> Rollback {
+        let destination = self.destination_id().to_string();
+        if let Err(e) = self.ctx.dst.kill_container(&destination).await {
+            tracing::warn!(error = %e.report(), "the destination container could not be made sure to stop");
+        }
+        self.clean_up().await;
+        Rollback::Lost { provider: self.ctx.dst.name().to_string(), container: destination }
     }
 
     /// The report of a successful migration.
@@ -252,6 +270,7 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
             criu_tcp_option: plan.criu_tcp_option().map(str::to_string),
             rewrites: self.rewrites,
             method: self.path.method(),
+            memory: plan.memory,
             method_reason: match &plan.path {
                 PlannedPath::Docker { reason } => Some(reason.clone()),
                 PlannedPath::Direct { .. } => None,

@@ -11,6 +11,18 @@ use crate::provider::labels::{self, NOT_MANAGED};
 use crate::provider::Provider;
 
 impl Provider {
+    /// Kills `container` (a managed one) if it runs, keeping it; `false` when it did not run or
+    /// is gone.
+    pub async fn kill_container(&self, name: &str) -> Result<bool, Error> {
+        match self.docker().kill_container(name, None::<bollard::query_parameters::KillContainerOptions>).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            // 409: it does not run.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
+            Err(e) => Err(self.api_error(format!("kill container `{name}`"))(e)),
+        }
+    }
+
     /// Kills and removes the container called `name`. Returns `false` when it was already gone.
     /// Refuses to remove a container vimigrate did not create.
     pub async fn remove_container(&self, name: &str) -> Result<bool, Error> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use vimigrate_protocol::{
     CriuOptions, Directive, RuntimeStatus, TcpMode, ABORT_FILE, CRIU_CONF_FILE, DIRECTIVE_FILE, DIRECTIVE_VERSION,
-    STATE_DIR, STATUS_FILE,
+    PAGES_STATUS_FILE, STATE_DIR, STATUS_FILE,
 };
 
 use crate::error::RuntimeError;
@@ -106,9 +106,18 @@ impl StateDir {
     /// Writes the status (atomically, 0600). A status that cannot be written is reported on
     /// stderr only: the runtime's own result still reaches Docker.
     pub fn write_status(&self, status: &RuntimeStatus) {
+        self.write_status_file(STATUS_FILE, status);
+    }
+
+    /// Writes the post-copy page fetcher's report ([`PAGES_STATUS_FILE`]), as [`Self::write_status`].
+    pub fn write_pages_status(&self, status: &RuntimeStatus) {
+        self.write_status_file(PAGES_STATUS_FILE, status);
+    }
+
+    fn write_status_file(&self, name: &str, status: &RuntimeStatus) {
         let result = self.ensure().and_then(|()| {
             let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
-            let path = self.dir.join(STATUS_FILE);
+            let path = self.dir.join(name);
             write_private(&path, &bytes).map_err(RuntimeError::io("status", format!("write {}", path.display())))
         });
         if let Err(e) = result {
@@ -131,6 +140,19 @@ impl StateDir {
     /// Removes the mark; `true` when it was there.
     pub fn take_restored_mark(&self) -> bool {
         fs::remove_file(self.dir.join(RESTORED_MARK)).is_ok()
+    }
+
+    /// Marks checkpoint `migration` as a post-copy dump: its images hold no memory (the pages
+    /// stayed in the frozen processes), so it can never be restored from here.
+    pub fn mark_lazy_dump(&self, migration: &str) -> Result<(), RuntimeError> {
+        self.ensure()?;
+        let path = self.dir.join(format!("lazy-dump-{migration}"));
+        write_private(&path, b"").map_err(RuntimeError::io("dump", format!("write {}", path.display())))
+    }
+
+    /// Whether checkpoint `migration` is a post-copy dump (see [`StateDir::mark_lazy_dump`]).
+    pub fn is_lazy_dump(&self, migration: &str) -> bool {
+        self.dir.join(format!("lazy-dump-{migration}")).exists()
     }
 
     /// Writes the container's CRIU configuration: the host's `/etc/criu/runc.conf`, with this

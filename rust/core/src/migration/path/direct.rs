@@ -17,6 +17,7 @@
 use vimigrate_protocol::RuntimeState;
 
 use crate::error::{Error, RuntimeStepError};
+use crate::migration::memory::MemoryMode;
 use crate::migration::path::direct_transfer::DirectTransfer;
 use crate::migration::path::transfer_keys::TransferKeys;
 use crate::migration::path::{first_layer_pass, not_prepared, CheckpointPath, Ctx, InPhase, StepError};
@@ -46,13 +47,53 @@ pub(crate) struct DirectPath {
     /// The writable layer after its first pass: its baseline tells the source's runtime what
     /// the destination has already.
     layer: Option<LayerSync>,
+    /// Post-copy: the source's checkpoint call, which returns once every page went.
+    serving: Option<tokio::task::JoinHandle<Result<(), Error>>>,
 }
 
 impl DirectPath {
     fn prepared(&self) -> Result<&DirectTransfer, Error> {
         self.transfer.as_ref().ok_or_else(|| not_prepared("the direct transfer"))
     }
+
+    /// The freeze of a post-copy: Docker's checkpoint call returns only once every page went,
+    /// so it runs in the background; the freeze is over for the broker once the source's
+    /// runtime serves the pages (everything else went to the destination, which restores).
+    async fn freeze_serving_pages(&mut self, ctx: &Ctx<'_, Provider>) -> Result<(), Error> {
+        let transfer = self.prepared()?;
+        let (src, id, name) = (ctx.src.clone(), ctx.source.id.clone(), docker_checkpoint_name(&ctx.plan.checkpoint));
+        let call = tokio::spawn(async move { src.create_checkpoint(&id, &name).await });
+        loop {
+            match transfer.status(Side::Source).await.map(|s| s.state) {
+                Some(RuntimeState::ServingPages | RuntimeState::Dumped) => break,
+                Some(RuntimeState::Failed) => {
+                    let _ = call.await;
+                    return Err(transfer
+                        .reported_failure(Side::Source)
+                        .await
+                        .unwrap_or_else(|| not_prepared("the source runtime's report of its failed dump")));
+                }
+                _ if call.is_finished() => {
+                    let called = call.await;
+                    return match (transfer.status(Side::Source).await.map(|s| s.state), called) {
+                        (Some(RuntimeState::Dumped), _) => Ok(()),
+                        (_, Ok(Err(e))) => Err(transfer.reported_failure(Side::Source).await.unwrap_or(e)),
+                        _ => Err(transfer
+                            .reported_failure(Side::Source)
+                            .await
+                            .unwrap_or_else(|| not_prepared("the source runtime's report of its dump"))),
+                    };
+                }
+                _ => tokio::time::sleep(SERVING_POLL).await,
+            }
+        }
+        self.serving = Some(call);
+        Ok(())
+    }
 }
+
+/// How often the broker looks at the source's status during a post-copy freeze.
+const SERVING_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Why a destination's start failed, from what both runtimes reported: the destination's own
 /// report names the root cause (a full disk, a corrupted file), the source's adds what it saw;
@@ -117,14 +158,18 @@ impl CheckpointPath<Provider> for DirectPath {
         let criu = ctx.plan.criu_options();
         // Still while the service runs: the destination starts and waits for the images.
         undo.destination_started = true;
-        let port = transfer.arm_destination(&criu, &ctx.plan.peer_files, &ctx.plan.address_map).await?;
+        let lazy = ctx.plan.memory == MemoryMode::PostCopy;
+        let port = transfer.arm_destination(&criu, &ctx.plan.peer_files, &ctx.plan.address_map, lazy).await?;
         let host =
             if destination_host.contains(':') { format!("[{destination_host}]") } else { destination_host.clone() };
         let volumes = ctx.source.volumes.iter().map(|v| v.destination.clone()).collect();
-        transfer.arm_source(format!("{host}:{port}"), &criu, baseline, volumes, ctx.options.fault).await
+        transfer.arm_source(format!("{host}:{port}"), &criu, baseline, volumes, ctx.options.fault, lazy).await
     }
 
     async fn freeze(&mut self, ctx: &Ctx<'_, Provider>) -> Result<(), Error> {
+        if ctx.plan.memory == MemoryMode::PostCopy {
+            return self.freeze_serving_pages(ctx).await;
+        }
         let dumped = ctx.src.create_checkpoint(&ctx.source.id, &docker_checkpoint_name(&ctx.plan.checkpoint)).await;
         let Err(e) = dumped else { return Ok(()) };
         let transfer = self.prepared()?;
@@ -195,10 +240,43 @@ impl CheckpointPath<Provider> for DirectPath {
         }
     }
 
+    async fn release_source(&mut self, _ctx: &Ctx<'_, Provider>, stats: &mut MigrationStats) -> Result<(), Error> {
+        let Some(call) = self.serving.take() else { return Ok(()) };
+        let transfer = self.prepared()?;
+        let called = call.await;
+        let status = transfer.status(Side::Source).await;
+        if let Some(status) = &status {
+            // The source's figures are complete only now (its send thread ended with the pages).
+            stats.page_bytes = status.stats.page_bytes;
+            stats.postcopy_ms = status.stats.pages_ms;
+            stats.checkpoint_bytes = status.stats.image_bytes;
+            stats.transfer_bytes = status.stats.image_bytes + status.stats.file_bytes;
+            stats.criu_dump = status.stats.criu_dump.clone();
+            stats.runtime_peak_rss_kib = stats.runtime_peak_rss_kib.max(status.stats.peak_rss_kib);
+        }
+        match (status.map(|s| s.state), called) {
+            (Some(RuntimeState::Dumped), _) => Ok(()),
+            // The runtime's report says what was lost, and when.
+            (_, called) => Err(transfer.reported_failure(Side::Source).await.unwrap_or_else(|| match called {
+                Ok(Err(e)) => e,
+                _ => not_prepared("the source's report of the page transfer"),
+            })),
+        }
+    }
+
     async fn withdraw(&mut self, _ctx: &Ctx<'_, Provider>) {
         if let Some(transfer) = self.transfer.as_mut() {
             if transfer.destination_starting() {
                 transfer.withdraw_destination().await;
+            }
+        }
+        // Post-copy before the restore: the source's runtime releases its frozen processes
+        // once the destination gave up (or fell silent for an I/O timeout); the rollback looks
+        // at the source after that.
+        if let (Some(call), Some(transfer)) = (self.serving.take(), self.transfer.as_ref()) {
+            let limit = std::time::Duration::from_millis(transfer.io_timeout_ms()) * 3;
+            if tokio::time::timeout(limit, call).await.is_err() {
+                tracing::warn!("the source's checkpoint call of a post-copy did not end after the rollback began");
             }
         }
     }

@@ -57,7 +57,12 @@ pub(crate) fn local_restore_directive(container_dir: &str, migration: &str, criu
         criu: criu.clone(),
         deadline_unix_ms: 0,
         io_timeout_ms: 30_000,
-        action: Action::Restore(RestoreDirective { receive: None, peer_files: vec![], address_map: BTreeMap::new() }),
+        action: Action::Restore(RestoreDirective {
+            receive: None,
+            peer_files: vec![],
+            address_map: BTreeMap::new(),
+            lazy_pages: false,
+        }),
     }
 }
 
@@ -181,6 +186,7 @@ impl DirectTransfer {
         criu: &CriuOptions,
         peer_files: &[String],
         address_map: &BTreeMap<String, String>,
+        lazy_pages: bool,
     ) -> Result<u16, Error> {
         let directive = self.directive(
             Side::Destination,
@@ -194,6 +200,7 @@ impl DirectTransfer {
                 }),
                 peer_files: peer_files.to_vec(),
                 address_map: address_map.clone(),
+                lazy_pages,
             }),
         );
         place_directive(&self.dst, &self.dst_helper, &directive).await?;
@@ -252,6 +259,7 @@ impl DirectTransfer {
         baseline: Vec<BaselineEntry>,
         volumes: Vec<String>,
         fault: Option<Fault>,
+        lazy_pages: bool,
     ) -> Result<(), Error> {
         let directive = self.directive(
             Side::Source,
@@ -262,6 +270,7 @@ impl DirectTransfer {
                 excluded: volumes.clone(),
                 volumes,
                 fault,
+                lazy_pages,
             }),
         );
         place_directive(&self.src, &self.src_helper, &directive).await
@@ -295,6 +304,11 @@ impl DirectTransfer {
                 .into())
             }
         }
+    }
+
+    /// The transfer connection's longest silence, as both runtimes were told (ms).
+    pub(crate) fn io_timeout_ms(&self) -> u64 {
+        io_timeout_ms(&self.src, &self.dst)
     }
 
     /// Whether the destination's start is still in flight.

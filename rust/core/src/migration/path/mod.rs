@@ -128,6 +128,17 @@ pub(crate) trait CheckpointPath<H: Host>: Send {
         stats: &mut MigrationStats,
     ) -> impl Future<Output = Vec<(String, usize)>> + Send;
 
+    /// After the restore, post-copy only: waits until every page reached the destination and
+    /// the source is released. A failure here comes after the destination ran: the source's
+    /// copy is gone (see [`crate::migration::memory`]), so it is not rolled back.
+    fn release_source(
+        &mut self,
+        _ctx: &Ctx<'_, H>,
+        _stats: &mut MigrationStats,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        async { Ok(()) }
+    }
+
     /// Rollback, first: a destination still waiting for the transfer is told to give up.
     fn withdraw(&mut self, ctx: &Ctx<'_, H>) -> impl Future<Output = ()> + Send;
 

@@ -1,0 +1,113 @@
+//! How a container's memory moves, named as users of QEMU and KubeVirt know the modes, and the
+//! preflight's decision of which one a migration takes.
+//!
+//! - `stop-and-copy` (the default): the memory moves inside the freeze, streamed while CRIU
+//!   dumps it; nothing is lost on any failure (the source resumes from its dump);
+//! - `post-copy`: the destination restores once everything but the memory arrived, and its
+//!   processes fault their pages in from the source over the migration's TLS connection while
+//!   the rest follows in the background; the source is released only once every page arrived.
+//!   Its price: a failure of the source or of the link inside that window loses the state the
+//!   service built since the restore (the memory is split between the hosts; neither copy can
+//!   run on), so it is only taken when asked for.
+
+use serde::{Deserialize, Serialize};
+use vimigrate_protocol::HostFacts;
+
+/// How the memory moves (see the module documentation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryMode {
+    /// Inside the freeze; nothing lost on any failure.
+    #[default]
+    StopAndCopy,
+    /// After the restore, faulted in from the source; a failure inside the window loses what
+    /// the service did since the restore.
+    PostCopy,
+}
+
+impl MemoryMode {
+    /// The mode's name, as options and reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryMode::StopAndCopy => "stop-and-copy",
+            MemoryMode::PostCopy => "post-copy",
+        }
+    }
+}
+
+/// The runtime feature post-copy needs on both hosts (`vimigrate-runtime` lists it in its facts).
+pub const POST_COPY_FEATURE: &str = vimigrate_protocol::POST_COPY;
+
+/// Why the hosts cannot take `post-copy`, or `None` when they can: the direct path (the pages
+/// cross between the two runtimes), both runtimes able to relay pages, and the destination's
+/// CRIU with lazy pages over userfaultfd (`uffd-noncoop`, for processes that fork or remap).
+pub(crate) fn post_copy_refusal(
+    direct: bool,
+    (src_name, src): (&str, Option<&HostFacts>),
+    (dst_name, dst): (&str, Option<&HostFacts>),
+) -> Option<String> {
+    if !direct {
+        return Some("post-copy needs the direct path (vimigrate-runtime on both hosts)".into());
+    }
+    for (name, facts) in [(src_name, src), (dst_name, dst)] {
+        if !facts.is_some_and(|f| f.runtime_has(POST_COPY_FEATURE)) {
+            return Some(format!(
+                "the vimigrate-runtime on `{name}` cannot relay memory pages (install this version's)"
+            ));
+        }
+    }
+    for (name, facts) in [(src_name, src), (dst_name, dst)] {
+        if let Some(problem) = facts.and_then(HostFacts::lazy_pages_pipe_problem) {
+            return Some(format!("on `{name}`: {problem}"));
+        }
+    }
+    if !dst.is_some_and(|f| f.criu_supports("uffd-noncoop")) {
+        return Some(format!(
+            "the CRIU of `{dst_name}` has no lazy pages over userfaultfd (`criu check --feature uffd-noncoop`): the \
+             kernel lacks userfaultfd or denies it (vm.unprivileged_userfaultfd does not matter: CRIU runs as root)"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vimigrate_protocol::CriuFacts;
+
+    fn facts(runtime: bool, uffd: bool) -> HostFacts {
+        HostFacts {
+            runtime_features: if runtime { vec![POST_COPY_FEATURE.into()] } else { vec![] },
+            criu: Some(CriuFacts {
+                features: [("uffd-noncoop".to_string(), uffd)].into_iter().collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn post_copy_needs_the_direct_path_both_runtimes_and_the_destinations_uffd() {
+        let (good, old, no_uffd) = (facts(true, true), facts(false, true), facts(true, false));
+        assert_eq!(post_copy_refusal(true, ("a", Some(&good)), ("b", Some(&good))), None);
+        let refusal = |direct, src: &HostFacts, dst: &HostFacts| {
+            post_copy_refusal(direct, ("a", Some(src)), ("b", Some(dst))).unwrap_or_default()
+        };
+        assert!(refusal(false, &good, &good).contains("direct path"));
+        assert!(refusal(true, &old, &good).contains("`a` cannot relay"));
+        assert!(refusal(true, &good, &old).contains("`b` cannot relay"));
+        assert!(refusal(true, &good, &no_uffd).contains("uffd-noncoop"));
+        assert_eq!(
+            post_copy_refusal(true, ("a", Some(&no_uffd)), ("b", Some(&good))),
+            None,
+            "only the destination faults"
+        );
+    }
+
+    #[test]
+    fn modes_are_spelled_as_qemu_users_know_them() {
+        assert_eq!(serde_json::to_value(MemoryMode::PostCopy).unwrap(), "post-copy");
+        assert_eq!(serde_json::from_value::<MemoryMode>("stop-and-copy".into()).unwrap(), MemoryMode::StopAndCopy);
+        assert!(serde_json::from_value::<MemoryMode>("postcopy".into()).is_err());
+    }
+}

@@ -1,0 +1,157 @@
+"""How the memory moves, on the lab's real providers and CRIU: post-copy restores the container
+before its memory arrived (CRIU's lazy pages over userfaultfd, the pages relayed host to host
+inside the migration's TLS connection) and releases the source once every page went; what the
+process holds is intact afterwards. A failure before the restore resumes the source; the source
+killed after it loses the container on both hosts, said plainly, with nothing left running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from framework.engine import connect, docker, on_both
+from framework.link import shaped
+from framework.process import wait_for
+from framework.workloads import assert_redis_holds, counted, redis_with_keys, run_busy_counter, run_counter
+
+import vimigrate
+from vimigrate import _native
+
+POST_COPY = {"memory": "post-copy"}
+
+
+@pytest.fixture
+def name(lab):
+    container = f"vmtest-memory-{uuid.uuid4().hex[:8]}"
+    yield container
+    on_both(lab, "rm", "-f", container)
+
+
+def test_post_copy_moves_a_counter_there_and_back(lab, providers, name):
+    a, b = providers
+    run_counter(lab, name, runtime="vimigrate")
+    plan = _native.plan_migration(a, b, {"container": name, **POST_COPY})
+    assert plan["memory"] == "post-copy" and "loses what the service did" in plan["memory_reason"], plan
+    assert any(line.startswith("  memory: post-copy") for line in plan["lines"]), plan["lines"]
+
+    there = vimigrate.migrate(a, b, {"container": name, "keep_source": True, **POST_COPY})
+    assert there["memory"] == "post-copy" and there["method"] == "direct", there
+    stats = there["stats"]
+    assert stats["page_bytes"] > 0 and stats["postcopy_ms"] > 0, stats
+    # The counter goes on from its last number on A: its memory came over after the restore.
+    last_on_a = counted(lab, "provider-a", name)[-1]
+    on_b = wait_for(lambda: counted(lab, "provider-b", name), what="output on B")
+    assert on_b[0] == last_on_a + 1, (last_on_a, on_b[:3])
+    assert docker(lab, "provider-a", "inspect", "-f", "{{.State.Running}}", name).strip() == "false"
+    docker(lab, "provider-a", "rm", "-f", name)
+
+    back = vimigrate.migrate(b, a, {"container": name, **POST_COPY})
+    assert back["stats"]["page_bytes"] > 0
+    again = wait_for(lambda: counted(lab, "provider-a", name), what="output on A again")
+    assert again[0] > on_b[-1] - 1, (on_b[-3:], again[:3])
+
+
+def test_post_copy_keeps_every_redis_key_and_a_big_heap(lab, providers, name):
+    """Memory the process touched before the freeze arrives after the restore, all of it:
+    10,000 keys read back by value, and 100 MiB moved as pages after the restore."""
+    a, b = providers
+    port = 16531
+    keys = redis_with_keys(lab, name, port, runtime="vimigrate")
+    moved = vimigrate.migrate(a, b, {"container": name, **POST_COPY})
+    assert moved["stats"]["page_bytes"] > 1 << 20, moved["stats"]
+    assert_redis_holds(lab.b.public_address, port, keys)
+
+    big = f"{name}-heap"
+    try:
+        run_busy_counter(lab, big, mib=100)
+        heap = vimigrate.migrate(a, b, {"container": big, **POST_COPY})
+        assert heap["stats"]["page_bytes"] > 100 << 20, heap["stats"]
+        # The freeze carried everything but the memory: far less than the heap.
+        assert heap["stats"]["checkpoint_bytes"] < 20 << 20, heap["stats"]
+        wait_for(lambda: len(counted(lab, "provider-b", big)) > 3, what="the heap's counter on B")
+    finally:
+        on_both(lab, "rm", "-f", big)
+
+
+def test_post_copy_refused_where_the_direct_path_is_not_taken(lab, providers, name):
+    a, b = providers
+    run_counter(lab, name)  # under runc: Docker's path
+    with pytest.raises(vimigrate.MigrationFailedError) as caught:
+        vimigrate.migrate(a, b, {"container": name, **POST_COPY})
+    err = caught.value
+    assert err.phase == "preflight" and err.rollback == "nothing_to_undo", str(err)
+    assert "post-copy needs the direct path" in str(err), str(err)
+
+
+def test_an_unknown_memory_mode_names_the_field(providers, name):
+    a, b = providers
+    with pytest.raises(vimigrate.InvalidInputError) as caught:
+        vimigrate.migrate(a, b, {"container": name, "memory": "precopy-ish"})
+    assert caught.value.field.startswith("options.memory"), caught.value.field
+
+
+def test_a_failure_before_the_restore_resumes_the_post_copy_source(lab, providers, name):
+    a, b = providers
+    run_counter(lab, name, runtime="vimigrate")
+    with pytest.raises(vimigrate.MigrationFailedError) as caught:
+        vimigrate.migrate(a, b, {"container": name, "fault": "corrupt_stream", **POST_COPY})
+    err = caught.value
+    assert err.rollback == "resumed", str(err)
+    assert "arrived corrupted" in str(err), str(err)
+    before = counted(lab, "provider-a", name)
+    wait_for(lambda: len(counted(lab, "provider-a", name)) > len(before) + 2, what="the counter going on on A")
+    assert connect(lab, "provider-b").inspect_container(name) is None
+
+
+def test_the_source_killed_inside_the_window_stops_both_copies_and_says_so(lab, providers, name):
+    """The price of post-copy: the source's CRIU killed while pages are still due leaves the
+    memory split between the hosts. The destination's runtime kills its copy; the container runs
+    nowhere, the error says so, and its stopped container stays on B to be started afresh."""
+    a, b = providers
+    run_busy_counter(lab, name, mib=200)
+    # A slow link into B keeps the window open (200 MiB at 200 Mbit/s: about 8 s).
+    with shaped(lab, "provider-b", mbit=200):
+        killer = threading.Thread(target=_kill_source_criu_once_b_runs, args=(lab, name), daemon=True)
+        killer.start()
+        with pytest.raises(vimigrate.MigrationFailedError) as caught:
+            vimigrate.migrate(a, b, {"container": name, **POST_COPY})
+        killer.join(timeout=30)
+    err = caught.value
+    assert err.phase == "postcopy" and err.rollback == "lost", str(err)
+    assert "runs on neither provider" in str(err) and "since the restore" in str(err), str(err)
+    assert docker(lab, "provider-b", "inspect", "-f", "{{.State.Running}}", name).strip() == "false"
+    assert docker(lab, "provider-a", "ps", "-q", "--filter", f"name=^{name}$").strip() == ""
+
+
+def _kill_source_criu_once_b_runs(lab, name: str) -> None:
+    """SIGKILLs provider-a's CRIU (the page server of the post-copy) once the container runs on B."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if docker(lab, "provider-b", "inspect", "-f", "{{.State.Running}}", name, check=False).strip() == "true":
+            for pid in _criu_pids_of(lab, "provider-a"):
+                os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.01)
+
+
+def _criu_pids_of(lab, provider: str) -> list[int]:
+    """The CRIU processes runc runs on `provider`'s host (its network namespace is the dockerd's)."""
+    netns = os.readlink(f"/proc/{lab.provider(provider).dockerd_pid()}/ns/net")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            # The lab's CRIU runs under a loader wrapper: recognised by its arguments.
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            if b"swrk" in args and any(a.endswith(b"criu") for a in args) \
+                    and os.readlink(f"/proc/{entry}/ns/net") == netns:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
