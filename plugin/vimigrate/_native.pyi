@@ -127,11 +127,14 @@ def plan_migration(
     """What `migrate` would do with the same arguments, from the same preflight, changing
     nothing: the MigrationPlan, with its description in words under `lines`."""
 
-def heal(providers: Sequence[Provider], name: str) -> HealReport:
+def heal(providers: Sequence[Provider], name: str, *, restart_from_image: bool = False) -> HealReport:
     """Make container `name` run on exactly one of `providers` after a migration that did not
     finish (restored from its checkpoint when it runs nowhere) and remove what that migration
     left. Several running copies raise ConflictError naming them; none, and no checkpoint to
-    resume from, NotFoundError."""
+    resume from (a post-copy's dumps hold no memory), NotFoundError saying its process state is
+    lost. With `restart_from_image`, that case starts one copy afresh from its image instead
+    (the post-copy's destination first): the process state is gone, the writable layer and
+    volumes stay as they are; never while a copy runs or a checkpoint can resume it."""
 
 def dns_plan(
     server: Mapping[str, Any],

@@ -13,7 +13,7 @@ import time
 from typing import Any, TextIO, cast
 
 from . import _native
-from .shapes import MigrationOptions, MigrationReport, ProgressEvent, ProviderConfig
+from .shapes import HealReport, MigrationOptions, MigrationReport, ProgressEvent, ProviderConfig
 
 #: The provider fields the command line takes (`--[from-|to-]FIELD`), the engine's own names.
 _PROVIDER_FIELDS = ("name", "docker_host", "allow_plain_tcp", "public_address", "transfer_address", "transfer_port")
@@ -78,11 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--method", choices=["auto", "direct", "docker"], default="auto",
                          help="direct: host to host through vimigrate-runtime; docker: Docker's checkpoint API; "
                               "auto (default): direct when both hosts offer it")
-    migrate.add_argument("--memory", choices=["stop-and-copy", "post-copy"], default="stop-and-copy",
+    migrate.add_argument("--memory", choices=["stop-and-copy", "pre-copy", "post-copy", "auto"],
+                         default="stop-and-copy",
                          help="stop-and-copy (default): the memory moves inside the freeze, nothing is lost on any "
-                              "failure; post-copy: the destination runs once all but the memory arrived and faults "
-                              "its pages in from the source (the shortest interruption), but a failure of the "
-                              "source or the link before every page arrived loses what the service did since")
+                              "failure; pre-copy: pre-dumped while the service runs, the freeze carries what was "
+                              "dirtied since (the source's kernel must track dirty memory); auto: pre-copy where it "
+                              "can, else stop-and-copy; post-copy: the destination runs once all but the memory "
+                              "arrived and faults its pages in from the source (the shortest interruption), but a "
+                              "failure of the source or the link before every page arrived loses what the service "
+                              "did since")
+    migrate.add_argument("--compression", choices=["auto", "zstd", "off"], default="auto",
+                         help="auto (default): zstd on the chunks that shrink while the link is slower than the "
+                              "compressor; zstd: on every chunk that shrinks; off")
     migrate.add_argument("--ignore-host-check", action="append", default=[],
                          choices=["cpu", "criu", "cgroup", "engine"], dest="ignore_host_checks",
                          help="override one of the preflight's host checks (repeatable): cpu (a CPU feature the "
@@ -93,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     heal = sub.add_parser("heal", help="after a migration that did not finish: make a container run on exactly "
                                        "one of two providers again and remove what the migration left")
     heal.add_argument("container", help="name of the container")
+    heal.add_argument("--restart-from-image", action="store_true",
+                      help="when the container runs nowhere and no checkpoint can resume it (a post-copy lost it), "
+                           "start it afresh from its image: its process state is lost, its writable layer and "
+                           "volumes stay as they are")
     _add_provider_args(heal, "from_", "source")
     _add_provider_args(heal, "to_", "destination")
     _add_timeout_arg(heal)
@@ -127,6 +138,8 @@ def _print_stats(report: MigrationReport) -> None:
           f"({report['destination_id'][:12]})", file=sys.stderr)
     reason = f" ({report['method_reason']})" if report["method_reason"] else ""
     print(f"  {'method':<18} {report['method']}{reason}", file=sys.stderr)
+    print(f"  {'memory':<18} {report['memory']} ({report['memory_reason']})", file=sys.stderr)
+    print(f"  {'compression':<18} {report['compression']}", file=sys.stderr)
     rows = [(k, v) for k, v in stats.items() if not k.startswith("criu_")]
     for key, value in rows:
         print(f"  {key:<18} {value}", file=sys.stderr)
@@ -135,6 +148,13 @@ def _print_stats(report: MigrationReport) -> None:
             print(f"  {group}.{key:<13} {count}", file=sys.stderr)
     for warning in report["warnings"]:
         print(f"  warning: {warning}", file=sys.stderr)
+
+
+def heal_how(report: HealReport) -> str:
+    """How heal brought the container back, for the line saying where it runs."""
+    if report["restarted_from_image"]:
+        return " (restarted from its image: its process state was lost)"
+    return " (restored from its checkpoint)" if report["resumed"] else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,9 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             result = _native.Provider.connect(_provider_config(args)).probe()
         elif args.command == "heal":
             providers = [_native.Provider.connect(_provider_config(args, p)) for p in ("from_", "to_")]
-            healed = _native.heal(providers, args.container)
-            print(f"{args.container} runs on {healed['runs_on']}"
-                  + (" (restored from its checkpoint)" if healed["resumed"] else ""), file=sys.stderr)
+            healed = _native.heal(providers, args.container, restart_from_image=args.restart_from_image)
+            print(f"{args.container} runs on {healed['runs_on']}{heal_how(healed)}", file=sys.stderr)
             for line in healed["removed"]:
                 print(f"  removed {line}", file=sys.stderr)
             result = healed
@@ -160,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             destination = _native.Provider.connect(_provider_config(args, "to_"))
             options = MigrationOptions(container=args.container, keep_source=args.keep_source,
                                        verify=not args.no_verify, check_criu=not args.no_criu_check,
-                                       method=args.method, memory=args.memory,
+                                       method=args.method, memory=args.memory, compression=args.compression,
                                        ignore_host_checks=args.ignore_host_checks)
             if args.checkpoint_name:
                 options["checkpoint_name"] = args.checkpoint_name

@@ -20,9 +20,15 @@ from typing import Literal, NotRequired, TypedDict
 Rollback = Literal["failed", "held", "lost", "nothing_to_undo", "resumed", "undone"]
 #: How a migration moves the checkpoint.
 Method = Literal["auto", "direct", "docker"]
-#: How the memory moves: inside the freeze, or after the restore (post-copy: a failure of the
-#: source or the link before every page arrived loses what the service did since the restore).
-MemoryMode = Literal["stop-and-copy", "post-copy"]
+#: How the memory moves: inside the freeze (stop-and-copy), pre-dumped while the service runs
+#: (pre-copy), or after the restore (post-copy: a failure of the source or the link before every
+#: page arrived loses what the service did since the restore); auto: pre-copy where the source
+#: tracks dirty memory, else stop-and-copy.
+MemoryMode = Literal["auto", "post-copy", "pre-copy", "stop-and-copy"]
+#: Whether the direct path's stream is compressed: auto (where it pays), zstd (always), off.
+Compression = Literal["auto", "off", "zstd"]
+#: How the stream was compressed (plan, report).
+StreamCompression = Literal["adaptive", "always", "off"]
 #: What CRIU does with established TCP connections.
 CriuTcp = Literal["auto", "close", "established", "host"]
 #: The phases of a migration, in order (progress events, ``MigrationFailedError.phase``).
@@ -40,7 +46,8 @@ HostCheckKind = Literal["cgroup", "cpu", "criu", "engine"]
 Protocol = Literal["tcp", "udp"]
 
 #: The Literal aliases above by the engine's type name, for the contract test.
-ENUMS = {"Rollback": Rollback, "Method": Method, "MemoryMode": MemoryMode, "CriuTcp": CriuTcp, "Phase": Phase,
+ENUMS = {"Rollback": Rollback, "Method": Method, "MemoryMode": MemoryMode, "Compression": Compression,
+         "StreamCompression": StreamCompression, "CriuTcp": CriuTcp, "Phase": Phase,
          "AddressMode": AddressMode, "RecordType": RecordType, "Fault": Fault, "Protocol": Protocol,
          "HostCheckKind": HostCheckKind}
 
@@ -205,6 +212,7 @@ class MigrationOptions(TypedDict):
     criu_tcp: NotRequired[CriuTcp]
     method: NotRequired[Method]
     memory: NotRequired[MemoryMode]
+    compression: NotRequired[Compression]
     ignore_host_checks: NotRequired[list[HostCheckKind]]
     fault: NotRequired[Fault | None]
 
@@ -265,6 +273,12 @@ class MigrationStats(TypedDict):
     addresses_held: int
     postcopy_ms: int
     page_bytes: int
+    wire_bytes: int
+    compression_ratio: float
+    predump_rounds: int
+    predump_bytes: int
+    predump_ms: int
+    round_bytes: list[int]
 
 
 class MigrationReport(TypedDict):
@@ -285,7 +299,17 @@ class MigrationReport(TypedDict):
     rewrites: list[tuple[str, int]]
     method: Literal["direct", "docker"]
     memory: MemoryMode
+    memory_reason: str
+    compression: StreamCompression
     method_reason: str | None
+
+
+class PreCopy(TypedDict):
+    """The bounds of pre-copy's rounds (as P.Haul bounds its iterations)."""
+
+    max_rounds: int
+    enough_bytes: int
+    shrink_percent: int
 
 
 class Forwarding(TypedDict):
@@ -364,6 +388,9 @@ class MigrationPlan(TypedDict):
     tcp_reason: str
     memory: MemoryMode
     memory_reason: str
+    compression: StreamCompression
+    compression_reason: str
+    pre_copy: PreCopy | None
     destination_runtime: str | None
     address_map: dict[str, str]
     peer_files: list[str]
@@ -402,6 +429,8 @@ class HealReport(TypedDict):
     container: str
     runs_on: str | None
     resumed: bool
+    #: Started afresh from its image (``restart_from_image``): its process state was lost.
+    restarted_from_image: bool
     removed: list[str]
 
 

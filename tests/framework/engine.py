@@ -38,9 +38,9 @@ def connect_both(lab: Lab, timeout: int = 60) -> tuple[vimigrate.Provider, vimig
     return connect(lab, "provider-a", timeout), connect(lab, "provider-b", timeout)
 
 
-def heal(lab: Lab, name: str, providers: tuple[str, ...] = BOTH) -> HealReport:
+def heal(lab: Lab, name: str, providers: tuple[str, ...] = BOTH, restart_from_image: bool = False) -> HealReport:
     """The engine's heal of container `name` over `providers` (provider-a and provider-b)."""
-    return vimigrate.heal([connect(lab, p) for p in providers], name)
+    return vimigrate.heal([connect(lab, p) for p in providers], name, restart_from_image=restart_from_image)
 
 
 def docker_at(host: str, *args: str, check: bool = True) -> str:

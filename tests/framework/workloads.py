@@ -46,17 +46,20 @@ def run_counter(lab: Lab, name: str, *docker_args: str, command: list[str] | Non
     wait_for(lambda: len(counted(lab, provider, name)) >= at_least, timeout=timeout, what="the counter to count")
 
 
-def run_busy_counter(lab: Lab, name: str, mib: int = 0, provider: str = "provider-a") -> None:
+def run_busy_counter(lab: Lab, name: str, mib: int = 0, provider: str = "provider-a", kind: str = "random",
+                     dirty_percent: int = 0, docker_args: tuple[str, ...] = ()) -> None:
     """A counter under the vimigrate runtime printing one number every 0.2 s, next to a process
     holding `mib` MiB of touched memory (the lab's web application: a longer dump and
-    transfer)."""
+    transfer): `random` (incompressible) or `text` (JSON-like records, compressible), of which
+    it rewrites `dirty_percent` % every second."""
     if mib:
         image = lab.images.web
-        script = f"MEM_MIB={mib} REDIS_ADDR=127.0.0.1:1 /usr/local/bin/vimigrate-labapp >/dev/null 2>&1 & {FAST_COUNT}"
+        env = f"MEM_MIB={mib} MEM_KIND={kind} DIRTY_PERCENT={dirty_percent}"
+        script = f"{env} REDIS_ADDR=127.0.0.1:1 /usr/local/bin/vimigrate-labapp >/dev/null 2>&1 & {FAST_COUNT}"
     else:
         image, script = lab.images.counter, FAST_COUNT
-    run_counter(lab, name, "--entrypoint", "/bin/sh", image=image, command=["-c", script], provider=provider,
-                runtime="vimigrate", at_least=3 + mib // 50, timeout=30)
+    run_counter(lab, name, *docker_args, "--entrypoint", "/bin/sh", image=image, command=["-c", script],
+                provider=provider, runtime="vimigrate", at_least=3 + mib // 50, timeout=30)
 
 
 def count_on(lab: Lab, provider: str, name: str, seconds: float = 2.5) -> tuple[list[int], list[int]]:

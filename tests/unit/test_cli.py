@@ -3,6 +3,8 @@ left to the engine's defaults, and errors come back as exit statuses with the en
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from vimigrate import cli
@@ -42,3 +44,32 @@ def test_bad_input_exits_2_naming_the_field(capsys):
 def test_an_unreachable_provider_exits_1(tmp_path, capsys):
     assert cli.main(["probe", "--name", "gone", "--docker-host", f"unix://{tmp_path}/none.sock"]) == 1
     assert "provider `gone`: cannot connect" in capsys.readouterr().err
+
+
+def test_heal_restarts_from_the_image_only_when_asked():
+    argv = ["heal", "web", "--from-docker-host", "unix:///a.sock", "--to-docker-host", "unix:///b.sock"]
+    assert cli.build_parser().parse_args(argv).restart_from_image is False
+    assert cli.build_parser().parse_args([*argv, "--restart-from-image"]).restart_from_image is True
+
+
+def test_heal_says_how_the_container_came_back(monkeypatch, capsys):
+    seen = {}
+
+    def fake_heal(providers, name, *, restart_from_image=False):
+        seen["restart_from_image"] = restart_from_image
+        return {"container": name, "runs_on": "provider-b", "resumed": False, "restarted_from_image": True,
+                "removed": ["provider-a: container web (exited, with its checkpoints)"]}
+
+    fake = SimpleNamespace(**{name: getattr(cli._native, name) for name in dir(cli._native)
+                              if not name.startswith("__")})
+    fake.heal = fake_heal
+    fake.Provider = SimpleNamespace(connect=lambda config: config)
+    monkeypatch.setattr(cli, "_native", fake)
+    argv = ["heal", "web", "--from-docker-host", "unix:///a.sock", "--to-docker-host", "unix:///b.sock",
+            "--restart-from-image"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert seen == {"restart_from_image": True}
+    assert "web runs on provider-b (restarted from its image: its process state was lost)" in err, err
+    assert cli.heal_how({"container": "web", "runs_on": "a", "resumed": True, "restarted_from_image": False,
+                         "removed": []}) == " (restored from its checkpoint)"

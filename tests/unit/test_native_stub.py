@@ -23,7 +23,8 @@ STUB = ROOT / "plugin" / "vimigrate" / "_native.pyi"
 CONTRACT = ["ProviderConfig", "TlsFiles", "MigrationOptions", "MigrationReport", "MigrationStats", "HealReport",
             "ProviderReport", "DeployedContainer", "PublishedPort", "NetworkInfo", "NetworkSpec", "NetworkDecision",
             "ContainerSpec", "DnsRecord", "RecordChange", "MigrationPlan", "Rollback", "Method", "MemoryMode",
-            "CriuTcp", "Phase", "AddressMode", "HostComparison", "HostSummary", "HostCheck", "HostCheckKind"]
+            "Compression", "StreamCompression", "PreCopy", "CriuTcp", "Phase", "AddressMode", "HostComparison",
+            "HostSummary", "HostCheck", "HostCheckKind"]
 
 
 def _stub() -> ast.Module:

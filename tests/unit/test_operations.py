@@ -191,10 +191,12 @@ def test_migration_records_where_the_container_runs_now(fake_native, monkeypatch
         progress({"event": "phase", "phase": "checkpoint"})
         progress({"event": "bytes", "phase": "transfer", "bytes": 4096})
         return {"source": "provider-a", "destination": "provider-b", "destination_id": "b" * 64, "warnings": [],
-                "stats": {"downtime_ms": 700, "transfer_bytes": 4096, "total_ms": 2000},
+                "stats": {"downtime_ms": 700, "transfer_bytes": 4096, "total_ms": 2000, "compression_ratio": 1.0,
+                          "wire_bytes": 4096},
                 "networks": [{"name": "dep1-app", "mode": "remap", "reason": "subnet taken"}],
                 "address_changes": {"172.29.0.3": "172.30.0.7"}, "rewrites": [],
-                "method": "direct", "method_reason": None}
+                "method": "direct", "method_reason": None, "memory": "stop-and-copy",
+                "memory_reason": "the memory moves inside the freeze", "compression": "adaptive"}
 
     def inspect_container(self, name):
         return {"addresses": {"app": "172.30.0.5"},
@@ -210,7 +212,8 @@ def test_migration_records_where_the_container_runs_now(fake_native, monkeypatch
     migration.migrate(target_provider_node="provider_b", target_provider=target, keep_source=False)
     assert calls == [("provider-a", "provider-b", {"container": "dep1-web", "keep_source": False, "address_map": {},
                                                     "peer_files": [], "port_map": {}, "method": "auto",
-                                                    "check_criu": True, "ignore_host_checks": []})]
+                                                    "check_criu": True, "ignore_host_checks": [],
+                                                    "memory": "stop-and-copy", "compression": "auto"})]
     props = ctx.instance.runtime_properties
     assert props["provider_node"] == "provider_b" and props["provider"] == "provider-b"
     assert props["provider_config"] == target
@@ -234,6 +237,28 @@ def test_failed_migration_keeps_the_runtime_properties(fake_native, monkeypatch)
     with pytest.raises(NonRecoverableError, match="phase restore"):
         migration.migrate(target_provider_node="provider_b", target_provider={"name": "provider-b"})
     assert ctx.instance.runtime_properties == before
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_heal_passes_restart_from_image_and_records_where_it_runs(fake_native, monkeypatch, restart):
+    from vimigrate.operations import migration
+
+    calls = []
+
+    def fake_heal(providers, name, *, restart_from_image=False):
+        calls.append(([p.config["name"] for p in providers], name, restart_from_image))
+        return {"container": name, "runs_on": "provider-b", "resumed": False,
+                "restarted_from_image": restart_from_image, "removed": []}
+
+    monkeypatch.setattr(migration._native, "heal", fake_heal, raising=False)
+    monkeypatch.setattr(FakeProvider, "inspect_container", lambda self, name: {}, raising=False)
+    ctx = _container_ctx({"provider_config": {"name": "provider-a", "docker_host": "unix:///run/a.sock"},
+                          "provider_node": "provider_a", "container_name": "dep1-web"})
+    configs = {"provider_a": {"name": "provider-a", "docker_host": "unix:///run/a.sock"},
+               "provider_b": {"name": "provider-b", "docker_host": "unix:///run/b.sock"}}
+    migration.heal(providers=configs, restart_from_image=restart)
+    assert calls == [(["provider-a", "provider-b"], "dep1-web", restart)]
+    assert ctx.instance.runtime_properties["provider_node"] == "provider_b"
 
 
 def test_inline_tls_material_becomes_private_files(tmp_path, monkeypatch):

@@ -36,6 +36,11 @@ def ok(**overrides):
     ({"timeout": True}, "timeout"),
     ({"method": "teleport"}, "method"),
     ({"method": 1}, "method"),
+    ({"memory": "postcopy"}, "memory"),
+    ({"memory": None}, "memory"),
+    ({"compression": "gzip"}, "compression"),
+    # YAML 1.1's unquoted `off`.
+    ({"compression": False}, "compression"),
     ({"target_provider": ""}, "target_provider"),
     ({"node_ids": {"web": 1}}, "node_ids"),
 ])
@@ -44,6 +49,12 @@ def test_every_wrong_parameter_is_named(override, field):
         ok(**override)
     assert caught.value.field == field
     assert str(caught.value).startswith(f"invalid `{field}`: expected ")
+
+
+def test_every_memory_mode_and_compression_is_taken():
+    for memory in ("stop-and-copy", "pre-copy", "post-copy", "auto"):
+        for compression in ("auto", "zstd", "off"):
+            assert ok(memory=memory, compression=compression) is None
 
 
 def test_unknown_target_lists_the_valid_ones():

@@ -15,7 +15,17 @@ from cloudify.exceptions import NonRecoverableError
 
 from .. import _native
 from .. import properties as rp
-from ..shapes import DeployedContainer, HostCheckKind, Method, MigrationOptions, ProgressEvent, ProviderConfig
+from ..cli import heal_how
+from ..shapes import (
+    Compression,
+    DeployedContainer,
+    HostCheckKind,
+    MemoryMode,
+    Method,
+    MigrationOptions,
+    ProgressEvent,
+    ProviderConfig,
+)
 from ._support import map_errors, store_location
 
 
@@ -34,7 +44,8 @@ def _log_phases(events: list[tuple[float, ProgressEvent]], logger: Any) -> None:
 def migrate(target_provider_node: str, target_provider: ProviderConfig, keep_source: bool = False,
             address_map: Mapping[str, str] | None = None, peer_files: list[str] | None = None,
             port_map: Mapping[str, int] | None = None, method: Method = "auto", check_criu: bool = True,
-            ignore_host_checks: list[HostCheckKind] | None = None, **_: Any) -> None:
+            ignore_host_checks: list[HostCheckKind] | None = None, memory: MemoryMode = "stop-and-copy",
+            compression: Compression = "auto", **_: Any) -> None:
     """Live-migrates this container to `target_provider` (the engine's provider configuration,
     paths only, no secret) and records where it runs now."""
     props = ctx.instance.runtime_properties
@@ -47,7 +58,8 @@ def migrate(target_provider_node: str, target_provider: ProviderConfig, keep_sou
     name = props[rp.CONTAINER_NAME]
     options = MigrationOptions(container=name, keep_source=bool(keep_source), address_map=dict(address_map or {}),
                                peer_files=list(peer_files or []), port_map=dict(port_map or {}), method=method,
-                               check_criu=bool(check_criu), ignore_host_checks=list(ignore_host_checks or []))
+                               check_criu=bool(check_criu), ignore_host_checks=list(ignore_host_checks or []),
+                               memory=memory, compression=compression)
     try:
         report = _native.migrate(source, target, options, lambda event: events.append((time.monotonic(), event)))
     except _native.MigrationFailedError as err:
@@ -59,6 +71,14 @@ def migrate(target_provider_node: str, target_provider: ProviderConfig, keep_sou
     ctx.logger.info("%s moved from %s to %s: downtime %d ms, %d bytes after the freeze, total %d ms",
                     name, report["source"], report["destination"], stats["downtime_ms"], stats["transfer_bytes"],
                     stats["total_ms"])
+    ctx.logger.info("memory %s (%s); compression %s, ratio %.2f, %d bytes on the wire", report["memory"],
+                    report["memory_reason"], report["compression"], stats["compression_ratio"], stats["wire_bytes"])
+    if report["memory"] == "pre-copy":
+        ctx.logger.info("pre-copy: %d rounds in %d ms while the service ran, %d bytes; bytes per round %s",
+                        stats["predump_rounds"], stats["predump_ms"], stats["predump_bytes"], stats["round_bytes"])
+    if report["memory"] == "post-copy":
+        ctx.logger.info("post-copy window (a failure of the source or link in it loses the state since the "
+                        "restore): %d ms, %d bytes of pages", stats["postcopy_ms"], stats["page_bytes"])
     how = "host to host (vimigrate-runtime)" if report["method"] == "direct" else "through Docker's checkpoint API"
     ctx.logger.info("checkpoint moved %s%s", how, f": {report['method_reason']}" if report["method_reason"] else "")
     for warning in report["warnings"]:
@@ -100,21 +120,21 @@ def relink(address_map: Mapping[str, str] | None = None, **_: Any) -> None:
 
 @operation(resumable=True)
 @map_errors
-def heal(providers: Mapping[str, ProviderConfig] | None = None, **_: Any) -> None:
+def heal(providers: Mapping[str, ProviderConfig] | None = None, restart_from_image: bool = False, **_: Any) -> None:
     """After a migration that did not finish: makes this container run on exactly one of
     `providers` (node id -> the engine's provider configuration), restored from its checkpoint
-    when it runs nowhere, removes what the migration left, and records where it runs now."""
+    when it runs nowhere (or, with `restart_from_image` and no checkpoint to resume from, started
+    afresh from its image), removes what the migration left, and records where it runs now."""
     props = ctx.instance.runtime_properties
     name = props.get(rp.CONTAINER_NAME)
     if not name or not providers:
         ctx.logger.info("%s is not installed: nothing to heal", ctx.node.id)
         return
     connected = {node: _native.Provider.connect(config) for node, config in providers.items()}
-    report = _native.heal(list(connected.values()), name)
+    report = _native.heal(list(connected.values()), name, restart_from_image=bool(restart_from_image))
     node = next(n for n, config in providers.items() if config["name"] == report["runs_on"])
     config = providers[node]
     store_location(props, node, config, connected[node].inspect_container(name) or {})
-    how = " (restored from its checkpoint)" if report["resumed"] else ""
-    ctx.logger.info("%s runs on %s%s", name, config["name"], how)
+    ctx.logger.info("%s runs on %s%s", name, config["name"], heal_how(report))
     for line in report["removed"]:
         ctx.logger.info("removed %s", line)

@@ -199,7 +199,8 @@ def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: i
 @workflow
 def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_source: Any = False,
             dry_run: Any = False, timeout: Any = None, port_map: Any = None, dns_wait_ttl: Any = True,
-            method: Any = "auto", ignore_host_checks: Any = None, **_ignored: Any) -> None:
+            method: Any = "auto", memory: Any = "stop-and-copy", compression: Any = "auto",
+            ignore_host_checks: Any = None, **_ignored: Any) -> None:
     """Moves the virtual infrastructure's containers to `target_provider`. Parameters are
     `Any`: they come from the execution as the DSL let them through (see plugin.yaml), and
     validate_parameters checks what it does not."""
@@ -213,8 +214,9 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
     containers = _containers(ctx)
     try:
         selected = validate_parameters(target_provider, node_ids, keep_source, dry_run, timeout, providers,
-                                       {c.node_id for c in containers}, method)
-        choices = EngineChoices(method=method, ignore_host_checks=host_checks_parameter(ignore_host_checks))
+                                       {c.node_id for c in containers}, method, memory, compression)
+        choices = EngineChoices(method=method, memory=memory, compression=compression,
+                                ignore_host_checks=host_checks_parameter(ignore_host_checks))
         plan = build_plan(target_provider, selected, containers, providers)
     except PlanError as err:
         raise NonRecoverableError(f"migrate: {err}; nothing was changed") from None
@@ -270,10 +272,15 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
 
 
 @workflow
-def heal(ctx: Any, **_ignored: Any) -> None:
+def heal(ctx: Any, restart_from_image: Any = False, **_ignored: Any) -> None:
     """After a migration that did not finish (its process died, a provider did not answer
-    during the rollback): each container runs on exactly one provider again, what the
-    migration left is removed, runtime properties say where each runs, and DNS records follow."""
+    during the rollback, a post-copy lost the container): each container runs on exactly one
+    provider again, what the migration left is removed, runtime properties say where each runs,
+    and DNS records follow. `restart_from_image` lets a container whose process state is lost
+    start afresh from its image."""
+    if not isinstance(restart_from_image, bool):
+        raise NonRecoverableError(f"heal: invalid `restart_from_image`: expected true or false, got "
+                                  f"{restart_from_image!r}; nothing was changed")
     configs = {node.id: provider_config(node.id, node.properties, ctx.deployment.id)
                for node in ctx.nodes if PROVIDER_TYPE in node.type_hierarchy}
     for node in ctx.nodes:
@@ -281,7 +288,8 @@ def heal(ctx: Any, **_ignored: Any) -> None:
             continue
         for instance in node.instances:
             ctx.send_event(f"healing {node.id}").get()
-            instance.execute_operation(HEAL_OPERATION, kwargs={"providers": configs},
+            instance.execute_operation(HEAL_OPERATION,
+                                       kwargs={"providers": configs, "restart_from_image": restart_from_image},
                                        allow_kwargs_override=True).get()
     for record, _ in _records(ctx):
         _switch(ctx, record, None)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from ..shapes import HostCheckKind, Method
+from ..shapes import Compression, HostCheckKind, MemoryMode, Method
 from ..tosca import CONTAINER_TYPE, PROVIDER_TYPE
 from .links import Peer, link_map
 
@@ -109,6 +109,10 @@ def _as_bool(name: str, value: Any) -> bool:
 
 #: Values of the migrate workflow's `method` parameter (the engine's `Method`).
 METHODS = ("auto", "direct", "docker")
+#: Values of its `memory` parameter (the engine's `MemoryMode`).
+MEMORY_MODES = ("stop-and-copy", "pre-copy", "post-copy", "auto")
+#: Values of its `compression` parameter (the engine's `Compression`).
+COMPRESSIONS = ("auto", "zstd", "off")
 #: Values of its `ignore_host_checks` parameter (the engine's `HostCheckKind`).
 HOST_CHECKS = ("cpu", "criu", "cgroup", "engine")
 
@@ -117,6 +121,8 @@ class EngineChoices(TypedDict):
     """The engine options every move of one workflow run takes as the user gave them."""
 
     method: Method
+    memory: MemoryMode
+    compression: Compression
     ignore_host_checks: list[HostCheckKind]
 
 
@@ -134,7 +140,8 @@ def host_checks_parameter(value: Any) -> list[HostCheckKind]:
 
 def validate_parameters(target_provider: Any, node_ids: Any, keep_source: Any, dry_run: Any, timeout: Any,
                         providers: dict[str, ProviderInfo], container_nodes: Iterable[str],
-                        method: Any = "auto") -> list[str] | None:
+                        method: Any = "auto", memory: Any = "stop-and-copy",
+                        compression: Any = "auto") -> list[str] | None:
     """Checks every workflow parameter; raises PlanError naming the first wrong one. Returns the
     selected container node ids (None: all of them)."""
     if not isinstance(target_provider, str) or target_provider not in providers:
@@ -142,6 +149,11 @@ def validate_parameters(target_provider: Any, node_ids: Any, keep_source: Any, d
                         target_provider)
     if method not in METHODS:
         raise PlanError("method", f"one of {', '.join(METHODS)}", method)
+    if memory not in MEMORY_MODES:
+        raise PlanError("memory", f"one of {', '.join(MEMORY_MODES)}", memory)
+    # YAML 1.1 reads an unquoted `off` as false.
+    if compression not in COMPRESSIONS:
+        raise PlanError("compression", f"one of {', '.join(COMPRESSIONS)} (quote \"off\" in YAML)", compression)
     _as_bool("keep_source", keep_source)
     _as_bool("dry_run", dry_run)
     # No timeout: each provider's own timeout_secs. The range is the engine's, checked here too

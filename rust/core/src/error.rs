@@ -95,6 +95,23 @@ pub enum ProviderError {
         /// Where it was looked for.
         detail: String,
     },
+    /// A container runs nowhere and no copy holds a checkpoint with its process state (a
+    /// post-copy that broke leaves dumps without memory): only a fresh start from its image
+    /// can bring it back, and that loses the state, so heal does it only when asked.
+    #[error(
+        "provider `{provider}`: {step} is not possible: the process state of `{container}` is lost \
+         ({detail}); heal with `restart_from_image` (CLI `--restart-from-image`) restarts it from its image"
+    )]
+    StateLost {
+        /// Provider name, or several, comma-separated.
+        provider: String,
+        /// The step refused, e.g. "resume `web` from a checkpoint".
+        step: String,
+        /// The container.
+        container: String,
+        /// What each copy holds.
+        detail: String,
+    },
     /// What the providers hold contradicts an invariant the step keeps (one container running
     /// on several providers): nothing was changed, the operator decides.
     #[error("provider `{provider}`: {invariant} does not hold: {detail}")]
@@ -250,6 +267,8 @@ impl Error {
             Error::Provider(ProviderError::HostMismatch { .. }) => ErrorKind::Unsuitable,
             Error::Provider(ProviderError::Failed { .. }) => ErrorKind::Failed,
             Error::Provider(ProviderError::Missing { .. }) => ErrorKind::NotFound,
+            // What is missing is the state to resume from, as for a copy without any checkpoint.
+            Error::Provider(ProviderError::StateLost { .. }) => ErrorKind::NotFound,
             Error::Provider(ProviderError::Inconsistent { .. }) => ErrorKind::Conflict,
             Error::Provider(ProviderError::NameTaken { .. }) => ErrorKind::Conflict,
             Error::Provider(ProviderError::Busy { .. }) => ErrorKind::Conflict,

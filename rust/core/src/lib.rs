@@ -27,7 +27,7 @@ pub use dns::{apply as dns_apply, lookup as dns_lookup, plan as dns_plan, Record
 pub use error::{
     error_chain, Error, ErrorKind, InputError, IntegrityError, PortTaken, ProviderError, RuntimeStepError,
 };
-pub use migration::heal::{heal, HealReport};
+pub use migration::heal::{heal, heal_with, HealOptions, HealReport};
 pub use migration::source::VolumeMount;
 pub use migration::{
     migrate, plan_migration, Forwarding, Method, MigrationError, MigrationOptions, MigrationPlan, MigrationReport,

@@ -57,6 +57,7 @@ pub fn shapes() -> BTreeMap<&'static str, Vec<String>> {
         to_json(&RecordChange { name: "n.".into(), rtype: RecordType::A, before: None, after: None }),
     );
     fields("MigrationPlan", to_json(&sample_plan()));
+    fields("PreCopy", to_json(&vimigrate_protocol::PreCopy::default()));
     fields("Forwarding", to_json(&Forwarding { protocol: "tcp".into(), source_port: 1, destination_port: 1 }));
     fields("HostComparison", to_json(&HostComparison::default()));
     fields("HostSummary", to_json(&HostSummary::default()));
@@ -71,6 +72,8 @@ pub fn shapes() -> BTreeMap<&'static str, Vec<String>> {
     );
     out.insert("Method", variants::<Method>());
     out.insert("MemoryMode", variants::<MemoryMode>());
+    out.insert("Compression", variants::<crate::migration::Compression>());
+    out.insert("StreamCompression", variants::<vimigrate_protocol::StreamCompression>());
     out.insert("CriuTcp", variants::<CriuTcp>());
     out.insert("Phase", variants::<Phase>());
     out.insert("AddressMode", variants::<AddressMode>());
@@ -154,6 +157,8 @@ fn sample_report() -> MigrationReport {
         rewrites: Vec::new(),
         method: "docker",
         memory: MemoryMode::StopAndCopy,
+        memory_reason: String::new(),
+        compression: vimigrate_protocol::StreamCompression::Off,
         method_reason: None,
     }
 }
@@ -218,6 +223,9 @@ fn sample_plan() -> MigrationPlan {
         tcp_reason: String::new(),
         memory: MemoryMode::StopAndCopy,
         memory_reason: String::new(),
+        compression: vimigrate_protocol::StreamCompression::Off,
+        compression_reason: String::new(),
+        pre_copy: None,
         destination_runtime: None,
         address_map: BTreeMap::new(),
         peer_files: Vec::new(),
@@ -239,7 +247,7 @@ mod tests {
         assert!(shapes["MigrationOptions"].contains(&"criu_tcp".to_string()), "{:?}", shapes["MigrationOptions"]);
         assert_eq!(shapes["Method"], ["auto", "direct", "docker"]);
         assert_eq!(shapes["Rollback"], ["failed", "held", "lost", "nothing_to_undo", "resumed", "undone"]);
-        assert_eq!(shapes["MemoryMode"], ["post-copy", "stop-and-copy"]);
+        assert_eq!(shapes["MemoryMode"], ["auto", "post-copy", "pre-copy", "stop-and-copy"]);
         assert!(shapes["Phase"].contains(&"checkpoint".to_string()));
         assert_eq!(shapes["ProviderConfig"].len(), 8, "{:?}", shapes["ProviderConfig"]);
     }

@@ -16,8 +16,12 @@
 //! - `REDIS_ADDR` Redis `host:port` (default `redis:6379`)
 //! - `WEB_CONFIG` config file (default `/etc/web/web.conf`); a line
 //!   `redis=host:port` in it overrides `REDIS_ADDR`
-//! - `MEM_MIB`    touch this many MiB of incompressible memory at start and
-//!   keep it (the memory-size workload of migration benchmarks and tests)
+//! - `MEM_MIB`    touch this many MiB of memory at start and keep it (the
+//!   memory-size workload of migration benchmarks and tests)
+//! - `MEM_KIND`   what that memory holds: `random` (the default, incompressible)
+//!   or `text` (JSON-like records, as an application's heap holds: compressible)
+//! - `DIRTY_PERCENT` rewrite this percentage of that memory every second, spread
+//!   over the second (the workload pre-copy has to chase)
 
 mod http;
 mod resp;
@@ -228,22 +232,97 @@ fn serve(app: &App, stream: TcpStream) -> io::Result<()> {
 
 /// Fills `mib` MiB with xorshift output (incompressible, so neither CRIU nor a
 /// transport can shrink it) and keeps it for the life of the process.
-fn hold_memory(mib: usize) -> &'static [u8] {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut block = vec![0u8; mib * 1024 * 1024];
+/// A xorshift generator: deterministic, fast, and no dependency.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Fills `block` with random bytes.
+fn fill_random(block: &mut [u8], rng: &mut Xorshift) {
     for chunk in block.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        let word = rng.next().to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+}
+
+/// Fills `block` with JSON-like records: field names repeat, values vary (ids, names from a
+/// small vocabulary, numbers), as the objects of an application's heap do.
+fn fill_text(block: &mut [u8], rng: &mut Xorshift) {
+    const WORDS: [&str; 16] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
+        "mike", "november", "oscar", "papa",
+    ];
+    let mut at = 0;
+    while at < block.len() {
+        let r = rng.next();
+        let record = format!(
+            "{{\"id\":{},\"user\":\"{}-{}\",\"score\":{},\"active\":{},\"tags\":[\"{}\",\"{}\"]}},\n",
+            r >> 40,
+            WORDS[(r & 15) as usize],
+            (r >> 4) & 0xfff,
+            (r >> 16) % 10_000,
+            r & 1 == 0,
+            WORDS[((r >> 20) & 15) as usize],
+            WORDS[((r >> 24) & 15) as usize],
+        );
+        let n = record.len().min(block.len() - at);
+        block[at..at + n].copy_from_slice(&record.as_bytes()[..n]);
+        at += n;
+    }
+}
+
+fn hold_memory(mib: usize, text: bool) -> &'static mut [u8] {
+    let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
+    let mut block = vec![0u8; mib * 1024 * 1024];
+    if text {
+        fill_text(&mut block, &mut rng);
+    } else {
+        fill_random(&mut block, &mut rng);
     }
     Box::leak(block.into_boxed_slice())
 }
 
+/// Rewrites `percent` % of `held` every second, 64 KiB at a time at random places, spread
+/// over the second, with content of the same kind.
+fn keep_dirtying(held: &'static mut [u8], percent: usize, text: bool) {
+    const PIECE: usize = 64 << 10;
+    let pieces = held.len() / PIECE;
+    if pieces == 0 || percent == 0 {
+        return;
+    }
+    let per_second = (pieces * percent / 100).max(1);
+    let pause = Duration::from_secs(1) / per_second as u32;
+    let mut rng = Xorshift(0xD1B5_4A32_D192_ED03);
+    thread::spawn(move || loop {
+        let at = (rng.next() as usize % pieces) * PIECE;
+        let piece = &mut held[at..at + PIECE];
+        if text {
+            fill_text(piece, &mut rng);
+        } else {
+            fill_random(piece, &mut rng);
+        }
+        thread::sleep(pause);
+    });
+}
+
 fn main() {
-    let held = env::var("MEM_MIB").ok().and_then(|m| m.parse::<usize>().ok()).map(hold_memory);
+    let text = env::var("MEM_KIND").is_ok_and(|k| k == "text");
+    let held = env::var("MEM_MIB").ok().and_then(|m| m.parse::<usize>().ok()).map(|mib| hold_memory(mib, text));
     if let Some(held) = held {
-        println!("holding {} MiB of touched memory", held.len() / (1024 * 1024));
+        println!(
+            "holding {} MiB of touched memory ({})",
+            held.len() / (1024 * 1024),
+            if text { "text" } else { "random" }
+        );
+        let dirty = env::var("DIRTY_PERCENT").ok().and_then(|p| p.parse::<usize>().ok()).unwrap_or(0);
+        keep_dirtying(held, dirty, text);
     }
     let port = env::var("WEB_PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(DEFAULT_PORT);
     let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| {

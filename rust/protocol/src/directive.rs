@@ -43,6 +43,29 @@ pub enum Action {
     /// On `create` (a plain `docker start`): restore from the images instead of starting the
     /// command afresh, after receiving them when `receive` is set.
     Restore(RestoreDirective),
+    /// On `create` of a probe container: pre-copy's rounds for another container of this
+    /// runtime, while it runs (see [`PreCopyDirective`]); the probe then starts as usual.
+    PreCopy(PreCopyDirective),
+}
+
+/// Pre-copy's rounds, run from the `create` of a probe container because Docker's checkpoint
+/// call freezes the container (containerd pauses the task) for the whole call: outside it, the
+/// service runs while CRIU pre-dumps (`runc checkpoint --pre-dump`, each round freezing it only
+/// while CRIU collects the dirty pages) and the rounds stream to the destination. The chain
+/// (`pre-N/` in the container's images directory, [`Directive::images_dir`]) and the rounds'
+/// figures ([`crate::PRE_COPY_FILE`]) stay for the dump that freezes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreCopyDirective {
+    /// The id of the container to pre-dump (runs under this runtime, on this host).
+    pub container: String,
+    /// The destination's receiver, which takes the rounds and then waits for the dump.
+    pub send: SendTo,
+    /// The rounds' bounds.
+    pub bounds: PreCopy,
+    /// Whether the rounds' stream is compressed.
+    #[serde(default, skip_serializing_if = "StreamCompression::is_off")]
+    pub compression: StreamCompression,
 }
 
 /// How to dump and where to send.
@@ -69,6 +92,56 @@ pub struct DumpDirective {
     /// the processes stay frozen here until then, and are discarded once every page arrived.
     #[serde(default, skip_serializing_if = "is_false")]
     pub lazy_pages: bool,
+    /// Whether the stream is compressed (zstd), chunk by chunk; the destination's runtime must
+    /// list [`crate::COMPRESSION`] in its features.
+    #[serde(default, skip_serializing_if = "StreamCompression::is_off")]
+    pub compression: StreamCompression,
+    /// Pre-copy: the rounds ran (see [`PreCopyDirective`]); the dump takes the last one as
+    /// its parent and carries only what was dirtied since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_copy: Option<PreCopy>,
+}
+
+/// Whether the source's runtime compresses the stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamCompression {
+    /// As it is.
+    #[default]
+    Off,
+    /// Each chunk compressed when that pays: it shrinks, and the link is slower than the
+    /// compressor (both measured during the transfer).
+    Adaptive,
+    /// Each chunk compressed when it shrinks, whatever the link.
+    Always,
+}
+
+impl StreamCompression {
+    /// True for [`StreamCompression::Off`].
+    pub fn is_off(&self) -> bool {
+        *self == StreamCompression::Off
+    }
+}
+
+/// The bounds of pre-copy's rounds, as P.Haul bounds its iterations: rounds go on while the
+/// memory dirtied since the last one shrinks, and stop at `max_rounds`, once a round carried
+/// less than `enough_bytes`, or when a round did not shrink below `shrink_percent` % of the
+/// one before (the service dirties memory as fast as it goes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreCopy {
+    /// Pre-dumps at most, the first (all the memory) included.
+    pub max_rounds: u32,
+    /// A round that carried fewer bytes is the last one.
+    pub enough_bytes: u64,
+    /// A round must carry less than this percentage of the one before for another to follow.
+    pub shrink_percent: u32,
+}
+
+impl Default for PreCopy {
+    fn default() -> PreCopy {
+        PreCopy { max_rounds: 5, enough_bytes: 4 << 20, shrink_percent: 80 }
+    }
 }
 
 /// A failure the source's wrapper provokes on purpose, for tests.

@@ -30,8 +30,13 @@ pub const HOLDS_RESTORE_ADDRESSES: &str = "restore-addresses";
 /// The runtime dumps and restores with lazy pages and relays them between the hosts
 /// (post-copy).
 pub const POST_COPY: &str = "post-copy";
+/// The runtime reads zstd-compressed chunks of the stream (and compresses its own).
+pub const COMPRESSION: &str = "zstd";
+/// The runtime pre-dumps memory while the service runs and streams it (pre-copy), and restores
+/// from a chain of pre-dumps.
+pub const PRE_COPY: &str = "pre-copy";
 /// Every feature this version of `vimigrate-runtime` has.
-pub const RUNTIME_FEATURES: &[&str] = &[HOLDS_RESTORE_ADDRESSES, POST_COPY];
+pub const RUNTIME_FEATURES: &[&str] = &[HOLDS_RESTORE_ADDRESSES, POST_COPY, COMPRESSION, PRE_COPY];
 
 /// One host's facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -74,15 +74,16 @@ pub use criu_stats::{
     parse_dump_stats, parse_restore_stats, CriuImageError, DumpStats, RestoreStats, DUMP_STATS_FILE, RESTORE_STATS_FILE,
 };
 pub use directive::{
-    Action, BaselineEntry, CriuOptions, Directive, DumpDirective, Fault, ReceiveFrom, RestoreDirective, SendTo, TcpMode,
+    Action, BaselineEntry, CriuOptions, Directive, DumpDirective, Fault, PreCopy, PreCopyDirective, ReceiveFrom,
+    RestoreDirective, SendTo, StreamCompression, TcpMode,
 };
 pub use error_chain::error_chain;
 pub use host_facts::{
-    CriuFacts, HostFacts, FACTS_FILE, FACTS_REQUEST_FILE, FACTS_VERSION, HOLDS_RESTORE_ADDRESSES, POST_COPY,
-    RUNTIME_FEATURES,
+    CriuFacts, HostFacts, COMPRESSION, FACTS_FILE, FACTS_REQUEST_FILE, FACTS_VERSION, HOLDS_RESTORE_ADDRESSES,
+    POST_COPY, PRE_COPY, RUNTIME_FEATURES,
 };
 pub use secret::Secret;
-pub use status::{RuntimeFailure, RuntimeState, RuntimeStats, RuntimeStatus};
+pub use status::{PreCopyRounds, RuntimeFailure, RuntimeState, RuntimeStats, RuntimeStatus};
 
 /// The version of the directive format; a wrapper refuses any other.
 pub const DIRECTIVE_VERSION: u32 = 1;
@@ -99,6 +100,8 @@ pub const STATUS_FILE: &str = "status.json";
 /// page arrived, `failed` when they stopped coming), in [`STATE_DIR`]. Apart from
 /// [`STATUS_FILE`], which the restore writes, because the fetch outlives the restore.
 pub const PAGES_STATUS_FILE: &str = "pages-status.json";
+/// Pre-copy's rounds' report ([`PreCopyRounds`]), in the pre-dumped container's [`STATE_DIR`].
+pub const PRE_COPY_FILE: &str = "precopy.json";
 /// Written by the broker next to a directive a wrapper waits on, to withdraw it (a rollback).
 pub const ABORT_FILE: &str = "abort";
 /// The per-container CRIU configuration the wrapper writes before each dump or restore, in

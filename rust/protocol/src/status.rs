@@ -103,6 +103,22 @@ pub struct RuntimeStats {
     /// Post-copy: bytes of the page traffic from the source.
     #[serde(default)]
     pub page_bytes: u64,
+    /// Bytes the sender put on the wire for the images, layer and volume files (after
+    /// compression; with it off, their sum).
+    #[serde(default)]
+    pub wire_bytes: u64,
+    /// Of which sent before the freeze by pre-copy's pre-dumps.
+    #[serde(default)]
+    pub predump_bytes: u64,
+    /// Pre-copy: the pre-dump rounds taken while the service ran.
+    #[serde(default)]
+    pub predump_rounds: u32,
+    /// Pre-copy: from the first pre-dump to the freeze (the service ran meanwhile).
+    #[serde(default)]
+    pub predump_ms: u64,
+    /// Pre-copy: image bytes of each round, the freeze's last (how the dirty set shrank).
+    #[serde(default)]
+    pub round_bytes: Vec<u64>,
     /// When the dump started (source) or the restore ended (destination), Unix time in ms:
     /// the two ends of the interruption as the hosts saw it.
     #[serde(default)]
@@ -113,4 +129,30 @@ pub struct RuntimeStats {
     /// CRIU's own restore statistics (`stats-restore`).
     #[serde(default)]
     pub criu_restore: Option<RestoreStats>,
+}
+
+/// What pre-copy's rounds did, written to [`crate::PRE_COPY_FILE`] in the pre-dumped
+/// container's state directory, for the dump that follows and the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreCopyRounds {
+    /// The migration they belong to.
+    pub migration: String,
+    /// The last round pre-dumped and received in full (`pre-N`): the dump's parent. `None`
+    /// when not even the first one went.
+    pub last: Option<String>,
+    /// Rounds taken (those that went in full).
+    pub rounds: u32,
+    /// Page image bytes of each round.
+    pub round_bytes: Vec<u64>,
+    /// Image bytes sent by the rounds.
+    pub image_bytes: u64,
+    /// Their bytes on the wire.
+    pub wire_bytes: u64,
+    /// From the first pre-dump to the end of the last round.
+    pub ms: u64,
+    /// Why the rounds stopped: `max_rounds`, `enough`, `not shrinking`, or the failure that
+    /// ended them early.
+    pub stopped: String,
+    /// When the rounds failed before any went in full: why.
+    pub error: Option<RuntimeFailure>,
 }

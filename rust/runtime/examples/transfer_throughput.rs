@@ -82,6 +82,7 @@ fn main() {
         server_cert: cert,
         connect_timeout: Duration::from_secs(5),
         io_timeout: Duration::from_secs(30),
+        compression: vimigrate_protocol::StreamCompression::Off,
     };
     let mut sender = Sender::connect(&target).unwrap();
     sender.stream_images(&images, &|| Some(true)).unwrap();

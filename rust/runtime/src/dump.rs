@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use vimigrate_protocol::{parse_dump_stats, DUMP_STATS_FILE};
-use vimigrate_protocol::{Action, Directive, DumpDirective, Fault, RuntimeFailure, RuntimeState, RuntimeStatus};
+use vimigrate_protocol::{
+    Action, Directive, DumpDirective, Fault, RuntimeFailure, RuntimeState, RuntimeStatus, SendTo, StreamCompression,
+};
 
 use crate::error::RuntimeError;
 use crate::fs::layer_delta::{layer_delta, whole_tree};
@@ -65,8 +67,8 @@ pub fn on_checkpoint(inv: &Invocation) -> Outcome {
     };
     let dump = match &directive.action {
         Action::Dump(dump) => dump.clone(),
-        Action::Restore(_) => {
-            let e = RuntimeError::Directive("a restore directive was found at checkpoint time".into());
+        Action::Restore(_) | Action::PreCopy(_) => {
+            let e = RuntimeError::Directive("a restore or pre-copy directive was found at checkpoint time".into());
             return crate::fail(&state, log, &directive.migration, &e);
         }
     };
@@ -91,18 +93,27 @@ pub(crate) fn checked_images_dir(directive: &Directive, container_dir: &Path) ->
 }
 
 fn target_of(directive: &Directive, dump: &DumpDirective) -> Result<Option<SendTarget>, RuntimeError> {
-    let Some(send) = &dump.send else { return Ok(None) };
+    dump.send.as_ref().map(|send| target_of_send(directive, send, dump.compression)).transpose()
+}
+
+/// Where and how to send, from a directive's `send`.
+pub(crate) fn target_of_send(
+    directive: &Directive,
+    send: &SendTo,
+    compression: StreamCompression,
+) -> Result<SendTarget, RuntimeError> {
     let server_cert = base64::engine::general_purpose::STANDARD
         .decode(send.server_cert.trim())
         .map_err(|e| RuntimeError::Directive(format!("send.server_cert is not base64: {e}")))?;
-    Ok(Some(SendTarget {
+    Ok(SendTarget {
         address: send.address.clone(),
         token: send.token.expose().as_bytes().to_vec(),
         migration: directive.migration.clone(),
         server_cert,
         connect_timeout: CONNECT_TIMEOUT,
         io_timeout: Duration::from_millis(directive.io_timeout_ms.max(1000)),
-    }))
+        compression,
+    })
 }
 
 fn run_dump(
@@ -169,6 +180,14 @@ fn run_dump(
     let (page_server_tx, page_server_rx) = std::sync::mpsc::channel::<std::net::TcpStream>();
     let relay_to = lazy.as_ref().map(|_| page_server_rx);
 
+    // Pre-copy: the rounds that went while the service ran (see pre_copy.rs).
+    let pre_copied = dump.pre_copy.and_then(|_| crate::pre_copy::rounds_for(state, &directive.migration));
+    if let Some(rounds) = &pre_copied {
+        status.stats.predump_rounds = rounds.rounds;
+        status.stats.predump_bytes = rounds.image_bytes;
+        status.stats.predump_ms = rounds.ms;
+        status.stats.round_bytes = rounds.round_bytes.clone();
+    }
     let started = Instant::now();
     status.stats.at_unix_ms = unix_ms_now();
     let dump_state = Arc::new(AtomicU8::new(RUNNING));
@@ -193,7 +212,9 @@ fn run_dump(
                     DUMPED => Some(true),
                     _ => Some(false),
                 };
-                sender.stream_images(&images_dir, &state)
+                sender.stream_images(&images_dir, &state)?;
+                // Pre-copy: the link CRIU made to the last round, which the destination has.
+                sender.send_parent_link(&images_dir)
             })();
             match (result, relay_to) {
                 (Ok(()), None) => sender.finish().map(|report| (report, None)),
@@ -230,6 +251,10 @@ fn run_dump(
     let mut command = runc_command(inv, &runc);
     let args = Invocation { args: inv.args_without("--image-path"), ..inv.clone() }.args_without("--work-path");
     command.arg("checkpoint").arg("--image-path").arg(&images_dir).arg("--work-path").arg(&work).args(args);
+    if let Some(rounds) = &pre_copied {
+        // CRIU links `parent` to it and writes only the pages dirtied since (soft-dirty).
+        command.arg("--parent-path").arg(rounds.last.as_deref().unwrap_or_default());
+    }
     if let Some(server) = lazy.as_mut() {
         command.args(server.runc_args());
         let child = command.spawn().map_err(RuntimeError::io("dump", format!("run {}", runc.display())))?;
@@ -273,6 +298,9 @@ fn run_dump(
         return Ok(exit.code().unwrap_or(1));
     }
     status.stats.criu_dump = std::fs::read(work.join(DUMP_STATS_FILE)).ok().and_then(|b| parse_dump_stats(&b).ok());
+    if let (Some(_), Some(criu)) = (&pre_copied, &status.stats.criu_dump) {
+        status.stats.round_bytes.push(criu.pages_written * 4096);
+    }
     status.stats.send_ms = ms(started);
     status.stats.peak_rss_kib = peak_rss_kib();
     match sent {
@@ -281,6 +309,7 @@ fn run_dump(
                 status.stats.image_bytes = report.image_bytes;
                 status.stats.file_bytes = report.file_bytes;
                 status.stats.file_entries = report.file_entries;
+                status.stats.wire_bytes = report.wire_bytes;
             }
             status.state = RuntimeState::Dumped;
         }
@@ -398,6 +427,7 @@ impl LazyDump<'_> {
                 status.stats.image_bytes = report.image_bytes;
                 status.stats.file_bytes = report.file_bytes;
                 status.stats.file_entries = report.file_entries;
+                status.stats.wire_bytes = report.wire_bytes;
                 status.stats.page_bytes = end.bytes_out;
                 status.stats.pages_ms = ms(pages_started);
                 status.stats.send_ms = ms(self.started);

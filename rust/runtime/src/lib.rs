@@ -26,6 +26,7 @@ pub mod fs;
 pub mod lazy_pages;
 pub mod lazy_restore;
 pub mod net;
+pub mod pre_copy;
 pub mod restore;
 pub mod runc;
 pub mod transfer;

@@ -58,6 +58,11 @@ pub fn on_create(inv: &Invocation) -> Outcome {
     };
     let restore = match &directive.action {
         Action::Restore(r) => r.clone(),
+        // A probe the broker made to run pre-copy's rounds for another container.
+        Action::PreCopy(pre) => {
+            crate::pre_copy::on_probe_create(inv, &state, &directive, pre);
+            return Outcome::PassThrough;
+        }
         Action::Dump(_) => {
             let e = RuntimeError::Directive("a dump directive was found when the container starts".into());
             return crate::fail(&state, log, &directive.migration, &e);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use vimigrate_protocol::BaselineEntry;
+use vimigrate_protocol::{BaselineEntry, StreamCompression};
 use vimigrate_runtime::error::RuntimeError;
 use vimigrate_runtime::fs::layer_delta::{layer_delta, whole_tree};
 use vimigrate_runtime::transfer::receive::{self, ReceivePlan, ReceiveReport};
@@ -85,6 +85,7 @@ fn target(port: u16, keys: &Keys, token: &str) -> SendTarget {
         server_cert: keys.cert.clone(),
         connect_timeout: Duration::from_secs(5),
         io_timeout: Duration::from_secs(10),
+        compression: StreamCompression::Off,
     }
 }
 
@@ -146,6 +147,81 @@ fn layer_volume_and_images_arrive_intact_while_the_dump_still_writes() {
     assert_eq!(fs::read_link(dest.rootfs.join("tmp/link")).unwrap(), Path::new("/tmp/held"));
     assert!(!dest.rootfs.join("tmp/removed").exists(), "a file deleted on the source is deleted");
     assert_eq!(fs::read(dest.volume.join("sub/blob")).unwrap(), vec![7u8; 3 << 20]);
+}
+
+#[test]
+fn a_compressed_stream_arrives_identical_and_smaller() {
+    let keys = keys();
+    let dest = destination();
+    let source = tempfile::tempdir().unwrap();
+    let images = source.path().join("images");
+    fs::create_dir_all(&images).unwrap();
+    // A heap of text next to incompressible memory: only the first shrinks on the wire.
+    let text: Vec<u8> =
+        (0..200_000).flat_map(|i| format!("{{\"key\":\"k{i}\",\"v\":{}}},", i % 31).into_bytes()).collect();
+    let mut state = 1u64;
+    let noise: Vec<u8> = (0..(3 << 20))
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect();
+    fs::write(images.join("pages-1.img"), &text).unwrap();
+    fs::write(images.join("pages-2.img"), &noise).unwrap();
+    fs::write(images.join("core-1.img"), b"core").unwrap();
+    let (port, receiver) = spawn_receiver(&dest, &keys, "t");
+    let compressed = SendTarget { compression: StreamCompression::Always, ..target(port, &keys, "t") };
+    let mut sender = Sender::connect(&compressed).unwrap();
+    sender.stream_images(&images, &|| Some(true)).unwrap();
+    let ratio = sender.compression_ratio();
+    let sent = sender.finish().unwrap();
+    let got = receiver.join().unwrap().unwrap();
+    assert_eq!(got.image_bytes, sent.image_bytes);
+    assert_eq!(fs::read(dest.images.join("pages-1.img")).unwrap(), text);
+    assert_eq!(fs::read(dest.images.join("pages-2.img")).unwrap(), noise);
+    let raw = (text.len() + noise.len() + 4) as u64;
+    assert_eq!(sent.image_bytes, raw);
+    assert!(sent.wire_bytes < raw - (text.len() as u64) / 2, "the text shrank: {} of {raw}", sent.wire_bytes);
+    assert!(sent.wire_bytes > noise.len() as u64, "the noise went as it is: {}", sent.wire_bytes);
+    assert!(ratio > 1.1, "{ratio}");
+}
+
+#[test]
+fn a_pre_dump_chain_arrives_with_its_parent_links() {
+    let keys = keys();
+    let dest = destination();
+    let source = tempfile::tempdir().unwrap();
+    let images = source.path().join("images");
+    for (round, parent) in [("pre-1", None), ("pre-2", Some("../pre-1"))] {
+        let dir = images.join(round);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("pages-1.img"), vec![round.len() as u8; 70_000]).unwrap();
+        fs::write(dir.join("pagemap-1.img"), b"map").unwrap();
+        if let Some(parent) = parent {
+            symlink(parent, dir.join("parent")).unwrap();
+        }
+    }
+    fs::write(images.join("pages-1.img"), b"dirty since").unwrap();
+    symlink("pre-2", images.join("parent")).unwrap();
+    let (port, receiver) = spawn_receiver(&dest, &keys, "t");
+    // The rounds in one connection (pre_copy.rs), the dump in the next (dump.rs).
+    let mut rounds = Sender::connect(&target(port, &keys, "t")).unwrap();
+    assert_eq!(rounds.send_predump(&images.join("pre-1"), "pre-1").unwrap(), 70_000);
+    assert_eq!(rounds.send_predump(&images.join("pre-2"), "pre-2").unwrap(), 70_000);
+    let sent = rounds.finish_part().unwrap();
+    assert_eq!(sent.image_bytes, 2 * (70_000 + 3));
+    assert!(!receiver.is_finished(), "the receiver waits for the dump");
+    let mut sender = Sender::connect(&target(port, &keys, "t")).unwrap();
+    sender.stream_images(&images, &|| Some(true)).unwrap();
+    sender.send_parent_link(&images).unwrap();
+    sender.finish().unwrap();
+    let got = receiver.join().unwrap().unwrap();
+    assert_eq!(got.image_bytes, 2 * (70_000 + 3) + 11, "both connections counted");
+    assert_eq!(fs::read_link(dest.images.join("parent")).unwrap(), Path::new("pre-2"));
+    assert_eq!(fs::read_link(dest.images.join("pre-2/parent")).unwrap(), Path::new("../pre-1"));
+    assert_eq!(fs::read(dest.images.join("parent/parent/pagemap-1.img")).unwrap(), b"map");
+    assert_eq!(fs::read(dest.images.join("pages-1.img")).unwrap(), b"dirty since");
+    assert_eq!(fs::metadata(dest.images.join("pre-1")).unwrap().permissions().mode() & 0o777, 0o700);
 }
 
 #[test]

@@ -29,7 +29,8 @@ pub enum Rollback {
     },
     /// Post-copy broke after the destination ran: the memory was split between the hosts, so
     /// neither copy runs on (what the service did since the restore is lost). The destination's
-    /// container is kept, stopped, to be started afresh from its image.
+    /// container is kept, stopped, to be started afresh from its image (`heal` with
+    /// [`crate::HealOptions::restart_from_image`]).
     Lost {
         /// The provider holding the stopped container.
         provider: String,
@@ -74,7 +75,7 @@ impl fmt::Display for Rollback {
                 f,
                 "LOST (the price of post-copy): the container runs on neither provider, what it did since the \
                  restore is gone; its container {container} on {provider} is kept stopped, to be started afresh \
-                 from its image"
+                 from its image (heal with restart_from_image)"
             ),
             Rollback::Failed(err) => write!(f, "ROLLBACK FAILED: {}", err.report()),
         }

@@ -1,7 +1,7 @@
 //! After a migration that did not finish (its broker died, a provider was unreachable during the
-//! rollback): finds where a container really runs, makes it run on exactly one provider, and
-//! removes what the migration left (the other copy, checkpoints, helpers, the lock, the networks
-//! it created elsewhere for the container and that nothing uses).
+//! rollback, a post-copy lost the container): finds where a container really runs, makes it run
+//! on exactly one provider, and removes what the migration left (the other copy, checkpoints,
+//! helpers, the lock, the networks it created elsewhere for the container and that nothing uses).
 //!
 //! The rules, in order:
 //! - a destination whose runtime may still restore (a start still waiting for the transfer) is
@@ -9,26 +9,61 @@
 //! - running on exactly one provider: that one is kept, every other copy goes with its
 //!   checkpoints (they hold process memory, and are older than what runs);
 //! - running nowhere: the copy holding the migration's checkpoint (the source's dump) is restored
-//!   from it, the others go;
+//!   from it, the others go. A post-copy's dumps do not count: their images hold no memory;
+//! - running nowhere with no checkpoint to resume from (a post-copy broke inside its window):
+//!   the process state is lost. Heal refuses, unless asked to restart from the image
+//!   ([`HealOptions::restart_from_image`]): one copy is then started afresh (see
+//!   `restart_candidate` for which), the others go;
 //! - running on several: nothing is touched, and the error says where (which copy's data to keep
 //!   is the operator's decision).
 
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{ListContainersOptionsBuilder, StartContainerOptions};
-use serde::Serialize;
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptionsBuilder, ListContainersOptionsBuilder, StartContainerOptions,
+};
+use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ProviderError};
+use crate::error::{is_not_found, Error, ProviderError};
 use crate::migration::lock::{lock_name, LOCK_LABEL};
 use crate::migration::path::direct::DOCKER_CHECKPOINT_SUFFIX;
 use crate::migration::path::direct_transfer::{local_restore_directive, place_directive, MOUNT};
 use crate::provider::helper::{HELPER_FOR_LABEL, HELPER_LABEL};
 use crate::provider::Provider;
-use crate::transfer::tar::writer::private_files_tar;
-use vimigrate_protocol::{CriuOptions, RuntimeState, RuntimeStatus, ABORT_FILE, RUNTIME_NAME, STATE_DIR, STATUS_FILE};
+use crate::transfer::tar::writer::{private_files_tar, symlink_tar};
+use vimigrate_protocol::{
+    CriuOptions, RuntimeState, RuntimeStatus, ABORT_FILE, DIRECTIVE_FILE, PAGES_STATUS_FILE, RUNTIME_NAME, STATE_DIR,
+    STATUS_FILE,
+};
 
 /// How long heal waits for a destination's waiting start to end after withdrawing it.
 const SETTLE: Duration = Duration::from_secs(60);
+/// How long heal waits for a killed start to stop (see [`use_up_restored_mark`]).
+const STOP: Duration = Duration::from_secs(10);
+/// The mark vimigrate-runtime leaves after a restore for the `start` that follows it (its
+/// `fs/state_files.rs`): with it there, the runtime answers `start` without running runc's.
+const RESTORED_MARK: &str = "restored";
+/// What a withdrawn directive's link points to: nothing, ever.
+const WITHDRAWN_DIRECTIVE: &str = "directive.json.withdrawn-by-heal";
+/// Go's `os.ModeDir` and `os.ModeSymlink`, as Docker's archive endpoint reports a file's mode.
+const GO_MODE_DIR: u32 = 1 << 31;
+const GO_MODE_SYMLINK: u32 = 1 << 27;
+
+/// vimigrate-runtime's mark of a post-copy dump in the state directory (its
+/// `StateDir::mark_lazy_dump`): the images of checkpoint `checkpoint` hold no memory.
+fn lazy_dump_mark(checkpoint: &str) -> String {
+    format!("lazy-dump-{checkpoint}")
+}
+
+/// What the caller lets heal do beyond keeping or resuming a copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HealOptions {
+    /// When the container runs nowhere and no copy holds a checkpoint it can resume from (a
+    /// post-copy that broke inside its window leaves only dumps without memory): start one copy
+    /// afresh from its image. Its process state is lost; its writable layer and volumes stay as
+    /// they are. Never done while a copy runs or a checkpoint can resume it.
+    pub restart_from_image: bool,
+}
 
 /// What heal found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -39,6 +74,9 @@ pub struct HealReport {
     pub runs_on: Option<String>,
     /// Whether heal restored it from a checkpoint (it ran nowhere).
     pub resumed: bool,
+    /// Whether heal started it afresh from its image (it ran nowhere and its process state was
+    /// lost; see [`HealOptions::restart_from_image`]).
+    pub restarted_from_image: bool,
     /// What heal removed, one line each (`provider-b: container web (stopped copy)`).
     pub removed: Vec<String>,
 }
@@ -52,6 +90,34 @@ struct Copy {
     image: String,
     /// The networks it is attached to.
     networks: Vec<String>,
+    /// Learnt only when no copy runs (it costs a helper per copy); empty otherwise.
+    holdings: Holdings,
+}
+
+impl Copy {
+    fn runs(&self) -> bool {
+        matches!(self.state.as_str(), "running" | "restarting")
+    }
+}
+
+/// What a copy that does not run holds, for the decision when none runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Holdings {
+    /// Checkpoints whose images hold the process's memory, oldest first: what it can resume
+    /// from.
+    resumable: Vec<String>,
+    /// Post-copy checkpoints: their images hold no memory (it stayed in the source's frozen
+    /// processes, or was being fetched by the destination), so no restore is tried from them
+    /// (CRIU spins on the missing pages).
+    lazy: Vec<String>,
+    /// Whether the last restore of this copy's runtime was a post-copy's: the destination that
+    /// ran the service until the pages stopped coming.
+    post_copy_destination: bool,
+    /// Whether its provider holds the container's migration lock: the source of a migration
+    /// whose broker died.
+    holds_lock: bool,
+    /// Whether it runs under vimigrate-runtime (whose state directory heal reads and writes).
+    vimigrate_runtime: bool,
 }
 
 /// What heal does about the copies it found (see the module documentation).
@@ -59,26 +125,80 @@ struct Copy {
 enum HealDecision {
     /// Exactly one copy runs (or restarts): it is kept, the others go.
     Keep(usize),
-    /// None runs: the copy holding the migration's checkpoint is restored from it.
-    Resume,
+    /// None runs: a copy is restored from its newest resumable checkpoint, trying these in
+    /// order (the lock's holder first).
+    Resume(Vec<usize>),
+    /// None runs, no checkpoint holds the process state, and the caller allowed a fresh start:
+    /// this copy starts from its image.
+    RestartFromImage(usize),
+    /// None runs, no checkpoint holds the process state, and the caller did not allow a fresh
+    /// start: nothing is touched.
+    StateLost,
+    /// There is no copy at all.
+    NoCopy,
     /// Several run: nothing is touched; these are their indexes.
     RunsOnSeveral(Vec<usize>),
 }
 
 /// The decision for `copies` (every copy of the container on every provider, the destination's
-/// waiting start already settled).
-fn decide(copies: &[Copy]) -> HealDecision {
-    let running: Vec<usize> =
-        (0..copies.len()).filter(|&i| matches!(copies[i].state.as_str(), "running" | "restarting")).collect();
+/// waiting start already settled, their holdings learnt when none runs).
+fn decide(copies: &[Copy], options: HealOptions) -> HealDecision {
+    let running: Vec<usize> = (0..copies.len()).filter(|&i| copies[i].runs()).collect();
     match running.as_slice() {
-        [one] => HealDecision::Keep(*one),
-        [] => HealDecision::Resume,
-        _ => HealDecision::RunsOnSeveral(running),
+        [one] => return HealDecision::Keep(*one),
+        [] => {}
+        _ => return HealDecision::RunsOnSeveral(running),
+    }
+    if copies.is_empty() {
+        return HealDecision::NoCopy;
+    }
+    let mut resumable: Vec<usize> = (0..copies.len()).filter(|&i| !copies[i].holdings.resumable.is_empty()).collect();
+    // The source of an unfinished migration holds the lock; its dump is the freeze's.
+    resumable.sort_by_key(|&i| !copies[i].holdings.holds_lock);
+    if !resumable.is_empty() {
+        // Resuming keeps the process state: it wins over any fresh start.
+        HealDecision::Resume(resumable)
+    } else if options.restart_from_image {
+        HealDecision::RestartFromImage(restart_candidate(copies))
+    } else {
+        HealDecision::StateLost
     }
 }
 
-/// Makes container `name` run on exactly one of `providers` (see the module documentation).
+/// The copy a restart from the image starts, when none runs and none can resume (`copies` is
+/// not empty).
+///
+/// First the destination a post-copy restored (its runtime's last restore was a post-copy's):
+/// the service ran there from the restore until the pages stopped coming, so its writable layer
+/// and volumes hold what it wrote last (the source's are as of the freeze); its networks were
+/// set up there by the migration (created if missing, labelled so that heal removes them from
+/// the other providers), its published ports bound, and the migration's own error names it as
+/// the container to start afresh. DNS does not change the choice: the engine never switches
+/// records (sequence.rs has no DNS step); the `migrate` workflow switches them only after a
+/// move that succeeded, so after a lost one they still name the source, and the `heal`
+/// workflow points every record at wherever heal left the container, whichever copy that is.
+///
+/// Then, without a post-copy destination (it was removed, or the migration was not a
+/// post-copy): the source, known by the migration lock its provider holds or by its post-copy
+/// dump; then the first in the providers' order (the command line gives the source first).
+fn restart_candidate(copies: &[Copy]) -> usize {
+    (0..copies.len())
+        .min_by_key(|&i| {
+            let h = &copies[i].holdings;
+            (!h.post_copy_destination, !h.holds_lock, h.lazy.is_empty(), i)
+        })
+        .unwrap_or(0)
+}
+
+/// Makes container `name` run on exactly one of `providers` (see the module documentation),
+/// never restarting it from its image: [`heal_with`] with the default [`HealOptions`].
 pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Error> {
+    heal_with(providers, name, HealOptions::default()).await
+}
+
+/// Makes container `name` run on exactly one of `providers` (see the module documentation),
+/// as `options` allow.
+pub async fn heal_with(providers: &[Provider], name: &str, options: HealOptions) -> Result<HealReport, Error> {
     crate::provider::spec::is_valid_docker_name(name)
         .then_some(())
         .ok_or_else(|| crate::error::InputError::new("container", "a container name", name))?;
@@ -97,12 +217,31 @@ pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Erro
     for (i, provider) in providers.iter().enumerate() {
         copies.extend(find(provider, i, name).await?);
     }
-    let keep = match decide(&copies) {
+    if !copies.iter().any(Copy::runs) {
+        for copy in &mut copies {
+            copy.holdings = holdings_of(&providers[copy.provider], copy, name).await?;
+        }
+    }
+    let keep = match decide(&copies, options) {
         HealDecision::Keep(index) => copies[index].clone(),
-        HealDecision::Resume => {
-            let resumed = resume_from_checkpoint(providers, &copies, name).await?;
+        HealDecision::Resume(order) => {
+            let resumed = resume_from_checkpoint(providers, &copies, &order, name).await?;
             report.resumed = true;
             resumed
+        }
+        HealDecision::RestartFromImage(index) => {
+            let restarted = restart_from_image(&providers[copies[index].provider], &copies[index], name).await?;
+            report.restarted_from_image = true;
+            restarted
+        }
+        HealDecision::StateLost => return Err(state_lost(providers, &copies, name)),
+        HealDecision::NoCopy => {
+            return Err(ProviderError::Missing {
+                provider: providers.iter().map(Provider::name).collect::<Vec<_>>().join(", "),
+                what: "a copy to heal",
+                detail: format!("`{name}` runs nowhere and no provider holds a copy of it"),
+            }
+            .into())
         }
         HealDecision::RunsOnSeveral(found) => {
             let at: Vec<&str> = found.iter().map(|&i| providers[copies[i].provider].name()).collect();
@@ -184,6 +323,7 @@ async fn find(provider: &Provider, index: usize, name: &str) -> Result<Vec<Copy>
                     .and_then(|n| n.networks)
                     .map(|n| n.into_keys().collect())
                     .unwrap_or_default(),
+                holdings: Holdings::default(),
             })
         })
         .collect())
@@ -254,32 +394,96 @@ async fn settle_waiting_start(provider: &Provider, copy: &Copy, name: &str) -> R
     result
 }
 
-/// Restores the copy that holds a checkpoint (the source's dump), newest checkpoint first.
-async fn resume_from_checkpoint(providers: &[Provider], copies: &[Copy], name: &str) -> Result<Copy, Error> {
-    // The source holds the lock; its copy is the one to resume.
-    let mut ordered: Vec<&Copy> = copies.iter().collect();
-    let mut has_lock = Vec::new();
-    for c in &ordered {
-        let locked = providers[c.provider].inspect_container_raw(&lock_name(name)).await.ok().flatten().is_some();
-        has_lock.push((c.id.clone(), locked));
+/// What `copy` holds (see [`Holdings`]).
+async fn holdings_of(provider: &Provider, copy: &Copy, name: &str) -> Result<Holdings, Error> {
+    let holds_lock = provider.inspect_container_raw(&lock_name(name)).await.ok().flatten().is_some();
+    // Docker's own record of a direct-path checkpoint holds no images: never resumed from.
+    let dumps: Vec<String> = provider
+        .list_checkpoints(&copy.id)
+        .await?
+        .into_iter()
+        .filter(|c| !c.ends_with(DOCKER_CHECKPOINT_SUFFIX))
+        .collect();
+    let inspect = provider.inspect_container_raw(&copy.id).await?;
+    let runtime = inspect.as_ref().and_then(|i| i.host_config.as_ref()).and_then(|h| h.runtime.clone());
+    let vimigrate_runtime = runtime.as_deref() == Some(RUNTIME_NAME);
+    let holdings = Holdings { holds_lock, vimigrate_runtime, ..Holdings::default() };
+    // Only vimigrate-runtime dumps post-copy, and marks it in its state directory.
+    if !vimigrate_runtime || copy.image.is_empty() {
+        return Ok(Holdings { resumable: dumps, ..holdings });
     }
-    ordered.sort_by_key(|c| !has_lock.iter().any(|(id, locked)| *id == c.id && *locked));
-    for copy in ordered {
-        let provider = &providers[copy.provider];
-        // Docker's own record of a direct-path checkpoint holds no images: skipped.
-        let dumps: Vec<String> = provider
-            .list_checkpoints(&copy.id)
-            .await?
-            .into_iter()
-            .filter(|c| !c.ends_with(DOCKER_CHECKPOINT_SUFFIX))
-            .collect();
-        let Some(checkpoint) = dumps.into_iter().next_back() else {
+    let helper = dir_helper(provider, &copy.id, &copy.image, name).await?;
+    let learnt = async {
+        let last_restore = reported_migration(provider, &helper, STATUS_FILE).await?;
+        let paged = reported_migration(provider, &helper, PAGES_STATUS_FILE).await?;
+        let (mut resumable, mut lazy) = (Vec::new(), Vec::new());
+        for dump in dumps {
+            let marked = state_entry(provider, &helper, &lazy_dump_mark(&dump)).await? != StateEntry::Absent;
+            // A post-copy destination received images without memory, and no mark says so.
+            if marked || paged.as_deref() == Some(dump.as_str()) {
+                lazy.push(dump);
+            } else {
+                resumable.push(dump);
+            }
+        }
+        let post_copy_destination = paged.is_some() && paged == last_restore;
+        Ok::<_, Error>(Holdings { resumable, lazy, post_copy_destination, ..holdings })
+    }
+    .await;
+    let _ = provider.force_remove(&helper).await;
+    learnt
+}
+
+/// The migration a report of the runtime (`file` in the state directory) is about; `None`
+/// without one, or for one that does not parse (it then says nothing).
+async fn reported_migration(provider: &Provider, helper: &str, file: &str) -> Result<Option<String>, Error> {
+    #[derive(Deserialize)]
+    struct Reported {
+        migration: String,
+    }
+    let Some(bytes) = provider.read_file(helper, &format!("{MOUNT}/{STATE_DIR}/{file}")).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<Reported>(&bytes).ok().map(|r| r.migration))
+}
+
+/// What sits at a path of a container's state directory, as Docker's archive endpoint sees it
+/// (a link is not followed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StateEntry {
+    Absent,
+    Dir,
+    Link(String),
+    File,
+}
+
+/// What is at `file` of the state directory that `helper` mounts.
+async fn state_entry(provider: &Provider, helper: &str, file: &str) -> Result<StateEntry, Error> {
+    let path = format!("{MOUNT}/{STATE_DIR}/{file}");
+    let options = ContainerArchiveInfoOptionsBuilder::new().path(&path).build();
+    match provider.docker().get_container_archive_info(helper, Some(options)).await {
+        Ok(stat) if stat.file_mode & GO_MODE_SYMLINK != 0 => Ok(StateEntry::Link(stat.link_target)),
+        Ok(stat) if stat.file_mode & GO_MODE_DIR != 0 => Ok(StateEntry::Dir),
+        Ok(_) => Ok(StateEntry::File),
+        Err(e) if is_not_found(&e) => Ok(StateEntry::Absent),
+        Err(e) => Err(provider.api_error(format!("look at `{path}` in helper container {helper}"))(e)),
+    }
+}
+
+/// Restores a copy from its newest resumable checkpoint, trying the copies of `order` in turn.
+async fn resume_from_checkpoint(
+    providers: &[Provider],
+    copies: &[Copy],
+    order: &[usize],
+    name: &str,
+) -> Result<Copy, Error> {
+    for copy in order.iter().map(|&i| &copies[i]) {
+        let Some(checkpoint) = copy.holdings.resumable.last() else {
             continue;
         };
-        let inspect = provider.inspect_container_raw(&copy.id).await?;
-        let runtime = inspect.as_ref().and_then(|i| i.host_config.as_ref()).and_then(|h| h.runtime.clone());
-        let restored = if runtime.as_deref() == Some(RUNTIME_NAME) {
-            restore_locally(provider, &copy.id, &copy.image, &checkpoint, name).await
+        let provider = &providers[copy.provider];
+        let restored = if copy.holdings.vimigrate_runtime {
+            restore_locally(provider, &copy.id, &copy.image, checkpoint, name).await
         } else {
             Err(ProviderError::Failed {
                 provider: provider.name().to_string(),
@@ -290,19 +494,139 @@ async fn resume_from_checkpoint(providers: &[Provider], copies: &[Copy], name: &
         };
         if let Err(e) = restored {
             tracing::info!(error = %e.report(), "restoring through Docker's own checkpoint path");
-            provider.start_from_checkpoint(&copy.id, &checkpoint).await?;
+            provider.start_from_checkpoint(&copy.id, checkpoint).await?;
         }
         let running = provider.inspect_deployed(&copy.id).await?.is_some_and(|c| c.running);
         if running {
             return Ok(Copy { state: "running".into(), ..copy.clone() });
         }
     }
-    Err(ProviderError::Missing {
-        provider: providers.iter().map(Provider::name).collect::<Vec<_>>().join(", "),
-        what: "a copy to resume",
-        detail: format!("`{name}` runs nowhere and no copy holds a checkpoint to resume it from"),
+    Err(ProviderError::Failed {
+        provider: order.iter().map(|&i| providers[copies[i].provider].name()).collect::<Vec<_>>().join(", "),
+        step: format!("resume `{name}` from its checkpoint"),
+        detail: "it runs nowhere and no restore from its checkpoints left it running".into(),
     }
     .into())
+}
+
+/// The refusal when none runs and no checkpoint holds the process state: what each copy holds.
+fn state_lost(providers: &[Provider], copies: &[Copy], name: &str) -> Error {
+    let found: Vec<String> = copies
+        .iter()
+        .map(|c| {
+            let held = match c.holdings.lazy.as_slice() {
+                [] => "no checkpoint".to_string(),
+                lazy => format!("only post-copy dumps, which hold no memory ({})", lazy.join(", ")),
+            };
+            format!("{}: {} copy, {held}", providers[c.provider].name(), c.state)
+        })
+        .collect();
+    ProviderError::StateLost {
+        provider: copies.iter().map(|c| providers[c.provider].name()).collect::<Vec<_>>().join(", "),
+        step: format!("resume `{name}` from a checkpoint"),
+        container: name.to_string(),
+        detail: format!("it runs nowhere; {}", found.join("; ")),
+    }
+    .into()
+}
+
+/// Starts `copy` afresh from its image: a plain start, no checkpoint.
+async fn restart_from_image(provider: &Provider, copy: &Copy, name: &str) -> Result<Copy, Error> {
+    if copy.holdings.vimigrate_runtime {
+        clear_restore_leftovers(provider, copy, name).await?;
+    }
+    let id = &copy.id;
+    provider
+        .docker()
+        .start_container(id, None::<StartContainerOptions>)
+        .await
+        .map_err(provider.api_error(format!("start container {id} afresh from its image")))?;
+    if !provider.inspect_deployed(id).await?.is_some_and(|c| c.running) {
+        return Err(ProviderError::Failed {
+            provider: provider.name().to_string(),
+            step: format!("start `{name}` afresh from its image"),
+            detail: format!("container {id} stopped right after its start"),
+        }
+        .into());
+    }
+    Ok(Copy { state: "running".into(), ..copy.clone() })
+}
+
+/// Under vimigrate-runtime a plain `docker start` turns into something else when an earlier
+/// migration left a trace in the container's state directory (the runtime's `restore.rs`): a
+/// directive makes `create` restore (or fail, for a dump directive), and a restore's mark makes
+/// `start` return without running the process. Neither may survive into a fresh start.
+async fn clear_restore_leftovers(provider: &Provider, copy: &Copy, name: &str) -> Result<(), Error> {
+    let helper = dir_helper(provider, &copy.id, &copy.image, name).await?;
+    let result = async {
+        match state_entry(provider, &helper, DIRECTIVE_FILE).await? {
+            StateEntry::Absent => {}
+            StateEntry::Link(target) if is_withdrawn(&target) => {}
+            _ => withdraw_directive(provider, &helper, &copy.id).await?,
+        }
+        // A directory is a mark the runtime cannot remove, so it never skips a start for it.
+        if matches!(state_entry(provider, &helper, RESTORED_MARK).await?, StateEntry::File | StateEntry::Link(_)) {
+            use_up_restored_mark(provider, &helper, &copy.id).await?;
+        }
+        Ok(())
+    }
+    .await;
+    let _ = provider.force_remove(&helper).await;
+    result
+}
+
+/// Puts a link to nothing in the place of the directive of container `id`. The archive endpoint
+/// cannot delete a file; the runtime reads its directive following links, so a dangling one is
+/// no directive, and the next directive placed replaces the link.
+async fn withdraw_directive(provider: &Provider, helper: &str, id: &str) -> Result<(), Error> {
+    let tar = symlink_tar(&format!("{STATE_DIR}/{DIRECTIVE_FILE}"), WITHDRAWN_DIRECTIVE);
+    provider.put_archive(helper, MOUNT, tar).await?;
+    match state_entry(provider, helper, DIRECTIVE_FILE).await? {
+        StateEntry::Link(target) if is_withdrawn(&target) => Ok(()),
+        other => Err(ProviderError::Failed {
+            provider: provider.name().to_string(),
+            step: format!("withdraw the directive left for container {id}"),
+            detail: format!("after the withdrawal the directive's place holds {other:?}"),
+        }
+        .into()),
+    }
+}
+
+/// Whether a link's target is a withdrawn directive's (Docker reports it resolved in the
+/// helper's filesystem: `/vimigrate-c/vimigrate/directive.json.withdrawn-by-heal`).
+fn is_withdrawn(target: &str) -> bool {
+    std::path::Path::new(target).file_name().is_some_and(|f| f == WITHDRAWN_DIRECTIVE)
+}
+
+/// Only the runtime removes a restore's mark, on the `start` it answers: one start of container
+/// `id` uses it up (its process stays in runc's init, never run), and a kill ends that start.
+async fn use_up_restored_mark(provider: &Provider, helper: &str, id: &str) -> Result<(), Error> {
+    let step = || format!("use up the restore mark left for container {id}");
+    provider.docker().start_container(id, None::<StartContainerOptions>).await.map_err(provider.api_error(step()))?;
+    // A start that ran the process after all ends here too: its state is lost either way.
+    let killed = provider.kill_container(id).await;
+    let deadline = Instant::now() + STOP;
+    while provider.inspect_deployed(id).await?.is_some_and(|c| c.running) {
+        if Instant::now() > deadline {
+            killed?;
+            return Err(ProviderError::Failed {
+                provider: provider.name().to_string(),
+                step: step(),
+                detail: format!("the start that used it up still runs {} s after a kill", STOP.as_secs()),
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    match state_entry(provider, helper, RESTORED_MARK).await? {
+        StateEntry::Absent => Ok(()),
+        other => Err(ProviderError::Failed {
+            provider: provider.name().to_string(),
+            step: step(),
+            detail: format!("after a start the mark's place still holds {other:?}"),
+        }
+        .into()),
+    }
 }
 
 /// The direct path's local restore: a restore directive for the container's runtime, then a
@@ -334,6 +658,8 @@ async fn restore_locally(
 mod tests {
     use super::*;
 
+    const RESTART: HealOptions = HealOptions { restart_from_image: true };
+
     fn copies(states: &[&str]) -> Vec<Copy> {
         states
             .iter()
@@ -344,23 +670,113 @@ mod tests {
                 state: state.to_string(),
                 image: "img".into(),
                 networks: vec![],
+                holdings: Holdings::default(),
             })
             .collect()
     }
 
+    fn holding(mut copies: Vec<Copy>, index: usize, holdings: Holdings) -> Vec<Copy> {
+        copies[index].holdings = holdings;
+        copies
+    }
+
+    fn resumable(name: &str) -> Holdings {
+        Holdings { resumable: vec![name.into()], vimigrate_runtime: true, ..Holdings::default() }
+    }
+
+    fn lazy(name: &str) -> Holdings {
+        Holdings { lazy: vec![name.into()], vimigrate_runtime: true, ..Holdings::default() }
+    }
+
+    fn post_copy_destination() -> Holdings {
+        Holdings { post_copy_destination: true, vimigrate_runtime: true, ..Holdings::default() }
+    }
+
     #[test]
-    fn heal_keeps_the_one_running_copy_resumes_when_none_runs_and_refuses_two() {
-        let table: [(&[&str], HealDecision); 7] = [
+    fn heal_keeps_the_one_running_copy_and_refuses_two() {
+        let table: [(&[&str], HealDecision); 4] = [
             (&["running", "created"], HealDecision::Keep(0)),
             (&["exited", "running"], HealDecision::Keep(1)),
             (&["restarting", "exited"], HealDecision::Keep(0)),
-            (&["exited", "created"], HealDecision::Resume),
-            (&["exited"], HealDecision::Resume),
-            (&[], HealDecision::Resume),
             (&["running", "exited", "running"], HealDecision::RunsOnSeveral(vec![0, 2])),
         ];
         for (states, expected) in table {
-            assert_eq!(decide(&copies(states)), expected, "{states:?}");
+            assert_eq!(decide(&copies(states), HealOptions::default()), expected, "{states:?}");
+            assert_eq!(decide(&copies(states), RESTART), expected, "{states:?}: a running copy is never restarted");
+        }
+    }
+
+    #[test]
+    fn a_running_copy_wins_over_every_checkpoint_and_any_restart() {
+        let found = holding(copies(&["exited", "running"]), 0, resumable("vimigrate-1"));
+        assert_eq!(decide(&found, RESTART), HealDecision::Keep(1));
+    }
+
+    #[test]
+    fn none_running_resumes_from_a_checkpoint_the_lock_s_holder_first() {
+        let found = holding(copies(&["exited", "created"]), 0, resumable("vimigrate-1"));
+        assert_eq!(decide(&found, HealOptions::default()), HealDecision::Resume(vec![0]));
+        let both = holding(found, 1, Holdings { holds_lock: true, ..resumable("vimigrate-2") });
+        assert_eq!(decide(&both, HealOptions::default()), HealDecision::Resume(vec![1, 0]));
+    }
+
+    #[test]
+    fn a_resumable_checkpoint_wins_over_a_restart_from_the_image() {
+        // The post-copy destination would be the one restarted; the other's dump keeps the state.
+        let found = holding(copies(&["exited", "exited"]), 0, post_copy_destination());
+        let found = holding(found, 1, Holdings { lazy: vec!["vimigrate-2".into()], ..resumable("vimigrate-1") });
+        assert_eq!(decide(&found, RESTART), HealDecision::Resume(vec![1]));
+    }
+
+    #[test]
+    fn only_a_lazy_dump_is_lost_state_refused_unless_a_restart_is_asked_for() {
+        let found = holding(copies(&["exited"]), 0, lazy("vimigrate-1"));
+        assert_eq!(decide(&found, HealOptions::default()), HealDecision::StateLost);
+        assert_eq!(decide(&found, RESTART), HealDecision::RestartFromImage(0));
+        let bare = copies(&["exited", "created"]);
+        assert_eq!(decide(&bare, HealOptions::default()), HealDecision::StateLost);
+    }
+
+    #[test]
+    fn a_restart_starts_the_post_copy_destination_else_the_source() {
+        // After a lost post-copy with keep_source: the source (provider 0) holds the lazy dump.
+        let lost = holding(copies(&["exited", "exited"]), 0, lazy("vimigrate-1"));
+        let lost = holding(lost, 1, post_copy_destination());
+        assert_eq!(decide(&lost, RESTART), HealDecision::RestartFromImage(1));
+        // The destination gone: the source, by its lazy dump or by the lock, before the order.
+        let source_only = holding(copies(&["exited", "exited"]), 1, lazy("vimigrate-1"));
+        assert_eq!(decide(&source_only, RESTART), HealDecision::RestartFromImage(1));
+        let locked = holding(copies(&["exited", "exited"]), 1, Holdings { holds_lock: true, ..Holdings::default() });
+        assert_eq!(decide(&locked, RESTART), HealDecision::RestartFromImage(1));
+        assert_eq!(decide(&copies(&["exited", "exited"]), RESTART), HealDecision::RestartFromImage(0));
+    }
+
+    #[test]
+    fn no_copy_at_all_is_neither_resumed_nor_restarted() {
+        assert_eq!(decide(&[], HealOptions::default()), HealDecision::NoCopy);
+        assert_eq!(decide(&[], RESTART), HealDecision::NoCopy);
+    }
+
+    #[test]
+    fn a_withdrawn_directive_is_known_by_its_link_however_docker_reports_it() {
+        assert!(is_withdrawn("/vimigrate-c/vimigrate/directive.json.withdrawn-by-heal"));
+        assert!(is_withdrawn(WITHDRAWN_DIRECTIVE));
+        assert!(!is_withdrawn("/vimigrate-c/vimigrate/directive.json.rejected"));
+    }
+
+    #[test]
+    fn the_refusal_names_the_option_and_what_each_copy_holds() {
+        let message = ProviderError::StateLost {
+            provider: "provider-b".into(),
+            step: "resume `web` from a checkpoint".into(),
+            container: "web".into(),
+            detail: "it runs nowhere; provider-b: exited copy, no checkpoint".into(),
+        }
+        .to_string();
+        for needed in
+            ["process state of `web` is lost", "`restart_from_image`", "--restart-from-image", "no checkpoint"]
+        {
+            assert!(message.contains(needed), "{needed}: {message}");
         }
     }
 }

@@ -16,12 +16,14 @@
 //! - `path/`: what differs between Docker's checkpoint API (`docker.rs`) and the direct path
 //!   through `vimigrate-runtime` (`direct.rs`, `direct_transfer.rs`, `transfer_keys.rs`);
 //! - `undo.rs` and `rollback.rs`: what was changed and how a failure undoes it;
-//! - [`memory`]: how the memory moves (stop-and-copy, post-copy);
+//! - [`memory`]: how the memory moves (stop-and-copy, pre-copy, post-copy, auto);
+//! - [`compression`]: whether the stream is compressed (zstd, where it pays);
 //! - `lock.rs`: one migration of a container at a time; [`heal`]: settling one that did not
 //!   finish;
 //! - [`report`] and [`error`]: what the caller gets back.
 
 pub mod clone;
+pub mod compression;
 pub mod error;
 #[cfg(test)]
 mod fake;
@@ -45,6 +47,7 @@ pub(crate) mod undo;
 
 use std::time::{Duration, Instant};
 
+pub use compression::Compression;
 pub use error::{MigrationError, Rollback};
 pub use memory::MemoryMode;
 pub use options::{Method, MigrationOptions};

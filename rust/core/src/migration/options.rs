@@ -10,6 +10,7 @@ use vimigrate_protocol::Fault;
 use crate::checkpoint::criu_options::CriuTcp;
 use crate::checkpoint::validate_checkpoint_name;
 use crate::error::InputError;
+use crate::migration::compression::Compression;
 use crate::migration::host_checks::HostCheckKind;
 use crate::migration::memory::MemoryMode;
 use crate::provider::spec::is_valid_docker_name;
@@ -55,6 +56,10 @@ pub struct MigrationOptions {
     /// the restore (`post-copy`, with its price).
     #[serde(default)]
     pub memory: MemoryMode,
+    /// Whether the direct path's stream is compressed (see [`Compression`]): where it pays by
+    /// default.
+    #[serde(default)]
+    pub compression: Compression,
     /// Host checks of the preflight to override (`cpu`, `criu`, `cgroup`, `engine`, see
     /// [`HostCheckKind`]): their findings stay in the plan and the report, but no longer stop
     /// the migration. For a user who knows, e.g., that the container's process never uses the
@@ -149,6 +154,7 @@ impl MigrationOptions {
             criu_tcp: CriuTcp::Auto,
             method: Method::Auto,
             memory: MemoryMode::StopAndCopy,
+            compression: Compression::Auto,
             ignore_host_checks: Vec::new(),
             fault: None,
         }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Serialize, Serializer};
-use vimigrate_protocol::{CriuOptions, TcpMode, RUNTIME_NAME};
+use vimigrate_protocol::{CriuOptions, PreCopy, StreamCompression, TcpMode, RUNTIME_NAME};
 
 use crate::checkpoint::criu_options::CriuTcp;
 use crate::error::PortTaken;
@@ -87,6 +87,12 @@ pub struct MigrationPlan {
     pub memory: MemoryMode,
     /// Why that way.
     pub memory_reason: String,
+    /// Whether the stream is compressed.
+    pub compression: StreamCompression,
+    /// Why so.
+    pub compression_reason: String,
+    /// Pre-copy's bounds, when the memory is pre-copied.
+    pub pre_copy: Option<PreCopy>,
     /// The OCI runtime the destination container runs under (`None`: the daemon's default).
     pub destination_runtime: Option<String>,
     /// Peer addresses rewritten on the destination (old -> new).
@@ -182,6 +188,7 @@ impl MigrationPlan {
             None => format!("  TCP connections: as the hosts' CRIU configuration says ({})", self.tcp_reason),
         });
         lines.push(format!("  memory: {} ({})", self.memory.name(), self.memory_reason));
+        lines.push(format!("  compression: {}", self.compression_reason));
         lines.push(format!(
             "  runtime on {}: {}",
             self.destination,
@@ -515,6 +522,9 @@ pub(crate) mod tests {
             tcp_reason: "an address changes".into(),
             memory: MemoryMode::StopAndCopy,
             memory_reason: String::new(),
+            compression: StreamCompression::Off,
+            compression_reason: String::new(),
+            pre_copy: None,
             destination_runtime: Some("vimigrate".into()),
             address_map: BTreeMap::new(),
             peer_files: vec![],

@@ -4,6 +4,7 @@
 //! hosts is what a dry run is for), which remove their probe containers whatever happens.
 
 use crate::error::{Error, InputError, ProviderError};
+use crate::migration::compression;
 use crate::migration::host_checks::{self, HostView};
 use crate::migration::memory::{self, MemoryMode};
 use crate::migration::options::{CheckedOptions, MigrationOptions};
@@ -171,26 +172,26 @@ pub(crate) async fn preflight(
             detail,
         }
     })?;
-    let (memory, memory_reason) = match options.memory {
-        MemoryMode::StopAndCopy => (MemoryMode::StopAndCopy, "the memory moves inside the freeze".to_string()),
-        MemoryMode::PostCopy => {
-            let facts = ((src.name(), src_facts.as_ref()), (dst.name(), dst_facts.as_ref()));
-            if let Some(detail) = memory::post_copy_refusal(direct, facts.0, facts.1) {
-                return Err(ProviderError::Unsuitable {
-                    provider: dst.name().to_string(),
-                    requirement: "memory post-copy",
-                    detail,
-                }
-                .into());
+    let facts = ((src.name(), src_facts.as_ref()), (dst.name(), dst_facts.as_ref()));
+    let (memory, memory_reason) =
+        memory::decide(options.memory, direct, facts.0, facts.1).map_err(|(mode, detail)| {
+            ProviderError::Unsuitable {
+                provider: if mode == MemoryMode::PreCopy { src.name() } else { dst.name() }.to_string(),
+                requirement: if mode == MemoryMode::PreCopy { "memory pre-copy" } else { "memory post-copy" },
+                detail,
             }
-            (
-                MemoryMode::PostCopy,
-                "post-copy was asked for: the destination runs once all but the memory arrived; a failure of the \
-                 source or the link before every page arrived loses what the service did since"
-                    .to_string(),
-            )
-        }
-    };
+        })?;
+    let (compression, compression_reason) = compression::decide(
+        options.compression,
+        direct,
+        (src.name(), src_facts.as_ref()),
+        (dst.name(), dst_facts.as_ref()),
+    )
+    .map_err(|detail| ProviderError::Unsuitable {
+        provider: dst.name().to_string(),
+        requirement: "compression zstd",
+        detail,
+    })?;
     let hosts = host_checks::compare_hosts(
         HostView { report: &src_report, facts: src_facts.as_ref() },
         HostView { report: &dst_report, facts: dst_facts.as_ref() },
@@ -228,6 +229,9 @@ pub(crate) async fn preflight(
         tcp_reason,
         memory,
         memory_reason,
+        compression,
+        compression_reason,
+        pre_copy: (memory == MemoryMode::PreCopy).then(vimigrate_protocol::PreCopy::default),
         destination_runtime: plan::destination_runtime(dst_report.vimigrate_runtime, source.runtime.as_deref()),
         address_map: options.address_map.clone(),
         peer_files: options.peer_files.clone(),

@@ -130,6 +130,33 @@ pub struct MigrationStats {
     pub postcopy_ms: u64,
     /// Post-copy: bytes of memory pages moved after the restore.
     pub page_bytes: u64,
+    /// On the direct path: bytes on the wire for the images, layer and volume files, after
+    /// compression.
+    pub wire_bytes: u64,
+    /// Their raw size over `wire_bytes` (1 when nothing went compressed; 0 on Docker's path,
+    /// which does not measure it).
+    pub compression_ratio: f64,
+    /// Pre-copy: pre-dump rounds taken while the service ran.
+    pub predump_rounds: u32,
+    /// Pre-copy: image bytes those rounds moved before the freeze.
+    pub predump_bytes: u64,
+    /// Pre-copy: from the first pre-dump to the freeze (the service ran meanwhile).
+    pub predump_ms: u64,
+    /// Pre-copy: image bytes of each round, the freeze's last: how the dirty set shrank.
+    pub round_bytes: Vec<u64>,
+}
+
+impl MigrationStats {
+    /// The wire's figures from the source runtime's report.
+    pub(crate) fn set_wire(&mut self, sent: &vimigrate_protocol::RuntimeStats) {
+        self.wire_bytes = sent.wire_bytes;
+        let raw = sent.image_bytes + sent.file_bytes;
+        self.compression_ratio = if sent.wire_bytes == 0 { 1.0 } else { raw as f64 / sent.wire_bytes as f64 };
+        self.predump_rounds = sent.predump_rounds;
+        self.predump_bytes = sent.predump_bytes;
+        self.predump_ms = sent.predump_ms;
+        self.round_bytes = sent.round_bytes.clone();
+    }
 }
 
 /// A successful migration.
@@ -168,6 +195,11 @@ pub struct MigrationReport {
     pub method: &'static str,
     /// How the memory moved.
     pub memory: MemoryMode,
+    /// Why that way (pre-copy taken or not by `auto`, post-copy's price).
+    pub memory_reason: String,
+    /// Whether the stream was compressed (`off`, `adaptive`, `always`); the ratio is in the
+    /// stats.
+    pub compression: vimigrate_protocol::StreamCompression,
     /// Why Docker's checkpoint API was used, when it was.
     pub method_reason: Option<String>,
 }

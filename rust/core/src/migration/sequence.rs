@@ -271,6 +271,8 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
             rewrites: self.rewrites,
             method: self.path.method(),
             memory: plan.memory,
+            memory_reason: plan.memory_reason.clone(),
+            compression: plan.compression,
             method_reason: match &plan.path {
                 PlannedPath::Docker { reason } => Some(reason.clone()),
                 PlannedPath::Direct { .. } => None,

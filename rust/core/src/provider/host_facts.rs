@@ -24,20 +24,11 @@ impl Provider {
     /// the runtime (the caller knows from [`Provider::probe`]); an answer of another
     /// [`FACTS_VERSION`] (a runtime older or newer than this engine) is `None`.
     pub async fn host_facts(&self) -> Result<Option<HostFacts>, Error> {
-        let image = self.ensure_probe_image().await?;
-        let probe = probe_container_name();
-        let helper = format!("{probe}-helper");
-        let mut guards = [ProbeGuard::new(self.clone(), probe.clone()), ProbeGuard::new(self.clone(), helper.clone())];
-        let outcome = self.ask_host_facts(&probe, &helper, &image).await;
-        for guard in &mut guards {
-            guard.disarm();
-        }
-        for container in [&helper, &probe] {
-            if let Err(e) = self.force_remove(container).await {
-                tracing::warn!(provider = %self.name(), %container, error = %e.report(), "removing a host-facts probe");
-            }
-        }
-        let bytes = outcome?;
+        let answer = format!("{STATE_DIR}/{FACTS_FILE}");
+        let bytes = self
+            .run_runtime_probe("host-facts-probe", &[(FACTS_REQUEST_FILE, b"")], &answer, None)
+            .await?
+            .ok_or_else(|| self.failed(format!("the runtime wrote no {FACTS_FILE} (is it older than this engine?)")))?;
         let facts: HostFacts =
             serde_json::from_slice(&bytes).map_err(|e| self.failed(format!("its answer is not valid JSON: {e}")))?;
         if facts.version != FACTS_VERSION {
@@ -48,19 +39,54 @@ impl Provider {
         Ok(Some(facts))
     }
 
+    /// Asks this host's `vimigrate-runtime` something through a probe container: creates it
+    /// under the runtime (without a network: it only has to be created), leaves `files` in its
+    /// state directory through a helper, starts it (the runtime's `create` acts on them before
+    /// the probe runs), reads `answer` (a path in the probe's directory) and removes both
+    /// containers, whatever happened. `start_timeout` bounds the start (the runtime's work)
+    /// instead of the provider's call timeout.
+    pub(crate) async fn run_runtime_probe(
+        &self,
+        role: &str,
+        files: &[(&str, &[u8])],
+        answer: &str,
+        start_timeout: Option<std::time::Duration>,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let image = self.ensure_probe_image().await?;
+        let probe = probe_container_name();
+        let helper = format!("{probe}-helper");
+        let mut guards = [ProbeGuard::new(self.clone(), probe.clone()), ProbeGuard::new(self.clone(), helper.clone())];
+        let outcome = self.ask_runtime(role, (&probe, &helper), &image, files, answer, start_timeout).await;
+        for guard in &mut guards {
+            guard.disarm();
+        }
+        for container in [&helper, &probe] {
+            if let Err(e) = self.force_remove(container).await {
+                tracing::warn!(provider = %self.name(), %container, error = %e.report(), "removing a runtime probe");
+            }
+        }
+        outcome
+    }
+
     fn failed(&self, detail: impl Into<String>) -> Error {
         ProviderError::Failed { provider: self.name().to_string(), step: STEP.into(), detail: detail.into() }.into()
     }
 
-    /// Creates the probe (under the runtime, without a network: it only has to be created),
-    /// leaves the request through the helper, starts the probe and reads the answer.
-    async fn ask_host_facts(&self, probe: &str, helper: &str, image: &str) -> Result<Vec<u8>, Error> {
+    async fn ask_runtime(
+        &self,
+        role: &str,
+        (probe, helper): (&str, &str),
+        image: &str,
+        files: &[(&str, &[u8])],
+        answer: &str,
+        start_timeout: Option<std::time::Duration>,
+    ) -> Result<Option<Vec<u8>>, Error> {
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             cmd: Some(vec![PROBE_PATH.to_string()]),
             labels: Some(labels::with_managed(&std::collections::BTreeMap::from([(
                 "io.vimigrate.role".to_string(),
-                "host-facts-probe".to_string(),
+                role.to_string(),
             )]))),
             // Network mode none, but not NetworkDisabled: that drops the /etc/hostname mount the
             // runtime finds the container's directory by.
@@ -75,16 +101,18 @@ impl Provider {
         self.docker()
             .create_container(Some(options), body)
             .await
-            .map_err(self.api_error(format!("create host-facts probe `{probe}`")))?;
+            .map_err(self.api_error(format!("create runtime probe `{probe}` ({role})")))?;
         let dir = self.container_dir(probe).await?;
         self.create_helper(helper, image, &dir, MOUNT, false, probe).await?;
-        self.put_archive(helper, MOUNT, private_files_tar(STATE_DIR, &[(FACTS_REQUEST_FILE, b"")])).await?;
-        self.docker()
+        self.put_archive(helper, MOUNT, private_files_tar(STATE_DIR, files)).await?;
+        let docker = match start_timeout {
+            Some(timeout) => self.docker().clone().with_timeout(timeout),
+            None => self.docker().clone(),
+        };
+        docker
             .start_container(probe, None::<StartContainerOptions>)
             .await
-            .map_err(self.api_error(format!("start host-facts probe `{probe}`")))?;
-        self.read_file(helper, &format!("{MOUNT}/{STATE_DIR}/{FACTS_FILE}"))
-            .await?
-            .ok_or_else(|| self.failed(format!("the runtime wrote no {FACTS_FILE} (is it older than this engine?)")))
+            .map_err(self.api_error(format!("start runtime probe `{probe}` ({role})")))?;
+        self.read_file(helper, &format!("{MOUNT}/{answer}")).await
     }
 }

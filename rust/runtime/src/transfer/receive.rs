@@ -18,6 +18,7 @@ use crate::error::RuntimeError;
 use crate::fs::safe;
 use crate::fs::safe::{Attributes, Root};
 use crate::fs::state_files;
+use crate::transfer::compress::decompress_chunk;
 use crate::transfer::tls::server_config;
 use crate::transfer::wire;
 use crate::transfer::wire::{Area, EntryHeader, Frame, Kind, MAX_DATA};
@@ -99,6 +100,9 @@ pub fn receive_keeping_connection(
 ) -> Result<(ReceiveReport, StreamOwned<ServerConnection, TcpStream>), RuntimeError> {
     let config = server_config(plan.cert.clone(), plan.key.clone())?;
     let mut bad = 0;
+    // One receiver across the connections: pre-copy's rounds, then the dump.
+    let mut receiver: Option<Receiver<'_>> = None;
+    let mut report = ReceiveReport::default();
     loop {
         let tcp = wait_for_connection(listener, plan)?;
         let started = Instant::now();
@@ -123,13 +127,20 @@ pub fn receive_keeping_connection(
                 continue;
             }
         }
-        let mut report = ReceiveReport::default();
-        let result = Receiver::new(plan).and_then(|mut r| r.run(&mut stream, &mut report));
+        if receiver.is_none() {
+            receiver = Some(Receiver::new(plan)?);
+        }
+        let result = receiver.as_mut().expect("made above").run(&mut stream, &mut report);
         match result {
-            Ok(()) => {
+            Ok(Ended::Done) => {
                 let _ = wire::write_verdict(&mut stream, None);
                 report.receive_ms = started.elapsed().as_millis() as u64;
                 return Ok((report, stream));
+            }
+            // Pre-copy's rounds went: the dump comes in another connection.
+            Ok(Ended::Part) => {
+                wire::write_verdict(&mut stream, None).map_err(recv_error("confirm the pre-copy rounds"))?;
+                bad = 0;
             }
             Err(e) => {
                 let _ = wire::write_verdict(&mut stream, Some(&e.report()));
@@ -184,6 +195,14 @@ fn authenticate(
     }
 }
 
+/// How one connection's stream ended.
+enum Ended {
+    /// `Done`: everything arrived.
+    Done,
+    /// `Part`: more comes in another connection.
+    Part,
+}
+
 struct Receiver<'a> {
     plan: &'a ReceivePlan<'a>,
     images: Root,
@@ -191,6 +210,9 @@ struct Receiver<'a> {
     volumes: HashMap<String, Root>,
     open: HashMap<u32, Open>,
     buf: Vec<u8>,
+    /// A `Zdata` frame's payload, before decompression.
+    compressed: Vec<u8>,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
     entries: u64,
 }
 
@@ -206,6 +228,8 @@ impl<'a> Receiver<'a> {
             volumes: HashMap::new(),
             open: HashMap::new(),
             buf: Vec::new(),
+            compressed: Vec::new(),
+            decompressor: None,
             entries: 0,
         })
     }
@@ -235,30 +259,56 @@ impl<'a> Receiver<'a> {
         }
     }
 
-    fn run(&mut self, stream: &mut impl Read, report: &mut ReceiveReport) -> Result<(), RuntimeError> {
+    fn run(&mut self, stream: &mut impl Read, report: &mut ReceiveReport) -> Result<Ended, RuntimeError> {
+        // Each connection is checked on its own counts.
+        let (bytes_before, entries_before) = (report.image_bytes + report.file_bytes, self.entries);
         loop {
-            match wire::read_frame(stream).map_err(recv_error("read a frame"))? {
+            let frame = wire::read_frame(stream).map_err(recv_error("read a frame"))?;
+            let part = matches!(frame, Frame::Part { .. });
+            match frame {
                 Frame::Entry(header) => self.begin(header, report)?,
-                Frame::Data { id, len } => self.data(stream, id, len, report)?,
+                Frame::Data { id, len } => {
+                    let len = len as usize;
+                    if self.buf.len() < len {
+                        self.buf.resize(len, 0);
+                    }
+                    stream.read_exact(&mut self.buf[..len]).map_err(recv_error("read data"))?;
+                    self.data(id, len, report)?;
+                }
+                Frame::Zdata { id, raw_len, len } => {
+                    let (raw_len, len) = (raw_len as usize, len as usize);
+                    self.compressed.resize(len, 0);
+                    stream.read_exact(&mut self.compressed).map_err(recv_error("read compressed data"))?;
+                    if self.buf.len() < raw_len {
+                        self.buf.resize(raw_len, 0);
+                    }
+                    let decompressor = match self.decompressor.as_mut() {
+                        Some(d) => d,
+                        None => self.decompressor.insert(
+                            zstd::bulk::Decompressor::new().map_err(recv_error("set up the zstd decompressor"))?,
+                        ),
+                    };
+                    decompress_chunk(decompressor, &self.compressed, &mut self.buf[..raw_len])
+                        .map_err(|e| RuntimeError::protocol("receive", format!("entry {id}: {e}")))?;
+                    self.data(id, raw_len, report)?;
+                }
                 Frame::End { id, size, digest } => self.end(id, size, digest)?,
-                Frame::Done { bytes, entries } => {
+                Frame::Done { bytes, entries } | Frame::Part { bytes, entries } => {
                     if let Some(open) = self.open.values().next() {
                         return Err(RuntimeError::protocol(
                             "receive",
                             format!("the stream ended with {} incomplete", open.what),
                         ));
                     }
-                    let got = report.image_bytes + report.file_bytes;
-                    if bytes != got || entries != self.entries {
+                    let got = report.image_bytes + report.file_bytes - bytes_before;
+                    let got_entries = self.entries - entries_before;
+                    if bytes != got || entries != got_entries {
                         return Err(RuntimeError::Checksum {
                             what: "the transfer".into(),
-                            detail: format!(
-                                "sent {bytes} bytes in {entries} entries, received {got} in {}",
-                                self.entries
-                            ),
+                            detail: format!("sent {bytes} bytes in {entries} entries, received {got} in {got_entries}"),
                         });
                     }
-                    return Ok(());
+                    return Ok(if part { Ended::Part } else { Ended::Done });
                 }
                 Frame::Abort { message } => {
                     return Err(RuntimeError::Abandoned {
@@ -280,10 +330,13 @@ impl<'a> Receiver<'a> {
         self.entries += 1;
         let path = PathBuf::from(OsStr::from_bytes(&header.path));
         let images = header.area == Area::Images;
-        if images && (header.kind != Kind::File || !is_plain_name(&header.path)) {
+        if images && !is_image_entry(&header) {
             return Err(RuntimeError::protocol(
                 "receive",
-                format!("image entry `{}` is not a plain file name", path.display()),
+                format!(
+                    "image entry `{}` is neither a plain file name nor part of a pre-dump (pre-N/, parent links)",
+                    path.display()
+                ),
             ));
         }
         if !images {
@@ -291,7 +344,11 @@ impl<'a> Receiver<'a> {
         }
         let what = describe(&header, &path);
         let attrs = Attributes {
-            mode: if images { 0o600 } else { header.mode },
+            mode: match (images, header.kind) {
+                (true, Kind::Dir) => 0o700,
+                (true, _) => 0o600,
+                (false, _) => header.mode,
+            },
             uid: if images { 0 } else { header.uid },
             gid: if images { 0 } else { header.gid },
             mtime_sec: header.mtime_sec,
@@ -325,19 +382,9 @@ impl<'a> Receiver<'a> {
         Ok(())
     }
 
-    fn data(
-        &mut self,
-        stream: &mut impl Read,
-        id: u32,
-        len: u32,
-        report: &mut ReceiveReport,
-    ) -> Result<(), RuntimeError> {
-        debug_assert!(len <= MAX_DATA);
-        let len = len as usize;
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
-        }
-        stream.read_exact(&mut self.buf[..len]).map_err(recv_error("read data"))?;
+    /// Writes `self.buf[..len]`, read or decompressed, to entry `id`.
+    fn data(&mut self, id: u32, len: usize, report: &mut ReceiveReport) -> Result<(), RuntimeError> {
+        debug_assert!(len <= MAX_DATA as usize);
         let open = self
             .open
             .get_mut(&id)
@@ -388,7 +435,86 @@ fn describe(header: &EntryHeader, path: &Path) -> String {
     }
 }
 
+/// What the images area takes: plain files (the dump's images); and pre-copy's chain, exactly:
+/// a directory `pre-N`, plain files in it, and the links CRIU makes from a dump to its parent
+/// (`parent` or `pre-N/parent`, pointing at `pre-M` or `../pre-M`). Nothing else, so that no
+/// entry reaches outside the images directory.
+fn is_image_entry(header: &EntryHeader) -> bool {
+    let path = header.path.as_slice();
+    let (dir, name) = match path.iter().position(|&b| b == b'/') {
+        Some(i) => (Some(&path[..i]), &path[i + 1..]),
+        None => (None, path),
+    };
+    if dir.is_some_and(|d| !is_predump_dir(d)) {
+        return false;
+    }
+    match header.kind {
+        Kind::File => is_plain_name(name),
+        Kind::Dir => dir.is_none() && is_predump_dir(name),
+        Kind::Symlink => {
+            let link = header.link.as_slice();
+            name == b"parent" && is_predump_dir(link.strip_prefix(b"../").unwrap_or(link))
+        }
+        _ => false,
+    }
+}
+
+/// `pre-` and a round number.
+fn is_predump_dir(name: &[u8]) -> bool {
+    name.strip_prefix(b"pre-").is_some_and(|n| !n.is_empty() && n.len() <= 4 && n.iter().all(u8::is_ascii_digit))
+}
+
 /// A single file name: no separator, not `.` or `..`, not empty.
 fn is_plain_name(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: Kind, link: &str) -> EntryHeader {
+        EntryHeader {
+            id: 1,
+            area: Area::Images,
+            volume: vec![],
+            path: path.as_bytes().to_vec(),
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            link: link.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_images_area_takes_images_and_the_pre_dump_chain_only() {
+        for ok in [
+            entry("pages-1.img", Kind::File, ""),
+            entry("pre-1", Kind::Dir, ""),
+            entry("pre-12/pagemap-7.img", Kind::File, ""),
+            entry("parent", Kind::Symlink, "pre-3"),
+            entry("pre-2/parent", Kind::Symlink, "../pre-1"),
+        ] {
+            assert!(is_image_entry(&ok), "{:?}", String::from_utf8_lossy(&ok.path));
+        }
+        for bad in [
+            entry("../pages-1.img", Kind::File, ""),
+            entry("pre-1/../../x", Kind::File, ""),
+            entry("pre-1/sub/x", Kind::File, ""),
+            entry("pre-x/pages-1.img", Kind::File, ""),
+            entry("other", Kind::Dir, ""),
+            entry("pre-1/pre-2", Kind::Dir, ""),
+            entry("parent", Kind::Symlink, "/etc"),
+            entry("parent", Kind::Symlink, "../../pre-1"),
+            entry("link", Kind::Symlink, "pre-1"),
+            entry("pre-1/parent", Kind::Symlink, "../x"),
+            entry("fifo", Kind::Fifo, ""),
+            entry("pages-1.img", Kind::Delete, ""),
+        ] {
+            assert!(!is_image_entry(&bad), "{:?} -> {:?}", String::from_utf8_lossy(&bad.path), bad.link);
+        }
+    }
 }

@@ -12,13 +12,15 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, StreamOwned};
+use vimigrate_protocol::StreamCompression;
 
 use crate::error::RuntimeError;
 use crate::fs::layer_delta::DeltaItem;
 use crate::fs::safe::open_no_follow;
+use crate::transfer::compress::Compressor;
 use crate::transfer::tls::{client_config, server_name};
 use crate::transfer::wire;
 use crate::transfer::wire::{Area, EntryHeader, Frame, Hello, Kind};
@@ -43,6 +45,8 @@ pub struct SendTarget {
     pub connect_timeout: Duration,
     /// Longest silence on the connection.
     pub io_timeout: Duration,
+    /// Whether chunks go compressed (the receiver must read `Zdata` frames).
+    pub compression: StreamCompression,
 }
 
 /// What was sent.
@@ -54,6 +58,8 @@ pub struct SendReport {
     pub file_bytes: u64,
     /// Layer and volume entries.
     pub file_entries: u64,
+    /// Payload bytes on the wire for both (after compression).
+    pub wire_bytes: u64,
 }
 
 /// An open connection to the receiver.
@@ -64,6 +70,7 @@ pub struct Sender {
     buf: Vec<u8>,
     corrupt: bool,
     progress: Progress,
+    compressor: Compressor,
 }
 
 /// When the sender last moved data (ms since the connection): a watchdog outside the sender's
@@ -160,6 +167,8 @@ impl Sender {
             report: SendReport::default(),
             buf: vec![0; CHUNK],
             corrupt: false,
+            compressor: Compressor::new(target.compression)
+                .map_err(RuntimeError::io("connect", "set up the zstd compressor"))?,
             progress: Progress {
                 start: std::time::Instant::now(),
                 last_ms: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -193,11 +202,35 @@ impl Sender {
         wire::write_frame(&mut self.out, frame).map_err(send_error("write a frame"))
     }
 
+    /// Sends `self.buf[..len]` as entry `id`'s next chunk, compressed when the compressor
+    /// judges it pays.
     fn data(&mut self, id: u32, len: usize) -> Result<(), RuntimeError> {
-        self.frame(&Frame::Data { id, len: len as u32 })?;
-        self.out.write_all(&self.buf[..len]).map_err(send_error("write data"))?;
+        let encoded = self.compressor.encode(&self.buf[..len]);
+        // The compressor's own time is not the link's.
+        let started = Instant::now();
+        let wire = match encoded {
+            Some(compressed) => {
+                let frame = Frame::Zdata { id, raw_len: len as u32, len: compressed.len() as u32 };
+                wire::write_frame(&mut self.out, &frame).map_err(send_error("write a frame"))?;
+                self.out.write_all(compressed).map_err(send_error("write data"))?;
+                compressed.len()
+            }
+            None => {
+                wire::write_frame(&mut self.out, &Frame::Data { id, len: len as u32 })
+                    .map_err(send_error("write a frame"))?;
+                self.out.write_all(&self.buf[..len]).map_err(send_error("write data"))?;
+                len
+            }
+        };
+        self.compressor.wrote(wire, started.elapsed());
+        self.report.wire_bytes += wire as u64;
         self.progress.touch();
         Ok(())
+    }
+
+    /// Raw bytes over wire bytes so far (1 when nothing went compressed).
+    pub fn compression_ratio(&self) -> f64 {
+        self.compressor.ratio()
     }
 
     /// Sends layer or volume entries (`area` Rootfs or Volume; `volume` names the volume).
@@ -302,11 +335,8 @@ impl Sender {
                     }
                     offset += n as u64;
                     tail.offset = offset;
-                    wire::write_frame(&mut self.out, &Frame::Data { id, len: n as u32 })
-                        .map_err(send_error("write a frame"))?;
-                    self.out.write_all(&self.buf[..n]).map_err(send_error("write image data"))?;
+                    self.data(id, n)?;
                     self.report.image_bytes += n as u64;
-                    self.progress.touch();
                     progressed = true;
                 }
             }
@@ -331,6 +361,83 @@ impl Sender {
         Ok(())
     }
 
+    /// Sends pre-copy's round `name` (`pre-N`), a finished pre-dump in `dir`, into the images
+    /// area under that name: the directory, its images, and its link to the round before.
+    /// Returns the bytes of its page images (how much memory the round carried).
+    pub fn send_predump(&mut self, dir: &Path, name: &str) -> Result<u64, RuntimeError> {
+        let entry = |id, path: String, kind, link: Vec<u8>| {
+            Frame::Entry(EntryHeader {
+                id,
+                area: Area::Images,
+                volume: Vec::new(),
+                path: path.into_bytes(),
+                kind,
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+                mtime_sec: 0,
+                mtime_nsec: 0,
+                link,
+            })
+        };
+        let id = self.new_id();
+        self.frame(&entry(id, name.to_string(), Kind::Dir, Vec::new()))?;
+        let mut pages = 0;
+        for file in image_names(dir)? {
+            let path = dir.join(&file);
+            let mut source = open_no_follow(&path).map_err(send_error(format!("open {}", path.display())))?;
+            let id = self.new_id();
+            self.frame(&entry(id, format!("{name}/{file}"), Kind::File, Vec::new()))?;
+            let mut hasher = blake3::Hasher::new();
+            let mut size = 0u64;
+            loop {
+                let n = source.read(&mut self.buf).map_err(send_error(format!("read {}", path.display())))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&self.buf[..n]);
+                self.data(id, n)?;
+                size += n as u64;
+            }
+            self.report.image_bytes += size;
+            if is_page_image(&file) {
+                pages += size;
+            }
+            self.frame(&Frame::End { id, size, digest: *hasher.finalize().as_bytes() })?;
+        }
+        if let Ok(parent) = fs::read_link(dir.join(PARENT_LINK)) {
+            let id = self.new_id();
+            self.frame(&entry(
+                id,
+                format!("{name}/{PARENT_LINK}"),
+                Kind::Symlink,
+                parent.as_os_str().as_bytes().to_vec(),
+            ))?;
+        }
+        self.out.flush().map_err(send_error("flush"))?;
+        Ok(pages)
+    }
+
+    /// Sends the link CRIU made from the final dump's images to the last pre-dump (`parent`),
+    /// when there is one.
+    pub fn send_parent_link(&mut self, images: &Path) -> Result<(), RuntimeError> {
+        let Ok(parent) = fs::read_link(images.join(PARENT_LINK)) else { return Ok(()) };
+        let id = self.new_id();
+        self.frame(&Frame::Entry(EntryHeader {
+            id,
+            area: Area::Images,
+            volume: Vec::new(),
+            path: PARENT_LINK.as_bytes().to_vec(),
+            kind: Kind::Symlink,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            link: parent.as_os_str().as_bytes().to_vec(),
+        }))
+    }
+
     /// Tells the receiver the transfer is off, so that it gives up at once. Best effort and
     /// quick: after a failed write the link may be gone, and every blocked write would wait a
     /// whole I/O timeout (the dump, and the service's rollback, would wait with it).
@@ -346,6 +453,25 @@ impl Sender {
     /// Closes the stream and waits for the receiver to confirm that every checksum matched.
     pub fn finish(self) -> Result<SendReport, RuntimeError> {
         self.finish_keeping_connection().map(|(report, _)| report)
+    }
+
+    /// Ends this connection's part of the transfer (pre-copy's rounds) and waits for the
+    /// receiver to confirm it; the receiver then waits for the next connection.
+    pub fn finish_part(mut self) -> Result<SendReport, RuntimeError> {
+        let total = self.report.image_bytes + self.report.file_bytes;
+        self.frame(&Frame::Part { bytes: total, entries: u64::from(self.next_id) })?;
+        self.out.flush().map_err(send_error("flush"))?;
+        match wire::read_verdict(self.out.get_mut()).map_err(send_error("read the receiver's verdict"))? {
+            None => {
+                let (mut stream, _) = self.out.into_parts();
+                stream.conn.send_close_notify();
+                let _ = stream.flush();
+                Ok(self.report)
+            }
+            Some(refusal) => {
+                Err(RuntimeError::protocol("send", format!("the destination rejected the pre-copy rounds: {refusal}")))
+            }
+        }
     }
 
     /// [`Sender::finish`], handing back the connection for what follows the images (post-copy's
@@ -368,6 +494,9 @@ impl Sender {
         }
     }
 }
+
+/// The link CRIU makes in a dump's images directory to its parent's (`--parent-path`).
+pub const PARENT_LINK: &str = "parent";
 
 /// Page images: what CRIU appends to while it dumps.
 fn is_page_image(name: &str) -> bool {

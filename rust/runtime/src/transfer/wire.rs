@@ -4,8 +4,11 @@
 //! answers with a verdict byte. Then the sender streams entries: each starts with an `Entry`
 //! header, carries its content in `Data` frames (several entries may be open at once: the page
 //! images grow while CRIU dumps, and are sent as they grow) and, for files, ends with `End`
-//! (size and BLAKE3). `Done` closes the stream; the receiver answers with a verdict once every
-//! checksum has matched. `Abort` tells the receiver the dump failed on the source.
+//! (size and BLAKE3); a `Zdata` frame carries a chunk compressed with zstd, when the source's
+//! compressor judged it pays (see [`crate::transfer::compress`]). `Done` closes the stream; the receiver answers with a verdict once every
+//! checksum has matched. `Part` ends one connection of several (pre-copy's rounds come in one,
+//! the dump in the next): checked and answered like `Done`, then the receiver waits for the
+//! next connection. `Abort` tells the receiver the dump failed on the source.
 //!
 //! Integers are big-endian; byte strings are a u16 length and the bytes.
 
@@ -85,6 +88,16 @@ pub enum Frame {
         /// Payload length.
         len: u32,
     },
+    /// `len` bytes of a zstd frame follow the header, `raw_len` bytes of entry `id` once
+    /// decompressed.
+    Zdata {
+        /// The entry.
+        id: u32,
+        /// Length once decompressed.
+        raw_len: u32,
+        /// Payload length on the wire.
+        len: u32,
+    },
     /// Entry `id` is complete.
     End {
         /// The entry.
@@ -101,6 +114,14 @@ pub enum Frame {
         /// Entries sent.
         entries: u64,
     },
+    /// This connection's part is complete (`bytes` and `entries` as in `Done`, for it alone);
+    /// the rest comes in a later connection: pre-copy's rounds, then the dump.
+    Part {
+        /// Content bytes sent in this connection.
+        bytes: u64,
+        /// Entries sent in this connection.
+        entries: u64,
+    },
     /// The source gave up (its dump failed).
     Abort {
         /// Why.
@@ -113,6 +134,8 @@ const T_DATA: u8 = 2;
 const T_END: u8 = 3;
 const T_DONE: u8 = 4;
 const T_ABORT: u8 = 5;
+const T_ZDATA: u8 = 6;
+const T_PART: u8 = 7;
 
 fn bad(detail: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, detail.into())
@@ -254,6 +277,12 @@ pub fn write_frame(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
             w.write_all(&id.to_be_bytes())?;
             w.write_all(&len.to_be_bytes())
         }
+        Frame::Zdata { id, raw_len, len } => {
+            w.write_all(&[T_ZDATA])?;
+            w.write_all(&id.to_be_bytes())?;
+            w.write_all(&raw_len.to_be_bytes())?;
+            w.write_all(&len.to_be_bytes())
+        }
         Frame::End { id, size, digest } => {
             w.write_all(&[T_END])?;
             w.write_all(&id.to_be_bytes())?;
@@ -262,6 +291,11 @@ pub fn write_frame(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
         }
         Frame::Done { bytes, entries } => {
             w.write_all(&[T_DONE])?;
+            w.write_all(&bytes.to_be_bytes())?;
+            w.write_all(&entries.to_be_bytes())
+        }
+        Frame::Part { bytes, entries } => {
+            w.write_all(&[T_PART])?;
             w.write_all(&bytes.to_be_bytes())?;
             w.write_all(&entries.to_be_bytes())
         }
@@ -312,6 +346,15 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
             }
             Ok(Frame::Data { id, len })
         }
+        T_ZDATA => {
+            let id = read_u32(r)?;
+            let raw_len = read_u32(r)?;
+            let len = read_u32(r)?;
+            if raw_len > MAX_DATA || len > MAX_DATA {
+                return Err(bad(format!("a compressed frame of {len} -> {raw_len} bytes (at most {MAX_DATA})")));
+            }
+            Ok(Frame::Zdata { id, raw_len, len })
+        }
         T_END => {
             let id = read_u32(r)?;
             let size = read_u64(r)?;
@@ -320,6 +363,7 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
             Ok(Frame::End { id, size, digest })
         }
         T_DONE => Ok(Frame::Done { bytes: read_u64(r)?, entries: read_u64(r)? }),
+        T_PART => Ok(Frame::Part { bytes: read_u64(r)?, entries: read_u64(r)? }),
         T_ABORT => Ok(Frame::Abort { message: read_bytes(r)? }),
         other => Err(bad(format!("frame type {other}"))),
     }
@@ -350,8 +394,10 @@ mod tests {
         let frames = [
             Frame::Entry(header()),
             Frame::Data { id: 7, len: 3 },
+            Frame::Zdata { id: 7, raw_len: 4096, len: 12 },
             Frame::End { id: 7, size: 3, digest: [9; 32] },
             Frame::Done { bytes: 3, entries: 1 },
+            Frame::Part { bytes: 9, entries: 2 },
             Frame::Abort { message: b"dump failed".to_vec() },
         ];
         let mut buf = Vec::new();
@@ -382,6 +428,10 @@ mod tests {
         let mut huge = vec![T_DATA, 0, 0, 0, 1];
         huge.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(read_frame(&mut huge.as_slice()).is_err());
+        let mut bomb = vec![T_ZDATA, 0, 0, 0, 1];
+        bomb.extend_from_slice(&u32::MAX.to_be_bytes());
+        bomb.extend_from_slice(&16u32.to_be_bytes());
+        assert!(read_frame(&mut bomb.as_slice()).is_err(), "a chunk claiming 4 GiB once decompressed");
         let long_string = [T_ABORT, 0xff, 0xff];
         assert!(read_frame(&mut long_string.as_slice()).is_err());
         assert!(read_frame(&mut [99u8].as_slice()).is_err());

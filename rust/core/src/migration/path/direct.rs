@@ -18,7 +18,7 @@ use vimigrate_protocol::RuntimeState;
 
 use crate::error::{Error, RuntimeStepError};
 use crate::migration::memory::MemoryMode;
-use crate::migration::path::direct_transfer::DirectTransfer;
+use crate::migration::path::direct_transfer::{DirectTransfer, MemoryMoves};
 use crate::migration::path::transfer_keys::TransferKeys;
 use crate::migration::path::{first_layer_pass, not_prepared, CheckpointPath, Ctx, InPhase, StepError};
 use crate::migration::plan::PlannedPath;
@@ -158,12 +158,22 @@ impl CheckpointPath<Provider> for DirectPath {
         let criu = ctx.plan.criu_options();
         // Still while the service runs: the destination starts and waits for the images.
         undo.destination_started = true;
+        if let Some(bounds) = ctx.plan.pre_copy {
+            transfer.window = 1 + bounds.max_rounds;
+        }
         let lazy = ctx.plan.memory == MemoryMode::PostCopy;
         let port = transfer.arm_destination(&criu, &ctx.plan.peer_files, &ctx.plan.address_map, lazy).await?;
         let host =
             if destination_host.contains(':') { format!("[{destination_host}]") } else { destination_host.clone() };
         let volumes = ctx.source.volumes.iter().map(|v| v.destination.clone()).collect();
-        transfer.arm_source(format!("{host}:{port}"), &criu, baseline, volumes, ctx.options.fault, lazy).await
+        let address = format!("{host}:{port}");
+        let memory = MemoryMoves { lazy_pages: lazy, compression: ctx.plan.compression, pre_copy: ctx.plan.pre_copy };
+        if let Some(bounds) = ctx.plan.pre_copy {
+            // While the service runs; the dump that freezes then carries what was dirtied since.
+            let rounds = transfer.run_pre_copy(address.clone(), &criu, bounds, ctx.plan.compression).await?;
+            tracing::info!(rounds = rounds.rounds, bytes = ?rounds.round_bytes, ms = rounds.ms, stopped = %rounds.stopped, "pre-copy rounds");
+        }
+        transfer.arm_source(address, &criu, baseline, volumes, ctx.options.fault, memory).await
     }
 
     async fn freeze(&mut self, ctx: &Ctx<'_, Provider>) -> Result<(), Error> {
@@ -223,6 +233,7 @@ impl CheckpointPath<Provider> for DirectPath {
             stats.transfer_ms = sent.stats.send_ms;
             stats.checkpoint_bytes = sent.stats.image_bytes;
             stats.transfer_bytes = sent.stats.image_bytes + sent.stats.file_bytes;
+            stats.set_wire(&sent.stats);
             stats.criu_dump = sent.stats.criu_dump.clone();
             stats.runtime_peak_rss_kib = sent.stats.peak_rss_kib;
         }
@@ -251,6 +262,7 @@ impl CheckpointPath<Provider> for DirectPath {
             stats.postcopy_ms = status.stats.pages_ms;
             stats.checkpoint_bytes = status.stats.image_bytes;
             stats.transfer_bytes = status.stats.image_bytes + status.stats.file_bytes;
+            stats.set_wire(&status.stats);
             stats.criu_dump = status.stats.criu_dump.clone();
             stats.runtime_peak_rss_kib = stats.runtime_peak_rss_kib.max(status.stats.peak_rss_kib);
         }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bollard::query_parameters::StartContainerOptions;
 use tokio::task::JoinHandle;
 use vimigrate_protocol::{
-    Action, BaselineEntry, CriuOptions, Directive, DumpDirective, Fault, ReceiveFrom, RestoreDirective, RuntimeState,
-    RuntimeStatus, SendTo, ABORT_FILE, DIRECTIVE_FILE, DIRECTIVE_VERSION, STATE_DIR, STATUS_FILE,
+    Action, BaselineEntry, CriuOptions, Directive, DumpDirective, Fault, PreCopy, PreCopyDirective, PreCopyRounds,
+    ReceiveFrom, RestoreDirective, RuntimeFailure, RuntimeState, RuntimeStatus, SendTo, StreamCompression, ABORT_FILE,
+    DIRECTIVE_FILE, DIRECTIVE_VERSION, PRE_COPY_FILE, STATE_DIR, STATUS_FILE,
 };
 
 use crate::error::{Error, ProviderError, RuntimeStepError};
@@ -66,6 +67,17 @@ pub(crate) fn local_restore_directive(container_dir: &str, migration: &str, criu
     }
 }
 
+/// How the source's runtime moves the memory and the stream (from the plan).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct MemoryMoves {
+    /// Post-copy: dump without the memory and serve the pages after the restore.
+    pub lazy_pages: bool,
+    /// The stream's compression.
+    pub compression: StreamCompression,
+    /// Pre-copy: the rounds' bounds.
+    pub pre_copy: Option<PreCopy>,
+}
+
 /// One direct transfer in progress: the containers, their directories and helpers, and the
 /// destination's `docker start` in flight.
 pub(crate) struct DirectTransfer {
@@ -79,6 +91,10 @@ pub(crate) struct DirectTransfer {
     pub src_helper: String,
     pub dst_helper: String,
     pub keys: TransferKeys,
+    /// How many of the providers' call timeouts the destination's waiting start may last: 1,
+    /// or with pre-copy one per round more (each round's transfer is bounded by it, and the
+    /// rounds run while the destination waits).
+    pub window: u32,
     start: Option<JoinHandle<Result<(), bollard::errors::Error>>>,
 }
 
@@ -121,6 +137,7 @@ impl DirectTransfer {
                 src_helper,
                 dst_helper,
                 keys,
+                window: 1,
                 start: None,
             })
         }
@@ -135,10 +152,15 @@ impl DirectTransfer {
         format!("{dir}/checkpoints/{migration}")
     }
 
-    fn deadline(provider: &Provider) -> u64 {
+    fn deadline(provider: &Provider, window: u32) -> u64 {
         // The destination's `docker start` must return before the broker's own call times out.
-        let window = Duration::from_secs(provider.timeout_secs().max(10)).mul_f64(0.8);
+        let window = Duration::from_secs(provider.timeout_secs().max(10) * u64::from(window)).mul_f64(0.8);
         unix_ms(SystemTime::now() + window)
+    }
+
+    /// How long the destination's waiting start, or pre-copy's rounds, may take.
+    pub(crate) fn window_timeout(&self, provider: &Provider) -> Duration {
+        Duration::from_secs(provider.timeout_secs().max(10) * u64::from(self.window))
     }
 
     /// A directive for one side of this migration.
@@ -149,7 +171,7 @@ impl DirectTransfer {
             migration: self.migration.clone(),
             images_dir: Self::images_dir(dir, &self.migration),
             criu: criu.clone(),
-            deadline_unix_ms: Self::deadline(provider),
+            deadline_unix_ms: Self::deadline(provider, self.window),
             io_timeout_ms: io_timeout_ms(&self.src, &self.dst),
             action,
         }
@@ -204,7 +226,7 @@ impl DirectTransfer {
             }),
         );
         place_directive(&self.dst, &self.dst_helper, &directive).await?;
-        let docker = self.dst.docker().clone();
+        let docker = self.dst.docker().clone().with_timeout(self.window_timeout(&self.dst));
         let id = self.dst_id.clone();
         self.start =
             Some(tokio::spawn(async move { docker.start_container(&id, None::<StartContainerOptions>).await }));
@@ -251,7 +273,8 @@ impl DirectTransfer {
             .into()
     }
 
-    /// Arms the source: where to send, what the destination has of the layer already.
+    /// Arms the source: where to send, what the destination has of the layer already, how the
+    /// memory goes.
     pub(crate) async fn arm_source(
         &self,
         address: String,
@@ -259,7 +282,7 @@ impl DirectTransfer {
         baseline: Vec<BaselineEntry>,
         volumes: Vec<String>,
         fault: Option<Fault>,
-        lazy_pages: bool,
+        memory: MemoryMoves,
     ) -> Result<(), Error> {
         let directive = self.directive(
             Side::Source,
@@ -270,10 +293,64 @@ impl DirectTransfer {
                 excluded: volumes.clone(),
                 volumes,
                 fault,
-                lazy_pages,
+                lazy_pages: memory.lazy_pages,
+                compression: memory.compression,
+                pre_copy: memory.pre_copy,
             }),
         );
         place_directive(&self.src, &self.src_helper, &directive).await
+    }
+
+    /// Pre-copy's rounds on the source while the service runs (see the runtime's
+    /// `pre_copy.rs`): a probe container's `create` pre-dumps the source container and streams
+    /// each round to the destination's receiver, which waits for the dump afterwards. Returns
+    /// what the rounds did; an error means nothing froze and the chain is not to be used.
+    pub(crate) async fn run_pre_copy(
+        &self,
+        address: String,
+        criu: &CriuOptions,
+        bounds: PreCopy,
+        compression: StreamCompression,
+    ) -> Result<PreCopyRounds, Error> {
+        let directive = self.directive(
+            Side::Source,
+            criu,
+            Action::PreCopy(PreCopyDirective {
+                container: self.src_id.clone(),
+                send: SendTo { address, token: self.keys.token.clone(), server_cert: self.keys.cert_b64.clone() },
+                bounds,
+                compression,
+            }),
+        );
+        let json = directive.to_json();
+        let answer = format!("{STATE_DIR}/{STATUS_FILE}");
+        let rounds_may_take = Some(self.window_timeout(&self.src));
+        let probe =
+            self.src.run_runtime_probe("pre-copy", &[(DIRECTIVE_FILE, &json)], &answer, rounds_may_take).await?;
+        let probe: Option<RuntimeStatus> = probe.and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let record = self.src.read_file(&self.src_helper, &format!("{MOUNT}/{STATE_DIR}/{PRE_COPY_FILE}")).await?;
+        let rounds: Option<PreCopyRounds> = record.and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if let Some(rounds) = rounds.as_ref().filter(|r| r.migration == self.migration && r.error.is_none()) {
+            if rounds.last.is_some() {
+                return Ok(rounds.clone());
+            }
+        }
+        let failure = rounds
+            .filter(|r| r.migration == self.migration)
+            .and_then(|r| r.error)
+            .or_else(|| probe.and_then(|status| status.error))
+            .unwrap_or_else(|| RuntimeFailure {
+                step: "pre-copy".into(),
+                message: "the runtime left no record of the rounds (is it older than this engine?)".into(),
+                retryable: false,
+            });
+        Err(RuntimeStepError {
+            provider: self.src.name().to_string(),
+            step: failure.step,
+            message: failure.message,
+            retryable: failure.retryable,
+        }
+        .into())
     }
 
     /// Waits for the destination's `docker start`: `Ok` once the runtime restored it.

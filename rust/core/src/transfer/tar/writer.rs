@@ -20,12 +20,16 @@ pub(crate) fn ustar_header(path: &str, mode: u32, size: usize, typeflag: u8) -> 
     header[263..265].copy_from_slice(b"00");
     header[265..269].copy_from_slice(b"root");
     header[297..301].copy_from_slice(b"root");
-    // The checksum is the sum of all header bytes with its own field counted as spaces,
-    // stored as six octal digits, a NUL and a space.
+    seal(&mut header);
+    header
+}
+
+/// Writes the header's checksum: the sum of all its bytes with its own field counted as
+/// spaces, stored as six octal digits, a NUL and a space.
+fn seal(header: &mut [u8; 512]) {
     header[148..156].copy_from_slice(b"        ");
     let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
     header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    header
 }
 
 /// A tar holding one regular file at `path` (no leading slash) with `content`.
@@ -53,6 +57,18 @@ pub(crate) fn private_files_tar(dir: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
     tar
 }
 
+/// A tar holding one symbolic link at `path` (no leading slash) pointing to `target` (at most
+/// 100 bytes, ustar's limit). Extracting it replaces whatever was at `path`: the archive
+/// endpoints cannot delete a file, but a link to nothing reads as no file to whoever follows it.
+pub(crate) fn symlink_tar(path: &str, target: &str) -> Vec<u8> {
+    let mut header = ustar_header(path, 0o777, 0, b'2');
+    header[157..157 + target.len()].copy_from_slice(target.as_bytes());
+    seal(&mut header);
+    let mut tar = header.to_vec();
+    tar.resize(tar.len() + 1024, 0);
+    tar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +82,15 @@ mod tests {
         reader.update(&tar).unwrap();
         let manifest = reader.finish().unwrap();
         assert!(matches!(manifest.entries["etc/app.conf"], Entry::File { size: 20, .. }));
+    }
+
+    #[test]
+    fn a_symlink_tar_reads_back_as_the_link() {
+        let tar = symlink_tar("vimigrate/directive.json", "directive.json.withdrawn");
+        let mut reader = TarManifestBuilder::new();
+        reader.update(&tar).unwrap();
+        let manifest = reader.finish().unwrap();
+        let expected = Entry::Symlink { target: "directive.json.withdrawn".into() };
+        assert_eq!(manifest.entries["vimigrate/directive.json"], expected);
     }
 }
