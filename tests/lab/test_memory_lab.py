@@ -1,9 +1,11 @@
 """How the memory moves, on the lab's real providers and CRIU: post-copy restores the container
 before its memory arrived (CRIU's lazy pages over userfaultfd, the pages relayed host to host
 inside the migration's TLS connection) and releases the source once every page went; what the
-process holds is intact afterwards. A failure before the restore resumes the source; the source
-killed after it loses the container on both hosts, said plainly, with nothing left running, and
-heal restarts it from its image only when asked to."""
+process holds is intact afterwards. A failure before the restore resumes the source. After it:
+CRIU killed on the source releases its processes whole, and the source is the copy kept; the
+source's runtime killed ends them with the memory split, which loses the container on both
+hosts, said plainly, with nothing left running, and heal restarts it from its image only when
+asked to."""
 
 from __future__ import annotations
 
@@ -117,23 +119,38 @@ def test_a_failure_before_the_restore_resumes_the_post_copy_source(lab, provider
     assert connect(lab, "provider-b").inspect_container(name) is None
 
 
-def test_the_source_killed_inside_the_window_stops_both_copies_and_says_so(lab, providers, name):
-    """The price of post-copy: the source's CRIU killed while pages are still due leaves the
-    memory split between the hosts. The destination's runtime kills its copy; the container runs
-    nowhere, the error says so, and its stopped container stays on B to be started afresh. Heal
-    then refuses, naming the option that restarts it from its image; with the option, B's copy
-    starts afresh (its counter begins at 0 again), whatever an earlier migration left in its
-    state directory."""
+def test_the_source_criu_killed_inside_the_window_keeps_the_source_whole(lab, providers, name):
+    """CRIU's page server killed on the source while pages are still due: CRIU releases the
+    frozen processes whole, so the source, not the destination's half of the memory, is the copy
+    kept. The destination's copy stops and goes; the source counts on from where it was frozen,
+    and the error says what was lost (what B did since its restore) and for how long."""
     a, b = providers
     run_busy_counter(lab, name, mib=200)
-    # A slow link into B keeps the window open (200 MiB at 200 Mbit/s: about 8 s).
-    with shaped(lab, "provider-b", mbit=200):
-        killer = threading.Thread(target=_kill_source_criu_once_b_runs, args=(lab, name), daemon=True)
-        killer.start()
-        with pytest.raises(vimigrate.MigrationFailedError) as caught:
-            vimigrate.migrate(a, b, {"container": name, **POST_COPY})
-        killer.join(timeout=30)
-    err = caught.value
+    err = _post_copy_killed_inside_the_window(lab, a, b, name, _criu_pids_of)
+    assert err.phase == "postcopy" and err.rollback == "resumed", str(err)
+    assert "goes on here from where it was frozen" in str(err) and "is gone" in str(err), str(err)
+    assert "s after the destination restored" in str(err), str(err)
+    assert running_on(lab, name) == ["provider-a"]
+    assert container_ids(lab, "provider-b", f"name=^/{name}$") == []
+    before = counted(lab, "provider-a", name)
+    wait_for(lambda: len(counted(lab, "provider-a", name)) > len(before) + 2, what="the counter going on on A")
+    # Whole: the count on A goes on without a gap or a restart across the failed move.
+    assert consecutive(counted(lab, "provider-a", name)), counted(lab, "provider-a", name)[-20:]
+    for provider in ("provider-a", "provider-b"):
+        assert helpers(lab, provider, name) == [], provider
+    assert checkpoints(lab, "provider-a", name) == []
+
+
+def test_the_source_runtime_killed_inside_the_window_stops_both_copies_and_says_so(lab, providers, name):
+    """The price of post-copy: the source's runtime killed while pages are still due closes
+    CRIU's page-server connection, and CRIU ends the frozen processes with the memory split
+    between the hosts. The destination's runtime kills its copy; the container runs nowhere, the
+    error says so, and its stopped container stays on B to be started afresh. Heal then refuses,
+    naming the option that restarts it from its image; with the option, B's copy starts afresh
+    (its counter begins at 0 again), whatever an earlier migration left in its state directory."""
+    a, b = providers
+    run_busy_counter(lab, name, mib=200)
+    err = _post_copy_killed_inside_the_window(lab, a, b, name, _runtimes_of)
     assert err.phase == "postcopy" and err.rollback == "lost", str(err)
     assert "runs on neither provider" in str(err) and "since the restore" in str(err), str(err)
     assert docker(lab, "provider-b", "inspect", "-f", "{{.State.Running}}", name).strip() == "false"
@@ -188,15 +205,41 @@ def _plant(path: Path, content: bytes) -> None:
         out.write(content)
 
 
-def _kill_source_criu_once_b_runs(lab, name: str) -> None:
-    """SIGKILLs provider-a's CRIU (the page server of the post-copy) once the container runs on B."""
+def _post_copy_killed_inside_the_window(lab, a, b, name: str, victims) -> vimigrate.MigrationFailedError:
+    """Migrates `name` A -> B in post-copy and SIGKILLs `victims(lab, "provider-a")` once it runs
+    on B; returns the migration's error."""
+    # A slow link into B keeps the window open (200 MiB at 200 Mbit/s: about 8 s).
+    with shaped(lab, "provider-b", mbit=200):
+        killer = threading.Thread(target=_kill_once_b_runs, args=(lab, name, victims), daemon=True)
+        killer.start()
+        with pytest.raises(vimigrate.MigrationFailedError) as caught:
+            vimigrate.migrate(a, b, {"container": name, **POST_COPY})
+        killer.join(timeout=30)
+    return caught.value
+
+
+def _kill_once_b_runs(lab, name: str, victims) -> None:
+    """SIGKILLs provider-a's `victims` once the container runs on B."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if docker(lab, "provider-b", "inspect", "-f", "{{.State.Running}}", name, check=False).strip() == "true":
-            for pid in _criu_pids_of(lab, "provider-a"):
+            pids = victims(lab, "provider-a")
+            assert pids, "nothing to kill on provider-a inside the window"
+            for pid in pids:
                 os.kill(pid, signal.SIGKILL)
             return
         time.sleep(0.01)
+
+
+def _runtimes_of(lab, provider: str) -> list[int]:
+    """The vimigrate-runtime processes that run a dump's runc (the parents of CRIU's runc)."""
+    found = {_parent(_parent(criu)) for criu in _criu_pids_of(lab, provider)}
+    return sorted(pid for pid in found if os.readlink(f"/proc/{pid}/exe").endswith("vimigrate-runtime"))
+
+
+def _parent(pid: int) -> int:
+    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after it.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _criu_pids_of(lab, provider: str) -> list[int]:

@@ -104,6 +104,15 @@ pub const PAGES_STATUS_FILE: &str = "pages-status.json";
 pub const PRE_COPY_FILE: &str = "precopy.json";
 /// Written by the broker next to a directive a wrapper waits on, to withdraw it (a rollback).
 pub const ABORT_FILE: &str = "abort";
+/// Left by a restore in [`STATE_DIR`] for the `start` call that follows it: with it there, the
+/// wrapper answers `start` without running runc's.
+pub const RESTORED_MARK: &str = "restored";
+
+/// The mark of a post-copy dump in [`STATE_DIR`]: the images of checkpoint `migration` hold no
+/// memory (the pages stayed in the frozen processes), so nothing is ever restored from them.
+pub fn lazy_dump_mark(migration: &str) -> String {
+    format!("lazy-dump-{migration}")
+}
 /// The per-container CRIU configuration the wrapper writes before each dump or restore, in
 /// [`STATE_DIR`]; runc hands it to CRIU through the `org.criu.config` annotation instead of the
 /// host-wide `/etc/criu/runc.conf`, so two migrations on one host never share CRIU options.

@@ -54,6 +54,17 @@ pub struct RuntimeFailure {
     pub message: String,
     /// Whether trying again may succeed (an unreachable peer, a timeout).
     pub retryable: bool,
+    /// Post-copy, on the source: its processes outlived the failure (CRIU ended without ending
+    /// them) and run on here from where they were frozen, so the service has not stopped here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_runs: bool,
+}
+
+impl RuntimeFailure {
+    /// A failed `step`: what went wrong, and whether trying again may succeed.
+    pub fn new(step: impl Into<String>, message: impl Into<String>, retryable: bool) -> Self {
+        RuntimeFailure { step: step.into(), message: message.into(), retryable, source_runs: false }
+    }
 }
 
 /// Figures the wrapper measured. Times in milliseconds.

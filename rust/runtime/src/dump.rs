@@ -293,7 +293,7 @@ fn run_dump(
         // CRIU resumes the processes when a dump fails: the service goes on on the source.
         runc_log::log_error(inv.global_value("--log"), &e.report());
         status.state = RuntimeState::Failed;
-        status.error = Some(RuntimeFailure { step: "dump".into(), message: e.report(), retryable: false });
+        status.error = Some(RuntimeFailure::new("dump", e.report(), false));
         state.write_status(&status);
         return Ok(exit.code().unwrap_or(1));
     }
@@ -306,10 +306,7 @@ fn run_dump(
     match sent {
         None | Some(Ok(_)) => {
             if let Some(Ok(report)) = sent {
-                status.stats.image_bytes = report.image_bytes;
-                status.stats.file_bytes = report.file_bytes;
-                status.stats.file_entries = report.file_entries;
-                status.stats.wire_bytes = report.wire_bytes;
+                report.record(&mut status.stats);
             }
             status.state = RuntimeState::Dumped;
         }
@@ -317,8 +314,7 @@ fn run_dump(
             // The dump is complete here, so the source can resume from it; the destination
             // did not get it. The checkpoint itself succeeded: Docker is told so.
             status.state = RuntimeState::Failed;
-            status.error =
-                Some(RuntimeFailure { step: e.step().to_string(), message: e.report(), retryable: e.is_retryable() });
+            status.error = Some(e.failure());
         }
     }
     state.write_status(&status);
@@ -330,6 +326,20 @@ type Sent = (SendReport, Option<RelayEnd>);
 
 fn join_sender(thread: std::thread::JoinHandle<Result<Sent, RuntimeError>>) -> Result<Sent, RuntimeError> {
     thread.join().unwrap_or_else(|_| Err(RuntimeError::protocol("send", "the sender panicked")))
+}
+
+/// A post-copy dump abandoned before its pages were served: the sender is told the dump failed
+/// (and gets no page-server connection) and waited for.
+fn stop_sending(
+    dump_state: &AtomicU8,
+    page_server: std::sync::mpsc::Sender<std::net::TcpStream>,
+    send_thread: Option<std::thread::JoinHandle<Result<Sent, RuntimeError>>>,
+) {
+    dump_state.store(FAILED, Ordering::SeqCst);
+    drop(page_server);
+    if let Some(thread) = send_thread {
+        let _ = join_sender(thread);
+    }
 }
 
 /// The end of a post-copy dump (see [`crate::lazy_pages`]): once CRIU's page server is ready the
@@ -364,21 +374,13 @@ impl LazyDump<'_> {
             Ok(ready) => ready,
             Err(e) => {
                 self.release_source(&mut runc);
-                dump_state.store(FAILED, Ordering::SeqCst);
-                drop(page_server);
-                if let Some(thread) = send_thread {
-                    let _ = join_sender(thread);
-                }
+                stop_sending(dump_state, page_server, send_thread);
                 return Err(e);
             }
         };
         if !ready {
             // runc exited first: CRIU's dump failed and the processes went on.
-            dump_state.store(FAILED, Ordering::SeqCst);
-            drop(page_server);
-            if let Some(thread) = send_thread {
-                let _ = join_sender(thread);
-            }
+            stop_sending(dump_state, page_server, send_thread);
             let exit = runc.wait().map_err(RuntimeError::io("dump", "wait for runc"))?;
             return Err(RuntimeError::Runc {
                 step: "dump",
@@ -403,11 +405,7 @@ impl LazyDump<'_> {
                 // Someone else took the page server's one connection, or it is gone: the pages
                 // go nowhere, and the processes go on here.
                 self.release_source(&mut runc);
-                dump_state.store(FAILED, Ordering::SeqCst);
-                drop(page_server);
-                if let Some(thread) = send_thread {
-                    let _ = join_sender(thread);
-                }
+                stop_sending(dump_state, page_server, send_thread);
                 return Err(e);
             }
         };
@@ -424,10 +422,7 @@ impl LazyDump<'_> {
             Ok((report, Some(end))) if end.complete => {
                 // The lazy-pages daemon closed: CRIU ends the dump and the processes here.
                 let exit = runc.wait().map_err(RuntimeError::io("dump", "wait for runc"))?;
-                status.stats.image_bytes = report.image_bytes;
-                status.stats.file_bytes = report.file_bytes;
-                status.stats.file_entries = report.file_entries;
-                status.stats.wire_bytes = report.wire_bytes;
+                report.record(&mut status.stats);
                 status.stats.page_bytes = end.bytes_out;
                 status.stats.pages_ms = ms(pages_started);
                 status.stats.send_ms = ms(self.started);
@@ -440,6 +435,11 @@ impl LazyDump<'_> {
                         status: exit.to_string(),
                         log: criu_log_tail(self.work, CRIU_LOG),
                     };
+                    // CRIU gone on its own (killed, crashed: its relay end closed as if done)
+                    // released the processes whole.
+                    if end.restored && self.processes_live_on() {
+                        return Ok(self.kept_here(&mut status, end.elapsed, &e.report()));
+                    }
                     runc_log::log_error(log, &e.report());
                     return Err(e);
                 }
@@ -448,25 +448,33 @@ impl LazyDump<'_> {
                 Ok(0)
             }
             Ok((_, Some(end))) if end.restored => {
-                // The destination runs the container but can no longer fetch its pages: closing
-                // CRIU's connection ends the dump and the processes here (never two copies; the
+                // CRIU gone on its own (killed, crashed) released the processes whole: they run
+                // on here from where they were frozen, and the destination's copy, whose pages
+                // stopped coming, is the one that stops. Otherwise the link broke: closing CRIU's
+                // connection ends the dump and the processes here (never two copies; the
                 // destination's runtime stops its own).
-                let _ = held.shutdown(std::net::Shutdown::Both);
+                let criu_ended = !crate::lazy_pages::criu_runs_under(runc.id());
+                if !criu_ended {
+                    let _ = held.shutdown(std::net::Shutdown::Both);
+                }
                 drop(held);
                 let _ = runc.wait();
+                let reason = end.failure.as_deref().unwrap_or("no reason given");
+                if criu_ended && self.processes_live_on() {
+                    return Ok(self.kept_here(&mut status, end.elapsed, reason));
+                }
                 let e = RuntimeError::protocol(
                     "post-copy",
                     format!(
-                        "the page transfer broke {:.1} s after the destination restored ({}): the container's memory \
-                         was split between the hosts, the copy here was discarded, and the destination's stops \
-                         without its pages",
-                        end.elapsed.as_secs_f64(),
-                        end.failure.as_deref().unwrap_or("no reason given")
+                        "the page transfer broke {:.1} s after the destination restored ({reason}): the container's \
+                         memory was split between the hosts, the copy here was discarded, and the destination's \
+                         stops without its pages",
+                        end.elapsed.as_secs_f64()
                     ),
                 );
                 runc_log::log_error(log, &e.report());
                 status.state = RuntimeState::Failed;
-                status.error = Some(RuntimeFailure { step: "post-copy".into(), message: e.report(), retryable: false });
+                status.error = Some(RuntimeFailure::new("post-copy", e.report(), false));
                 self.state.write_status(&status);
                 // The checkpoint itself completed: Docker sees the container exited.
                 Ok(0)
@@ -491,16 +499,33 @@ impl LazyDump<'_> {
         }
     }
 
+    /// After the restore, CRIU ended without ending the processes (`why`): they run on here
+    /// whole from where they were frozen, so this copy is the one to keep; the status says so
+    /// (the broker stops the destination's), and the checkpoint fails, so that Docker sees the
+    /// container running on. Returns the exit code.
+    fn kept_here(&self, status: &mut RuntimeStatus, since_restore: Duration, why: &str) -> i32 {
+        let elapsed = since_restore.as_secs_f64();
+        let e = RuntimeError::protocol(
+            "post-copy",
+            format!(
+                "CRIU ended {elapsed:.1} s after the destination restored ({why}) without ending the processes \
+                 here: the container goes on here from where it was frozen, the destination's copy stops, and \
+                 what it did in those {elapsed:.1} s is gone"
+            ),
+        );
+        runc_log::log_error(self.inv.global_value("--log"), &e.report());
+        status.state = RuntimeState::Failed;
+        status.error =
+            Some(RuntimeFailure { source_runs: true, ..RuntimeFailure::new("post-copy", e.report(), false) });
+        self.state.write_status(status);
+        1
+    }
+
     /// Kills CRIU, which releases the frozen processes, and thaws a cgroup it had frozen.
     fn release_source(&self, runc: &mut std::process::Child) {
         let killed = crate::lazy_pages::kill_criu_under(runc.id());
         let _ = runc.wait();
-        let resumed = runc_command(self.inv, &runc_path(self.inv))
-            .arg("resume")
-            .arg(self.id)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        let resumed = self.thaw();
         runc_log::log_error(
             self.inv.global_value("--log"),
             &format!(
@@ -509,5 +534,35 @@ impl LazyDump<'_> {
                 resumed.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
             ),
         );
+    }
+
+    /// `runc resume`: thaws the container's cgroup, which a CRIU that did not finish leaves
+    /// frozen.
+    fn thaw(&self) -> std::io::Result<std::process::ExitStatus> {
+        runc_command(self.inv, &runc_path(self.inv))
+            .arg("resume")
+            .arg(self.id)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+    }
+
+    /// Whether the container's processes live on after CRIU ended (runc's `state`: running, or
+    /// paused, which is thawed).
+    fn processes_live_on(&self) -> bool {
+        let state = runc_command(self.inv, &runc_path(self.inv))
+            .arg("state")
+            .arg(self.id)
+            .stderr(std::process::Stdio::null())
+            .output();
+        let status = state
+            .ok()
+            .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
+            .and_then(|state| state.get("status").and_then(|s| s.as_str()).map(str::to_string));
+        match status.as_deref() {
+            Some("running") => true,
+            Some("paused") => self.thaw().map(|s| s.success()).unwrap_or(false),
+            _ => false,
+        }
     }
 }

@@ -111,6 +111,11 @@ impl RuntimeError {
         }
     }
 
+    /// The error as the status file carries it to the broker.
+    pub fn failure(&self) -> vimigrate_protocol::RuntimeFailure {
+        vimigrate_protocol::RuntimeFailure::new(self.step(), self.report(), self.is_retryable())
+    }
+
     /// The error and its causes on one line.
     pub fn report(&self) -> String {
         vimigrate_protocol::error_chain(self)

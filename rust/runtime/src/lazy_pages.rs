@@ -119,16 +119,30 @@ fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError {
 /// released where they were.
 pub fn kill_criu_under(runc_pid: u32) -> usize {
     let mut killed = 0;
-    for child in children_of(runc_pid) {
-        let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
-        if cmdline.split(|b| *b == 0).any(|arg| arg == b"swrk") {
-            // SAFETY: sending a signal to a process id.
-            if unsafe { libc::kill(child as libc::pid_t, libc::SIGKILL) } == 0 {
-                killed += 1;
-            }
+    for criu in criu_under(runc_pid) {
+        // SAFETY: sending a signal to a process id.
+        if unsafe { libc::kill(criu as libc::pid_t, libc::SIGKILL) } == 0 {
+            killed += 1;
         }
     }
     killed
+}
+
+/// Whether a CRIU still runs under runc `runc_pid` (a killed one is a zombie without arguments
+/// until runc reaps it).
+pub fn criu_runs_under(runc_pid: u32) -> bool {
+    !criu_under(runc_pid).is_empty()
+}
+
+/// runc's CRIU children (`criu swrk`, runc's RPC mode).
+fn criu_under(runc_pid: u32) -> Vec<u32> {
+    children_of(runc_pid)
+        .into_iter()
+        .filter(|child| {
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).any(|arg| arg == b"swrk")
+        })
+        .collect()
 }
 
 fn children_of(pid: u32) -> Vec<u32> {

@@ -243,7 +243,7 @@ fn fail(plan: &FetchPlan<'_>, why: &str, restored: bool, mut status: RuntimeStat
     };
     eprintln!("vimigrate-runtime: {message}");
     status.state = RuntimeState::Failed;
-    status.error = Some(RuntimeFailure { step: "post-copy".into(), message, retryable: !restored });
+    status.error = Some(RuntimeFailure::new("post-copy", message, !restored));
     plan.state.write_pages_status(&status);
     1
 }

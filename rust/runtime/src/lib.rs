@@ -70,11 +70,11 @@ pub(crate) fn fail(
     migration: &str,
     e: &error::RuntimeError,
 ) -> Outcome {
-    use vimigrate_protocol::{RuntimeFailure, RuntimeState, RuntimeStatus};
+    use vimigrate_protocol::{RuntimeState, RuntimeStatus};
     state.write_status(&RuntimeStatus {
         migration: migration.to_string(),
         state: RuntimeState::Failed,
-        error: Some(RuntimeFailure { step: e.step().to_string(), message: e.report(), retryable: e.is_retryable() }),
+        error: Some(e.failure()),
         ..Default::default()
     });
     runc::log::log_error(log, &e.report());

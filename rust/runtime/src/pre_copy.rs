@@ -22,7 +22,7 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use vimigrate_protocol::{
-    Directive, PreCopy, PreCopyDirective, PreCopyRounds, RuntimeFailure, RuntimeState, RuntimeStatus, PRE_COPY_FILE,
+    Directive, PreCopy, PreCopyDirective, PreCopyRounds, RuntimeState, RuntimeStatus, PRE_COPY_FILE,
 };
 
 use crate::dump::{checked_images_dir, target_of_send};
@@ -43,15 +43,9 @@ pub fn on_probe_create(inv: &Invocation, probe: &StateDir, directive: &Directive
     };
     let rounds = match &outcome {
         Ok(rounds) => rounds.clone(),
-        Err(e) => PreCopyRounds {
-            migration: directive.migration.clone(),
-            error: Some(RuntimeFailure {
-                step: e.step().to_string(),
-                message: e.report(),
-                retryable: e.is_retryable(),
-            }),
-            ..Default::default()
-        },
+        Err(e) => {
+            PreCopyRounds { migration: directive.migration.clone(), error: Some(e.failure()), ..Default::default() }
+        }
     };
     if let Ok((state, _)) = &target {
         let bytes = serde_json::to_vec_pretty(&rounds).unwrap_or_default();

@@ -32,28 +32,19 @@ use crate::provider::helper::{HELPER_FOR_LABEL, HELPER_LABEL};
 use crate::provider::Provider;
 use crate::transfer::tar::writer::{private_files_tar, symlink_tar};
 use vimigrate_protocol::{
-    CriuOptions, RuntimeState, RuntimeStatus, ABORT_FILE, DIRECTIVE_FILE, PAGES_STATUS_FILE, RUNTIME_NAME, STATE_DIR,
-    STATUS_FILE,
+    lazy_dump_mark, CriuOptions, RuntimeState, RuntimeStatus, ABORT_FILE, DIRECTIVE_FILE, PAGES_STATUS_FILE,
+    RESTORED_MARK, RUNTIME_NAME, STATE_DIR, STATUS_FILE,
 };
 
 /// How long heal waits for a destination's waiting start to end after withdrawing it.
 const SETTLE: Duration = Duration::from_secs(60);
 /// How long heal waits for a killed start to stop (see [`use_up_restored_mark`]).
 const STOP: Duration = Duration::from_secs(10);
-/// The mark vimigrate-runtime leaves after a restore for the `start` that follows it (its
-/// `fs/state_files.rs`): with it there, the runtime answers `start` without running runc's.
-const RESTORED_MARK: &str = "restored";
 /// What a withdrawn directive's link points to: nothing, ever.
 const WITHDRAWN_DIRECTIVE: &str = "directive.json.withdrawn-by-heal";
 /// Go's `os.ModeDir` and `os.ModeSymlink`, as Docker's archive endpoint reports a file's mode.
 const GO_MODE_DIR: u32 = 1 << 31;
 const GO_MODE_SYMLINK: u32 = 1 << 27;
-
-/// vimigrate-runtime's mark of a post-copy dump in the state directory (its
-/// `StateDir::mark_lazy_dump`): the images of checkpoint `checkpoint` hold no memory.
-fn lazy_dump_mark(checkpoint: &str) -> String {
-    format!("lazy-dump-{checkpoint}")
-}
 
 /// What the caller lets heal do beyond keeping or resuming a copy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -15,7 +15,8 @@
 //!   the rest follows in the background; the source is released only once every page arrived.
 //!   Its price: a failure of the source or of the link inside that window loses the state the
 //!   service built since the restore (the memory is split between the hosts; neither copy can
-//!   run on), so it is only taken when asked for;
+//!   run on, unless CRIU alone died on the source, which releases its processes whole and keeps
+//!   that copy), so it is only taken when asked for;
 //! - `auto`: pre-copy where the source tracks dirty memory (and both runtimes can), else
 //!   stop-and-copy, the reason in the plan and the report; never post-copy.
 
@@ -91,13 +92,14 @@ pub(crate) fn pre_copy_refusal(
     (src_name, src): (&str, Option<&HostFacts>),
     (dst_name, dst): (&str, Option<&HostFacts>),
 ) -> Option<String> {
-    if !direct {
-        return Some("pre-copy needs the direct path (vimigrate-runtime on both hosts)".into());
-    }
-    for (name, facts) in [(src_name, src), (dst_name, dst)] {
-        if !facts.is_some_and(|f| f.runtime_has(vimigrate_protocol::PRE_COPY)) {
-            return Some(format!("the vimigrate-runtime on `{name}` cannot pre-copy (no runtime release has it yet)"));
-        }
+    if let Some(refusal) = runtime_refusal(
+        direct,
+        "pre-copy",
+        vimigrate_protocol::PRE_COPY,
+        "pre-copy",
+        [(src_name, src), (dst_name, dst)],
+    ) {
+        return Some(refusal);
     }
     if !src.is_some_and(|f| f.criu_supports(DIRTY_TRACKING)) {
         return Some(format!(
@@ -119,15 +121,14 @@ pub(crate) fn post_copy_refusal(
     (src_name, src): (&str, Option<&HostFacts>),
     (dst_name, dst): (&str, Option<&HostFacts>),
 ) -> Option<String> {
-    if !direct {
-        return Some("post-copy needs the direct path (vimigrate-runtime on both hosts)".into());
-    }
-    for (name, facts) in [(src_name, src), (dst_name, dst)] {
-        if !facts.is_some_and(|f| f.runtime_has(POST_COPY_FEATURE)) {
-            return Some(format!(
-                "the vimigrate-runtime on `{name}` cannot relay memory pages (install this version's)"
-            ));
-        }
+    if let Some(refusal) = runtime_refusal(
+        direct,
+        "post-copy",
+        POST_COPY_FEATURE,
+        "relay memory pages",
+        [(src_name, src), (dst_name, dst)],
+    ) {
+        return Some(refusal);
     }
     for (name, facts) in [(src_name, src), (dst_name, dst)] {
         if let Some(problem) = facts.and_then(HostFacts::lazy_pages_pipe_problem) {
@@ -141,6 +142,23 @@ pub(crate) fn post_copy_refusal(
         ));
     }
     None
+}
+
+/// What both memory modes but stop-and-copy need: the direct path (the memory crosses between
+/// the two runtimes) and runtime `feature` on both hosts, which lets them `do_what`.
+fn runtime_refusal(
+    direct: bool,
+    mode: &str,
+    feature: &str,
+    do_what: &str,
+    hosts: [(&str, Option<&HostFacts>); 2],
+) -> Option<String> {
+    if !direct {
+        return Some(format!("{mode} needs the direct path (vimigrate-runtime on both hosts)"));
+    }
+    hosts.into_iter().find(|(_, facts)| !facts.is_some_and(|f| f.runtime_has(feature))).map(|(name, _)| {
+        format!("the vimigrate-runtime on `{name}` cannot {do_what} (install this version's on both hosts)")
+    })
 }
 
 #[cfg(test)]

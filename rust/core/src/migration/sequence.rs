@@ -240,13 +240,33 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
         }
     }
 
-    /// After a post-copy that broke once the destination ran: no copy can run on (see
-    /// [`Rollback::Lost`]). The destination's container is made sure not to run (its runtime
-    /// kills it when the pages stop coming) and kept, stopped; the rest goes as after a success.
+    /// After a post-copy that broke once the destination ran. The destination's copy stops
+    /// either way (its runtime kills it when the pages stop coming; this makes sure). When the
+    /// source's processes outlived the failure whole, the service goes on there from where it
+    /// was frozen: the rest is undone as in any rollback ([`Rollback::Resumed`]; only what the
+    /// destination did since its restore is gone, and the cause says for how long). Otherwise
+    /// no copy can run on ([`Rollback::Lost`]): the destination's container is kept, stopped,
+    /// and the rest goes as after a success. A destination that cannot be made sure to stop
+    /// never has a running source beside it: the source goes too.
     async fn settle_lost(&mut self) -> Rollback {
         let destination = self.destination_id().to_string();
-        if let Err(e) = self.ctx.dst.kill_container(&destination).await {
-            tracing::warn!(error = %e.report(), "the destination container could not be made sure to stop");
+        let stopped = match self.ctx.dst.kill_container(&destination).await {
+            Ok(_) => matches!(self.ctx.dst.is_running(&destination).await, Ok(false)),
+            Err(e) => {
+                tracing::warn!(error = %e.report(), "the destination container could not be made sure to stop");
+                false
+            }
+        };
+        let source_runs =
+            self.path.source_runs_on() && matches!(self.ctx.src.is_running(&self.ctx.source.id).await, Ok(true));
+        if source_runs && stopped {
+            return roll_back(&self.ctx, &mut self.path, &mut self.undo).await;
+        }
+        if source_runs {
+            tracing::warn!("the source runs on but the destination's copy was not seen stopped: the source goes too");
+            if let Err(e) = self.ctx.src.kill_container(&self.ctx.source.id).await {
+                tracing::warn!(error = %e.report(), "the source container could not be stopped");
+            }
         }
         self.clean_up().await;
         Rollback::Lost { provider: self.ctx.dst.name().to_string(), container: destination }

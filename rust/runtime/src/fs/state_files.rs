@@ -9,15 +9,13 @@ use std::path::{Path, PathBuf};
 
 use vimigrate_protocol::{
     CriuOptions, Directive, RuntimeStatus, TcpMode, ABORT_FILE, CRIU_CONF_FILE, DIRECTIVE_FILE, DIRECTIVE_VERSION,
-    PAGES_STATUS_FILE, STATE_DIR, STATUS_FILE,
+    PAGES_STATUS_FILE, RESTORED_MARK, STATE_DIR, STATUS_FILE,
 };
 
 use crate::error::RuntimeError;
 
 /// Where runc's CRIU options live host-wide; the per-container file starts from it.
 pub const HOST_CRIU_CONF: &str = "/etc/criu/runc.conf";
-/// Left by a restore for the `start` call that follows it.
-const RESTORED_MARK: &str = "restored";
 
 /// `<container dir>/vimigrate`.
 #[derive(Debug, Clone)]
@@ -146,13 +144,13 @@ impl StateDir {
     /// stayed in the frozen processes), so it can never be restored from here.
     pub fn mark_lazy_dump(&self, migration: &str) -> Result<(), RuntimeError> {
         self.ensure()?;
-        let path = self.dir.join(format!("lazy-dump-{migration}"));
+        let path = self.dir.join(vimigrate_protocol::lazy_dump_mark(migration));
         write_private(&path, b"").map_err(RuntimeError::io("dump", format!("write {}", path.display())))
     }
 
     /// Whether checkpoint `migration` is a post-copy dump (see [`StateDir::mark_lazy_dump`]).
     pub fn is_lazy_dump(&self, migration: &str) -> bool {
-        self.dir.join(format!("lazy-dump-{migration}")).exists()
+        self.dir.join(vimigrate_protocol::lazy_dump_mark(migration)).exists()
     }
 
     /// Writes the container's CRIU configuration: the host's `/etc/criu/runc.conf`, with this

@@ -62,6 +62,16 @@ pub struct SendReport {
     pub wire_bytes: u64,
 }
 
+impl SendReport {
+    /// Copies these figures into the status the broker reads.
+    pub fn record(&self, stats: &mut vimigrate_protocol::RuntimeStats) {
+        stats.image_bytes = self.image_bytes;
+        stats.file_bytes = self.file_bytes;
+        stats.file_entries = self.file_entries;
+        stats.wire_bytes = self.wire_bytes;
+    }
+}
+
 /// An open connection to the receiver.
 pub struct Sender {
     out: BufWriter<StreamOwned<ClientConnection, TcpStream>>,

@@ -49,6 +49,8 @@ pub(crate) struct DirectPath {
     layer: Option<LayerSync>,
     /// Post-copy: the source's checkpoint call, which returns once every page went.
     serving: Option<tokio::task::JoinHandle<Result<(), Error>>>,
+    /// Post-copy failed after the restore, and the source's runtime said its processes run on.
+    source_runs: bool,
 }
 
 impl DirectPath {
@@ -266,14 +268,21 @@ impl CheckpointPath<Provider> for DirectPath {
             stats.criu_dump = status.stats.criu_dump.clone();
             stats.runtime_peak_rss_kib = stats.runtime_peak_rss_kib.max(status.stats.peak_rss_kib);
         }
-        match (status.map(|s| s.state), called) {
+        let source_runs = status.as_ref().and_then(|s| s.error.as_ref()).is_some_and(|e| e.source_runs);
+        let released = match (status.map(|s| s.state), called) {
             (Some(RuntimeState::Dumped), _) => Ok(()),
             // The runtime's report says what was lost, and when.
             (_, called) => Err(transfer.reported_failure(Side::Source).await.unwrap_or_else(|| match called {
                 Ok(Err(e)) => e,
                 _ => not_prepared("the source's report of the page transfer"),
             })),
-        }
+        };
+        self.source_runs = source_runs;
+        released
+    }
+
+    fn source_runs_on(&self) -> bool {
+        self.source_runs
     }
 
     async fn withdraw(&mut self, _ctx: &Ctx<'_, Provider>) {

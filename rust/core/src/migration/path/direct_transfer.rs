@@ -339,10 +339,12 @@ impl DirectTransfer {
             .filter(|r| r.migration == self.migration)
             .and_then(|r| r.error)
             .or_else(|| probe.and_then(|status| status.error))
-            .unwrap_or_else(|| RuntimeFailure {
-                step: "pre-copy".into(),
-                message: "the runtime left no record of the rounds (is it older than this engine?)".into(),
-                retryable: false,
+            .unwrap_or_else(|| {
+                RuntimeFailure::new(
+                    "pre-copy",
+                    "the runtime left no record of the rounds (is it older than this engine?)",
+                    false,
+                )
             });
         Err(RuntimeStepError {
             provider: self.src.name().to_string(),

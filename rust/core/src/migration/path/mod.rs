@@ -130,13 +130,20 @@ pub(crate) trait CheckpointPath<H: Host>: Send {
 
     /// After the restore, post-copy only: waits until every page reached the destination and
     /// the source is released. A failure here comes after the destination ran: the source's
-    /// copy is gone (see [`crate::migration::memory`]), so it is not rolled back.
+    /// copy is gone (see [`crate::migration::memory`]) unless [`CheckpointPath::source_runs_on`].
     fn release_source(
         &mut self,
         _ctx: &Ctx<'_, H>,
         _stats: &mut MigrationStats,
     ) -> impl Future<Output = Result<(), Error>> + Send {
         async { Ok(()) }
+    }
+
+    /// After [`CheckpointPath::release_source`] failed: whether the source's runtime reported
+    /// its processes whole and running on (CRIU ended without ending them), so that the source,
+    /// not the destination's half of the memory, is the copy to keep.
+    fn source_runs_on(&self) -> bool {
+        false
     }
 
     /// Rollback, first: a destination still waiting for the transfer is told to give up.
