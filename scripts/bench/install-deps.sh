@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make bench` needs beyond the lab: Podman 4.3 (a baseline, with runc and
-# netavark; Debian 12) and matplotlib in the project's .venv (the plot).
+# netavark; Debian 12), the newest Podman Debian offers (install-podman.sh: sid's,
+# unpacked into a prefix of its own) and matplotlib in the project's .venv (the plot).
 # Idempotent. Not needed by `make test`.
 set -euo pipefail
 # shellcheck source=scripts/lab/common.sh
@@ -16,4 +17,5 @@ if ((${#missing[@]})); then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
+bash "$REPO_ROOT/scripts/lab/install-podman.sh"
 "$REPO_ROOT/.venv/bin/python" -c 'import matplotlib' 2>/dev/null || "$REPO_ROOT/.venv/bin/python" -m pip install -q "matplotlib>=3.7"

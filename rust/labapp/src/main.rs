@@ -22,6 +22,10 @@
 //!   or `text` (JSON-like records, as an application's heap holds: compressible)
 //! - `DIRTY_PERCENT` rewrite this percentage of that memory every second, spread
 //!   over the second (the workload pre-copy has to chase)
+//! - `THP`        `never`: no transparent huge pages for this process
+//!   (`prctl(PR_SET_THP_DISABLE)`, as Redis's operators are told to do): with
+//!   them a kernel tracks dirty memory per 2 MiB page, so scattered writes
+//!   dirty far more than they touch
 
 mod http;
 mod resp;
@@ -313,6 +317,12 @@ fn keep_dirtying(held: &'static mut [u8], percent: usize, text: bool) {
 }
 
 fn main() {
+    if env::var("THP").is_ok_and(|t| t == "never") {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+            eprintln!("THP=never: prctl(PR_SET_THP_DISABLE) failed: {}", std::io::Error::last_os_error());
+        }
+    }
     let text = env::var("MEM_KIND").is_ok_and(|k| k == "text");
     let held = env::var("MEM_MIB").ok().and_then(|m| m.parse::<usize>().ok()).map(|mib| hold_memory(mib, text));
     if let Some(held) = held {
