@@ -10,7 +10,7 @@
 //! started together, and rolls every member back when one fails.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, ProviderError};
 use crate::migration::error::{MigrationError, Rollback};
@@ -20,6 +20,9 @@ use crate::migration::plan::PlannedPath;
 use crate::migration::report::{MigrationReport, MigrationStats, Phase, ProgressEvent};
 use crate::migration::rollback::{restore_host_options, roll_back};
 use crate::migration::undo::Undo;
+
+/// How long a post-copy's settling waits for a killed destination container to stop.
+const STOP_PATIENCE: Duration = Duration::from_secs(10);
 use crate::provider::labels::MIGRATION_NETWORK_LABEL;
 
 /// Milliseconds since `since`.
@@ -250,13 +253,7 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
     /// never has a running source beside it: the source goes too.
     async fn settle_lost(&mut self) -> Rollback {
         let destination = self.destination_id().to_string();
-        let stopped = match self.ctx.dst.kill_container(&destination).await {
-            Ok(_) => matches!(self.ctx.dst.is_running(&destination).await, Ok(false)),
-            Err(e) => {
-                tracing::warn!(error = %e.report(), "the destination container could not be made sure to stop");
-                false
-            }
-        };
+        let stopped = self.destination_stopped(&destination).await;
         let source_runs =
             self.path.source_runs_on() && matches!(self.ctx.src.is_running(&self.ctx.source.id).await, Ok(true));
         if source_runs && stopped {
@@ -270,6 +267,23 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
         }
         self.clean_up().await;
         Rollback::Lost { provider: self.ctx.dst.name().to_string(), container: destination }
+    }
+
+    /// Kills the destination's container and waits until Docker sees it stopped (a kill only
+    /// sends the signal); `false` when it cannot be made sure of within [`STOP_PATIENCE`].
+    async fn destination_stopped(&self, destination: &str) -> bool {
+        if let Err(e) = self.ctx.dst.kill_container(destination).await {
+            tracing::warn!(error = %e.report(), "the destination container could not be made sure to stop");
+            return false;
+        }
+        let deadline = Instant::now() + STOP_PATIENCE;
+        loop {
+            match self.ctx.dst.is_running(destination).await {
+                Ok(false) => return true,
+                _ if Instant::now() >= deadline => return false,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// The report of a successful migration.
