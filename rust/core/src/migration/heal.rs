@@ -25,6 +25,7 @@ use bollard::query_parameters::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{is_not_found, Error, ProviderError};
+use crate::migration::host::kill_and_wait;
 use crate::migration::lock::{lock_name, LOCK_LABEL};
 use crate::migration::path::direct::DOCKER_CHECKPOINT_SUFFIX;
 use crate::migration::path::direct_transfer::{local_restore_directive, place_directive, MOUNT};
@@ -595,19 +596,13 @@ async fn use_up_restored_mark(provider: &Provider, helper: &str, id: &str) -> Re
     let step = || format!("use up the restore mark left for container {id}");
     provider.docker().start_container(id, None::<StartContainerOptions>).await.map_err(provider.api_error(step()))?;
     // A start that ran the process after all ends here too: its state is lost either way.
-    let killed = provider.kill_container(id).await;
-    let deadline = Instant::now() + STOP;
-    while provider.inspect_deployed(id).await?.is_some_and(|c| c.running) {
-        if Instant::now() > deadline {
-            killed?;
-            return Err(ProviderError::Failed {
-                provider: provider.name().to_string(),
-                step: step(),
-                detail: format!("the start that used it up still runs {} s after a kill", STOP.as_secs()),
-            }
-            .into());
+    if !kill_and_wait(provider, id, STOP).await? {
+        return Err(ProviderError::Failed {
+            provider: provider.name().to_string(),
+            step: step(),
+            detail: format!("the start that used it up still runs {} s after a kill", STOP.as_secs()),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        .into());
     }
     match state_entry(provider, helper, RESTORED_MARK).await? {
         StateEntry::Absent => Ok(()),

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::migration::clone::CloneChanges;
@@ -79,6 +80,22 @@ pub(crate) trait Host: Sync {
         image: &str,
         previous: Option<Vec<u8>>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// Kills `container` and waits up to `patience` until it is seen stopped (a kill only sends
+/// the signal): `Ok(true)` once it is; `Ok(false)` when it still runs then, or the kill's own
+/// error if that failed.
+pub(crate) async fn kill_and_wait<H: Host>(host: &H, container: &str, patience: Duration) -> Result<bool, Error> {
+    let killed = host.kill_container(container).await;
+    let deadline = Instant::now() + patience;
+    while host.is_running(container).await? {
+        if Instant::now() >= deadline {
+            killed?;
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(true)
 }
 
 impl Host for Provider {

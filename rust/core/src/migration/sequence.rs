@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ProviderError};
 use crate::migration::error::{MigrationError, Rollback};
-use crate::migration::host::Host;
+use crate::migration::host::{kill_and_wait, Host};
 use crate::migration::path::{CheckpointPath, Ctx, InPhase, StepError};
 use crate::migration::plan::PlannedPath;
 use crate::migration::report::{MigrationReport, MigrationStats, Phase, ProgressEvent};
@@ -253,7 +253,13 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
     /// never has a running source beside it: the source goes too.
     async fn settle_lost(&mut self) -> Rollback {
         let destination = self.destination_id().to_string();
-        let stopped = self.destination_stopped(&destination).await;
+        let stopped = match kill_and_wait(self.ctx.dst, &destination, STOP_PATIENCE).await {
+            Ok(stopped) => stopped,
+            Err(e) => {
+                tracing::warn!(error = %e.report(), "the destination container could not be made sure to stop");
+                false
+            }
+        };
         let source_runs =
             self.path.source_runs_on() && matches!(self.ctx.src.is_running(&self.ctx.source.id).await, Ok(true));
         if source_runs && stopped {
@@ -267,23 +273,6 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
         }
         self.clean_up().await;
         Rollback::Lost { provider: self.ctx.dst.name().to_string(), container: destination }
-    }
-
-    /// Kills the destination's container and waits until Docker sees it stopped (a kill only
-    /// sends the signal); `false` when it cannot be made sure of within [`STOP_PATIENCE`].
-    async fn destination_stopped(&self, destination: &str) -> bool {
-        if let Err(e) = self.ctx.dst.kill_container(destination).await {
-            tracing::warn!(error = %e.report(), "the destination container could not be made sure to stop");
-            return false;
-        }
-        let deadline = Instant::now() + STOP_PATIENCE;
-        loop {
-            match self.ctx.dst.is_running(destination).await {
-                Ok(false) => return true,
-                _ if Instant::now() >= deadline => return false,
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
     }
 
     /// The report of a successful migration.
