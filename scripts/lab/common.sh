@@ -404,6 +404,34 @@ private_apt_opts() {
 	apt-get "${APT_OPTS[@]}" -qq update
 }
 
+# unpack_closure WHAT APT_DIR SUITE STAGE PKG...: downloads the PKGs of Debian
+# SUITE with their whole closure (private_apt_opts in APT_DIR), unpacks them into
+# a fresh STAGE and writes STAGE/versions (each package and its version, for
+# lab.json and lab-status). WHAT names the caller in messages.
+unpack_closure() {
+	local what=$1 apt_dir=$2 suite=$3 stage=$4 deb
+	shift 4
+	private_apt_opts "$apt_dir" deb "$suite"
+	rm -f "$apt_dir"/cache/archives/*.deb
+	apt-get "${APT_OPTS[@]}" -y -qq install --download-only "$@" >/dev/null
+	local debs=("$apt_dir"/cache/archives/*.deb)
+	[[ -e ${debs[0]} ]] || die "$what: apt downloaded nothing for $suite"
+	rm -rf "$stage"
+	mkdir -p "$stage"
+	for deb in "${debs[@]}"; do dpkg-deb -x "$deb" "$stage"; done
+	for deb in "${debs[@]}"; do dpkg-deb -f "$deb" Package Version | paste -sd' '; done |
+		awk '{print $2, $4}' | sort >"$stage/versions"
+}
+
+# replace_tree STAGE ROOT: STAGE takes ROOT's place; the old ROOT is removed.
+replace_tree() {
+	local stage=$1 root=$2
+	rm -rf "$root.old"
+	[[ ! -e $root ]] || mv "$root" "$root.old"
+	mv "$stage" "$root"
+	rm -rf "$root.old"
+}
+
 # --- network (used by up.sh and provider-nocriu.sh) ---------------------------
 
 # True when /run/netns/$1 is a live namespace, not a file left by a reboot

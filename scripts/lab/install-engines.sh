@@ -40,15 +40,9 @@ install_engine() {
 	local suite=$1
 	local apt_dir="$LAB_DATA/engines-apt/$suite" stage root="$ENGINES_PREFIX/$suite" b
 	log "engines: unpacking Debian $suite's ${ENGINE_PACKAGES[*]} into $root"
-	private_apt_opts "$apt_dir" deb "$suite"
-	rm -f "$apt_dir"/cache/archives/*.deb
-	apt-get "${APT_OPTS[@]}" -y -qq install --download-only "${ENGINE_PACKAGES[@]}" >/dev/null
-	local debs=("$apt_dir"/cache/archives/*.deb)
-	[[ -e ${debs[0]} ]] || die "engines: apt downloaded nothing for $suite"
 	stage="$root.new"
-	rm -rf "$stage"
+	unpack_closure engines "$apt_dir" "$suite" "$stage" "${ENGINE_PACKAGES[@]}"
 	mkdir -p "$stage/bin"
-	for deb in "${debs[@]}"; do dpkg-deb -x "$deb" "$stage"; done
 	for b in "${ENGINE_BINARIES[@]}"; do
 		[[ -x $stage/$b ]] || die "engines: $suite's packages lack $b"
 		ln -s "../$b" "$stage/bin/$(basename "$b")"
@@ -56,13 +50,7 @@ install_engine() {
 	local libpath="$root/usr/lib/$MULTIARCH:$root/lib/$MULTIARCH"
 	patchelf --set-interpreter "$root/usr/lib/$MULTIARCH/ld-linux-x86-64.so.2" \
 		--set-rpath "$libpath" "$stage/usr/sbin/runc"
-	# The versions the packages carry, for lab.json and lab-status.
-	for deb in "${debs[@]}"; do dpkg-deb -f "$deb" Package Version | paste -sd' '; done |
-		awk '{print $2, $4}' | sort >"$stage/versions"
-	rm -rf "$root.old"
-	[[ ! -e $root ]] || mv "$root" "$root.old"
-	mv "$stage" "$root"
-	rm -rf "$root.old"
+	replace_tree "$stage" "$root"
 	engine_ok "$suite" || die "engines: $suite's binaries do not run from $root"
 	log "engines: $suite: $("$root/bin/dockerd" --version)"
 }

@@ -36,14 +36,7 @@ podman_ok() {
 install_podman() {
 	local apt_dir="$LAB_DATA/engines-apt/podman-$SUITE" stage="$ROOT.new" b
 	log "podman: unpacking Debian $SUITE's ${PODMAN_PACKAGES[*]} into $ROOT"
-	private_apt_opts "$apt_dir" deb "$SUITE"
-	rm -f "$apt_dir"/cache/archives/*.deb
-	apt-get "${APT_OPTS[@]}" -y -qq install --download-only "${PODMAN_PACKAGES[@]}" >/dev/null
-	local debs=("$apt_dir"/cache/archives/*.deb)
-	[[ -e ${debs[0]} ]] || die "podman: apt downloaded nothing for $SUITE"
-	rm -rf "$stage"
-	mkdir -p "$stage"
-	for deb in "${debs[@]}"; do dpkg-deb -x "$deb" "$stage"; done
+	unpack_closure podman "$apt_dir" "$SUITE" "$stage" "${PODMAN_PACKAGES[@]}"
 	local libpath="$ROOT/usr/lib/$MULTIARCH:$ROOT/lib/$MULTIARCH"
 	for b in "${PODMAN_BINARIES[@]}"; do
 		[[ -x $stage/$b ]] || die "podman: $SUITE's packages lack $b"
@@ -65,12 +58,7 @@ install_podman() {
 		firewall_driver = "iptables"
 		network_config_dir = "$LAB_DATA/podman-$SUITE/networks"
 	EOF
-	for deb in "${debs[@]}"; do dpkg-deb -f "$deb" Package Version | paste -sd' '; done |
-		awk '{print $2, $4}' | sort >"$stage/versions"
-	rm -rf "$ROOT.old"
-	[[ ! -e $ROOT ]] || mv "$ROOT" "$ROOT.old"
-	mv "$stage" "$ROOT"
-	rm -rf "$ROOT.old"
+	replace_tree "$stage" "$ROOT"
 	podman_ok || die "podman: $SUITE's binaries do not run from $ROOT"
 	log "podman: $("$ROOT/usr/bin/podman" --version)"
 }
