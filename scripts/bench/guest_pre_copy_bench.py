@@ -140,7 +140,7 @@ def main() -> int:
             {"date": day, "machine": f"the lab's qemu guest (TCG), kernel {guest.kernel}", "command": command,
              "rows": rows, "targets": targets, "runs": every}, indent=2))
         stem.with_suffix(".table.md").write_text(f"Measured {day} in the lab's emulated guest (kernel {guest.kernel});"
-                                           f" command: `{command}`.\n\n{table}\n")
+                                                 f" command: `{command}`.\n\n{table}\n")
         print(f"wrote {stem}.json and .table.md", file=sys.stderr)
     return 0
 

@@ -45,7 +45,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -57,7 +56,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from migration_bench import APP_ENV, LABAPP, PORT, ROOT, WORK, Lab, Prober, dir_bytes, prepare, sh, wait_for_memory
+from migration_bench import (
+    APP_ENV,
+    LABAPP,
+    PORT,
+    ROOT,
+    WORK,
+    Lab,
+    Prober,
+    dir_bytes,
+    machine_description,
+    prepare,
+    sh,
+    stack_versions,
+    wait_for_memory,
+)
 
 WORKLOADS: dict[str, dict[str, str]] = {
     "incompressible": {},
@@ -380,20 +393,24 @@ def by_podman(newest: bool) -> Callable[[Lab, int, str, Prober], Run]:
 
 # --- the run -------------------------------------------------------------------------------------
 
-# (method, mode, compression) -> how it runs.
+# A method: (method, mode, compression).
+SAC_AUTO = ("vimigrate", "stop-and-copy", "auto")
+SAC_OFF = ("vimigrate", "stop-and-copy", "off")
+POST = ("vimigrate", "post-copy", "auto")
+CRIU_PS = ("criu-page-server", "stop-and-copy", None)
+CRIU_LAZY = ("criu-lazy", "post-copy", None)
+# Each method -> how it runs, in the order the runs interleave.
 METHODS: dict[tuple[str, str, str | None], Callable[[Lab, int, str, Prober], Run]] = {
-    ("vimigrate", "stop-and-copy", "auto"): by_vimigrate("stop-and-copy", "auto"),
-    ("vimigrate", "stop-and-copy", "off"): by_vimigrate("stop-and-copy", "off"),
-    ("vimigrate", "post-copy", "auto"): by_vimigrate("post-copy", "auto"),
+    SAC_AUTO: by_vimigrate("stop-and-copy", "auto"),
+    SAC_OFF: by_vimigrate("stop-and-copy", "off"),
+    POST: by_vimigrate("post-copy", "auto"),
     ("criu-disk", "stop-and-copy", None): by_criu_disk,
-    ("criu-page-server", "stop-and-copy", None): by_criu_page_server,
-    ("criu-lazy", "post-copy", None): by_criu_lazy,
+    CRIU_PS: by_criu_page_server,
+    CRIU_LAZY: by_criu_lazy,
     ("podman-4.3", "stop-and-copy", None): by_podman(newest=False),
     ("podman-newest", "stop-and-copy", None): by_podman(newest=True),
 }
 ALL_METHODS = list(METHODS)
-SAC_AUTO, SAC_OFF, POST = ALL_METHODS[0], ALL_METHODS[1], ALL_METHODS[2]
-CRIU_PS, CRIU_LAZY = ALL_METHODS[4], ALL_METHODS[5]
 
 
 def plan(links: list[int | None]) -> list[tuple[int | None, str, list[tuple]]]:
@@ -562,15 +579,9 @@ def main() -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         day = datetime.date.today().isoformat()
-        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        machine = (f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, "
-                   f"kernel {platform.release()}, Debian {Path('/etc/debian_version').read_text().strip()}")
-        versions = {
-            "docker": lab.docker("provider-a", "version", "-f", "{{.Server.Version}}"),
-            "criu": sh(["criu", "--version"]).stdout.split("\n")[0],
-            "podman": sh(["podman", "--version"], check=False).stdout.strip(),
-            "podman_newest": sh([str(PODMAN_NEW / "usr/bin/podman"), "--version"], check=False).stdout.strip(),
-        }
+        machine = machine_description()
+        versions = {**stack_versions(lab),
+                    "podman_newest": sh([str(PODMAN_NEW / "usr/bin/podman"), "--version"], check=False).stdout.strip()}
         command = (f"make bench-memory (scripts/bench/memory_bench.py --mib {args.mib} --runs {args.runs} "
                    f"--links {args.links})")
         stem = args.out / f"{day}-memory"

@@ -389,6 +389,22 @@ def plot(rows: list[dict], methods: list[str], path: Path, title: str) -> None:
     fig.savefig(path)
 
 
+def machine_description() -> str:
+    """This machine, as the results name it: cores, memory, kernel, Debian release."""
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, "
+            f"kernel {platform.release()}, Debian {Path('/etc/debian_version').read_text().strip()}")
+
+
+def stack_versions(lab: Lab) -> dict[str, str]:
+    """The versions the results were measured with: provider-a's Docker, CRIU, Podman."""
+    return {
+        "docker": lab.docker("provider-a", "version", "-f", "{{.Server.Version}}"),
+        "criu": sh(["criu", "--version"]).stdout.split("\n")[0],
+        "podman": sh(["podman", "--version"], check=False).stdout.strip(),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,500", help="MiB of touched memory, comma-separated")
@@ -423,14 +439,7 @@ def main() -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         day = datetime.date.today().isoformat()
-        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        machine = (f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, "
-                   f"kernel {platform.release()}, Debian {Path('/etc/debian_version').read_text().strip()}")
-        versions = {
-            "docker": lab.docker("provider-a", "version", "-f", "{{.Server.Version}}"),
-            "criu": sh(["criu", "--version"]).stdout.split("\n")[0],
-            "podman": sh(["podman", "--version"], check=False).stdout.strip(),
-        }
+        machine, versions = machine_description(), stack_versions(lab)
         command = (f"make bench (scripts/bench/migration_bench.py --sizes {args.sizes} --runs {args.runs} "
                    f"--methods {args.methods})")
         (args.out / f"{day}.json").write_text(json.dumps(
