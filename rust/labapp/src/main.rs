@@ -22,6 +22,10 @@
 //!   or `text` (JSON-like records, as an application's heap holds: compressible)
 //! - `DIRTY_PERCENT` rewrite this percentage of that memory every second, spread
 //!   over the second (the workload pre-copy has to chase)
+//! - `WORKER_KEY` also run a worker: its own persistent connection to Redis,
+//!   named `worker` (`CLIENT SETNAME`, so that its identity shows in Redis's
+//!   `CLIENT LIST`), doing `INCR <key>` every 10 ms; on an error it reconnects
+//!   and goes on (a migration test sees a new client id)
 //! - `THP`        `never`: no transparent huge pages for this process
 //!   (`prctl(PR_SET_THP_DISABLE)`, as Redis's operators are told to do): with
 //!   them a kernel tracks dirty memory per 2 MiB page, so scattered writes
@@ -316,7 +320,31 @@ fn keep_dirtying(held: &'static mut [u8], percent: usize, text: bool) {
     });
 }
 
+/// The worker's loop (see `WORKER_KEY`): its own connection, named, one INCR every 10 ms.
+fn work(key: String) {
+    let mut redis = Redis::new();
+    loop {
+        if redis.conn.is_none() {
+            let named = redis.connect().and_then(|()| redis.roundtrip(&[b"CLIENT", b"SETNAME", b"worker"]));
+            if let Err(e) = named {
+                println!("worker: redis not reachable: {e}");
+                redis.conn = None;
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        if let Err(e) = redis.roundtrip(&[b"INCR", key.as_bytes()]) {
+            println!("worker: INCR {key} failed: {e}; reconnecting");
+            redis.conn = None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn main() {
+    if let Ok(key) = env::var("WORKER_KEY") {
+        thread::spawn(move || work(key));
+    }
     if env::var("THP").is_ok_and(|t| t == "never") {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {

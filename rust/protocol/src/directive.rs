@@ -144,12 +144,16 @@ impl Default for PreCopy {
     }
 }
 
-/// A failure the source's wrapper provokes on purpose, for tests.
+/// A failure a runtime provokes on purpose, for the project's own tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
-    /// Flip a byte of the image stream after it was hashed: the destination must catch it.
+    /// The source flips a byte of the image stream after it was hashed: the destination must
+    /// catch it.
     CorruptStream,
+    /// The destination fails its restore once everything arrived, as a CRIU restore that fails
+    /// would: the migration (or its whole group) must resume on the source.
+    FailRestore,
 }
 
 /// Where the source's wrapper connects to.
@@ -184,6 +188,14 @@ pub struct RestoreDirective {
     /// the container is killed here if they stop coming.
     #[serde(default, skip_serializing_if = "is_false")]
     pub lazy_pages: bool,
+    /// Rewrite the addresses of the dumped inet sockets by `address_map` before the restore,
+    /// both ends of each connection: a group's members keep their connections to each other
+    /// across a remapped subnet.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rewrite_sockets: bool,
+    /// Fault injection for the project's own tests ([`Fault::FailRestore`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
 }
 
 /// The destination's receiver.
@@ -276,6 +288,8 @@ mod tests {
                 peer_files: vec![],
                 address_map: BTreeMap::new(),
                 lazy_pages: false,
+                rewrite_sockets: false,
+                fault: None,
             }),
         }
     }

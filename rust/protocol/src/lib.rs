@@ -69,7 +69,7 @@ pub mod secret;
 pub mod status;
 
 pub use address_rewrite::rewrite_addresses;
-pub use criu_sockets::{socket_addresses, SocketAddresses, FILES_IMAGE};
+pub use criu_sockets::{rewrite_socket_addresses, socket_addresses, SocketAddresses, SocketRewrite, FILES_IMAGE};
 pub use criu_stats::{
     parse_dump_stats, parse_restore_stats, CriuImageError, DumpStats, RestoreStats, DUMP_STATS_FILE, RESTORE_STATS_FILE,
 };

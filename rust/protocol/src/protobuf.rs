@@ -58,6 +58,43 @@ pub(crate) fn for_each_field<'a>(
     Ok(())
 }
 
+/// As [`for_each_field`], also giving each field's encoded bytes (its key included), so that a
+/// caller can copy the fields it does not change as they were.
+pub(crate) fn for_each_field_raw<'a>(
+    message: &'a [u8],
+    mut visit: impl FnMut(u32, Value<'a>, &'a [u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut reader = Reader { buf: message, pos: 0 };
+    while !reader.at_end() {
+        let start = reader.pos;
+        let (number, value) = reader.field(0)?;
+        visit(number, value, &message[start..reader.pos])?;
+    }
+    Ok(())
+}
+
+/// Appends `value` as a varint.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Appends field `number` as a varint.
+pub(crate) fn put_varint_field(out: &mut Vec<u8>, number: u32, value: u64) {
+    put_varint(out, u64::from(number) << 3);
+    put_varint(out, value);
+}
+
+/// Appends field `number` as length-delimited bytes.
+pub(crate) fn put_bytes_field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+    put_varint(out, (u64::from(number) << 3) | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,

@@ -107,6 +107,13 @@ pub struct RuntimeStats {
     /// wires it only after the restore), held on its loopback while CRIU restored.
     #[serde(default)]
     pub addresses_held: u64,
+    /// Connections whose both ends moved with the group across a remapped subnet: restored on
+    /// their new addresses (see [`crate::rewrite_socket_addresses`]).
+    #[serde(default)]
+    pub sockets_kept: u64,
+    /// Connections to outside the group whose own address changed: restored closed.
+    #[serde(default)]
+    pub sockets_closed: u64,
     /// Post-copy: from the images' end to the last page served (source) or fetched
     /// (destination).
     #[serde(default)]

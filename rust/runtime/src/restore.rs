@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use vimigrate_protocol::rewrite_addresses;
-use vimigrate_protocol::{parse_restore_stats, socket_addresses, FILES_IMAGE, RESTORE_STATS_FILE};
-use vimigrate_protocol::{Action, Directive, RestoreDirective, RuntimeState, RuntimeStatus};
+use vimigrate_protocol::{
+    parse_restore_stats, rewrite_socket_addresses, socket_addresses, FILES_IMAGE, RESTORE_STATS_FILE,
+};
+use vimigrate_protocol::{Action, Directive, Fault, RestoreDirective, RuntimeState, RuntimeStatus};
 
 use crate::dump::{checked_images_dir, locate};
 use crate::error::RuntimeError;
@@ -21,6 +23,7 @@ use crate::fs::safe::Root;
 use crate::fs::state_files::StateDir;
 use crate::lazy_restore::{FetchPlan, PageFetcher};
 use crate::net::announce;
+use crate::net::inbound_hold;
 use crate::net::prepared_netns;
 use crate::net::restore_addresses;
 use crate::runc::args::Invocation;
@@ -82,9 +85,31 @@ pub fn on_start(inv: &Invocation) -> Outcome {
     }
 }
 
-/// Handles Docker's own restore (`docker start --checkpoint`): runc reads the host's CRIU
-/// options, as without the wrapper.
-pub fn on_docker_restore(_inv: &Invocation) -> Outcome {
+/// Handles Docker's own restore (`docker start --checkpoint`): runc restores with the host's
+/// CRIU options, as without the wrapper. The container is given its own CRIU file first (a
+/// copy of the host's, as at a create), recorded in its spec: runc keeps that in its state,
+/// so that a later dump through this runtime (the direct path, moving it on) reads the
+/// migration's options, not the host's. Without it that dump took the host's `tcp-close`
+/// while its restore asked for `tcp-established`, and CRIU refused ("Need to set the
+/// --tcp-close options").
+pub fn on_docker_restore(inv: &Invocation) -> Outcome {
+    let (Some(id), Some(bundle)) = (inv.container_id(), inv.arg_value("--bundle").or_else(|| inv.arg_value("-b")))
+    else {
+        return Outcome::PassThrough;
+    };
+    let Ok(mut spec) = Spec::load(Path::new(bundle)) else {
+        return Outcome::PassThrough;
+    };
+    let Some(container_dir) = spec.container_dir(id) else {
+        return Outcome::PassThrough;
+    };
+    let log = inv.global_value("--log");
+    let own = StateDir::of(&container_dir)
+        .write_criu_conf(None, None, &[])
+        .and_then(|()| spec.annotate_criu_config(&container_dir));
+    if let Err(e) = own {
+        runc_log::log_error(log, &format!("{} (the container keeps the host's CRIU options)", e.report()));
+    }
     Outcome::PassThrough
 }
 
@@ -116,6 +141,15 @@ fn run_restore(
     if let Some(n) = &netns {
         status.stats.network_ms = u64::try_from(n.elapsed.as_millis()).unwrap_or(u64::MAX);
     }
+    // While it waits, peers restored first must not be reset by this namespace (see
+    // `inbound_hold`).
+    let inbound = netns.as_ref().and_then(|n| {
+        inbound_hold::hold(&n.path)
+            .map_err(|e| {
+                runc_log::log_error(inv.global_value("--log"), &format!("{} (restoring without it)", e.report()))
+            })
+            .ok()
+    });
 
     let mut connection = None;
     if let Some(receive) = &restore.receive {
@@ -149,6 +183,19 @@ fn run_restore(
         state.write_status(&status);
     }
     status.stats.rewrites = rewrite_peer_files(&spec.root, &restore.peer_files, &restore.address_map)?;
+    if restore.rewrite_sockets {
+        let done = rewrite_sockets(&images_dir, &restore.address_map)?;
+        status.stats.sockets_kept = done.kept as u64;
+        status.stats.sockets_closed = done.closed as u64;
+    }
+    if restore.fault == Some(Fault::FailRestore) {
+        return Err(RuntimeError::Runc {
+            step: "restore",
+            command: "restore",
+            status: "not run".into(),
+            log: ": fault fail_restore: this restore fails on purpose (a test)".into(),
+        });
+    }
     // A source with cgroup v1 hierarchies this kernel lacks (known only now, from the images).
     let stubs = crate::cgroup_stubs::stub_lines(&images_dir, &work)
         .map_err(RuntimeError::io("restore", "create the missing cgroup hierarchies' stubs"))?;
@@ -205,6 +252,9 @@ fn run_restore(
     command.arg(id);
     let started = Instant::now();
     let exit = command.status().map_err(RuntimeError::io("restore", format!("run {}", runc.display())));
+    if let Some(Err(e)) = inbound.map(inbound_hold::InboundHold::release) {
+        runc_log::log_error(inv.global_value("--log"), &format!("{} (after the restore)", e.report()));
+    }
     if let Some(fetcher) = fetcher {
         match &exit {
             Ok(e) if e.success() => fetcher.restored(),
@@ -251,6 +301,25 @@ fn run_restore(
     status.state = RuntimeState::Restored;
     state.write_status(&status);
     Ok(0)
+}
+
+/// Rewrites the dumped inet sockets' IPv4 addresses by `address_map` (a group across a
+/// remapped subnet; see [`vimigrate_protocol::rewrite_socket_addresses`]), in place: written
+/// to a new file first, then renamed over the image, so that a failure leaves the dump whole.
+fn rewrite_sockets(
+    images_dir: &Path,
+    address_map: &BTreeMap<String, String>,
+) -> Result<vimigrate_protocol::SocketRewrite, RuntimeError> {
+    let map: BTreeMap<std::net::Ipv4Addr, std::net::Ipv4Addr> =
+        address_map.iter().filter_map(|(old, new)| Some((old.parse().ok()?, new.parse().ok()?))).collect();
+    let path = images_dir.join(FILES_IMAGE);
+    let bytes = std::fs::read(&path).map_err(RuntimeError::io("rewrite", format!("read {}", path.display())))?;
+    let (rewritten, done) =
+        rewrite_socket_addresses(&bytes, &map).map_err(|e| RuntimeError::protocol("rewrite", e.to_string()))?;
+    let staged = images_dir.join(format!("{FILES_IMAGE}.rewritten"));
+    std::fs::write(&staged, &rewritten).map_err(RuntimeError::io("rewrite", format!("write {}", staged.display())))?;
+    std::fs::rename(&staged, &path).map_err(RuntimeError::io("rewrite", format!("replace {}", path.display())))?;
+    Ok(done)
 }
 
 /// Holds in the prepared namespace the addresses the dump's sockets are bound to and it lacks
