@@ -22,6 +22,8 @@ from ._native import (
     dns_plan,
     heal,
     migrate,
+    migrate_group,
+    plan_group,
     self_check,
     version,
 )
@@ -44,6 +46,8 @@ __all__ = [
     "dns_lookup",
     "dns_plan",
     "migrate",
+    "migrate_group",
+    "plan_group",
     "plugin_yaml_path",
     "self_check",
     "version",

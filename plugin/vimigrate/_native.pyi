@@ -14,7 +14,10 @@ from .shapes import (
     DeployedContainer,
     DescribedPlan,
     DnsRecord,
+    GroupPlan,
+    GroupReport,
     HealReport,
+    MemberOutcome,
     MigrationOptions,
     MigrationReport,
     NetworkInfo,
@@ -76,6 +79,8 @@ class MigrationFailedError(VimigrateError):
     retryable: bool
     kind: str
     field: str
+    #: A group's failure (``migrate_group``): where each member runs now.
+    members: list[MemberOutcome]
 
 class Provider:
     """A connection to one provider's Docker Engine."""
@@ -126,6 +131,22 @@ def plan_migration(
 ) -> DescribedPlan:
     """What `migrate` would do with the same arguments, from the same preflight, changing
     nothing: the MigrationPlan, with its description in words under `lines`."""
+
+def migrate_group(
+    destination: Provider,
+    members: Sequence[tuple[Provider, MigrationOptions | Mapping[str, Any]]],
+    progress: Callable[[ProgressEvent], object] | None = None,
+) -> GroupReport:
+    """Live-migrate several containers under one freeze: prepared in parallel, frozen together,
+    restored in parallel, released together; any failure undoes every member (MigrationFailedError
+    with `members`)."""
+
+def plan_group(
+    destination: Provider,
+    members: Sequence[tuple[Provider, MigrationOptions | Mapping[str, Any]]],
+) -> GroupPlan:
+    """What `migrate_group` would do with the same arguments, changing nothing: each member's plan
+    with its `lines`, and the gate in words under `gate`."""
 
 def heal(providers: Sequence[Provider], name: str, *, restart_from_image: bool = False) -> HealReport:
     """Make container `name` run on exactly one of `providers` after a migration that did not

@@ -13,7 +13,7 @@ import time
 from typing import Any, TextIO, cast
 
 from . import _native
-from .shapes import HealReport, MigrationOptions, MigrationReport, ProgressEvent, ProviderConfig
+from .shapes import GroupReport, HealReport, MigrationOptions, MigrationReport, ProgressEvent, ProviderConfig
 
 #: The provider fields the command line takes (`--[from-|to-]FIELD`), the engine's own names.
 _PROVIDER_FIELDS = ("name", "docker_host", "allow_plain_tcp", "public_address", "transfer_address", "transfer_port")
@@ -67,8 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     probe = sub.add_parser("probe", help="report a provider's versions and capabilities")
     _add_provider_args(probe)
     _add_timeout_arg(probe)
-    migrate = sub.add_parser("migrate", help="live-migrate one running container to another provider")
-    migrate.add_argument("container", help="name or id of the running container on the source")
+    migrate = sub.add_parser("migrate", help="live-migrate running containers to another provider (several: as one "
+                                             "group, under one freeze)")
+    migrate.add_argument("containers", nargs="+", metavar="container",
+                         help="name or id of a running container on the source; several move as one group: "
+                              "prepared together, frozen together, restored together, and all rolled back if one "
+                              "fails")
     _add_provider_args(migrate, "from_", "source")
     _add_provider_args(migrate, "to_", "destination")
     migrate.add_argument("--keep-source", action="store_true", help="keep the stopped source container")
@@ -119,15 +123,17 @@ class _Progress:
         self.last_print = 0.0
 
     def __call__(self, event: ProgressEvent) -> None:
+        # A group's events name their member.
+        who = f"{event['container']}: " if "container" in event else ""
         if event["event"] == "phase":
             if self.tty:
                 self.stream.write("\n")
-            self.stream.write(f"{event['phase']}...")
+            self.stream.write(f"{who}{event['phase']}...")
             self.stream.write("\n" if not self.tty else "")
         else:
             now = time.monotonic()
             if self.tty and now - self.last_print > 0.1:
-                self.stream.write(f"\r{event['phase']}... {event['bytes'] / 1e6:.1f} MB")
+                self.stream.write(f"\r{who}{event['phase']}... {event['bytes'] / 1e6:.1f} MB")
                 self.last_print = now
         self.stream.flush()
 
@@ -148,6 +154,16 @@ def _print_stats(report: MigrationReport) -> None:
             print(f"  {group}.{key:<13} {count}", file=sys.stderr)
     for warning in report["warnings"]:
         print(f"  warning: {warning}", file=sys.stderr)
+
+
+def _print_group(report: GroupReport) -> None:
+    stats = report["stats"]
+    for member in report["members"]:
+        _print_stats(member)
+    names = ", ".join(m["container"] for m in report["members"])
+    print(f"group of {stats['members']} ({names}) on {report['destination']}: downtime {stats['downtime_ms']} ms "
+          f"(longest member {stats['longest_member_downtime_ms']} ms), freezes within "
+          f"{stats['freeze_spread_ms']:.2f} ms, total {stats['total_ms']} ms", file=sys.stderr)
 
 
 def heal_how(report: HealReport) -> str:
@@ -177,15 +193,23 @@ def main(argv: list[str] | None = None) -> int:
         else:
             source = _native.Provider.connect(_provider_config(args, "from_"))
             destination = _native.Provider.connect(_provider_config(args, "to_"))
-            options = MigrationOptions(container=args.container, keep_source=args.keep_source,
-                                       verify=not args.no_verify, check_criu=not args.no_criu_check,
-                                       method=args.method, memory=args.memory, compression=args.compression,
-                                       ignore_host_checks=args.ignore_host_checks)
-            if args.checkpoint_name:
-                options["checkpoint_name"] = args.checkpoint_name
-            report = _native.migrate(source, destination, options, _Progress())
-            _print_stats(report)
-            result = report
+            members = []
+            for container in args.containers:
+                options = MigrationOptions(container=container, keep_source=args.keep_source,
+                                           verify=not args.no_verify, check_criu=not args.no_criu_check,
+                                           method=args.method, memory=args.memory, compression=args.compression,
+                                           ignore_host_checks=args.ignore_host_checks)
+                if args.checkpoint_name:
+                    options["checkpoint_name"] = args.checkpoint_name
+                members.append(options)
+            if len(members) == 1:
+                report = _native.migrate(source, destination, members[0], _Progress())
+                _print_stats(report)
+                result = report
+            else:
+                group = _native.migrate_group(destination, [(source, m) for m in members], _Progress())
+                _print_group(group)
+                result = group
     except _native.MigrationFailedError as err:
         print(f"vimigrate: {err}", file=sys.stderr)
         return 2 if getattr(err, "kind", "") == "InvalidInput" else 1

@@ -39,7 +39,7 @@ AddressMode = Literal["preserve", "remap"]
 #: The record types the DNS engine manages.
 RecordType = Literal["A", "AAAA", "CNAME"]
 #: Faults the project's own tests provoke (direct path only).
-Fault = Literal["corrupt_stream"]
+Fault = Literal["corrupt_stream", "fail_restore"]
 #: A preflight host check, as ``ignore_host_checks`` names it.
 HostCheckKind = Literal["cgroup", "cpu", "criu", "engine"]
 #: Transport protocol of a published port.
@@ -279,6 +279,10 @@ class MigrationStats(TypedDict):
     predump_bytes: int
     predump_ms: int
     round_bytes: list[int]
+    sockets_kept: int
+    sockets_closed: int
+    dump_started_unix_ms: int
+    restored_unix_ms: int
 
 
 class MigrationReport(TypedDict):
@@ -393,6 +397,8 @@ class MigrationPlan(TypedDict):
     pre_copy: PreCopy | None
     destination_runtime: str | None
     address_map: dict[str, str]
+    assigned_addresses: dict[str, str]
+    rewrite_sockets: bool
     peer_files: list[str]
     criu_check: bool
     hosts: HostComparison
@@ -409,6 +415,8 @@ class PhaseEvent(TypedDict):
 
     event: Literal["phase"]
     phase: Phase
+    #: The member, in a group's events (``migrate_group``).
+    container: NotRequired[str]
 
 
 class BytesEvent(TypedDict):
@@ -417,10 +425,53 @@ class BytesEvent(TypedDict):
     event: Literal["bytes"]
     phase: Phase
     bytes: int
+    #: The member, in a group's events (``migrate_group``).
+    container: NotRequired[str]
 
 
 #: What the progress callback of ``migrate`` receives.
 ProgressEvent = PhaseEvent | BytesEvent
+
+
+class GroupStats(TypedDict):
+    """A group's figures as a whole (``migrate_group``); each member's are in its report."""
+
+    members: int
+    preflight_ms: int
+    prepare_ms: int
+    freeze_spread_ms: float
+    dump_spread_ms: int | None
+    downtime_ms: int
+    longest_member_downtime_ms: int
+    cleanup_ms: int
+    total_ms: int
+
+
+class GroupReport(TypedDict):
+    """A group that moved under one freeze (``migrate_group``)."""
+
+    destination: str
+    members: list[MigrationReport]
+    stats: GroupStats
+    address_changes: dict[str, str]
+
+
+class GroupPlan(TypedDict):
+    """What ``migrate_group`` would do (``plan_group``): each member's plan with its ``lines``,
+    and the group's gate in words."""
+
+    destination: str
+    members: list[DescribedPlan]
+    gate: list[str]
+
+
+class MemberOutcome(TypedDict):
+    """One member of a failed group: where it runs now (``MigrationFailedError.members``)."""
+
+    container: str
+    source: str
+    rollback: Rollback
+    failure: str | None
 
 
 class HealReport(TypedDict):
@@ -432,6 +483,8 @@ class HealReport(TypedDict):
     #: Started afresh from its image (``restart_from_image``): its process state was lost.
     restarted_from_image: bool
     removed: list[str]
+    group: list[str]
+    regrouped: list[str]
 
 
 # --- DNS ---------------------------------------------------------------------------------------

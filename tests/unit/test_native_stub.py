@@ -24,7 +24,7 @@ CONTRACT = ["ProviderConfig", "TlsFiles", "MigrationOptions", "MigrationReport",
             "ProviderReport", "DeployedContainer", "PublishedPort", "NetworkInfo", "NetworkSpec", "NetworkDecision",
             "ContainerSpec", "DnsRecord", "RecordChange", "MigrationPlan", "Rollback", "Method", "MemoryMode",
             "Compression", "StreamCompression", "PreCopy", "CriuTcp", "Phase", "AddressMode", "HostComparison",
-            "HostSummary", "HostCheck", "HostCheckKind"]
+            "HostSummary", "HostCheck", "HostCheckKind", "GroupStats", "GroupReport", "GroupPlan"]
 
 
 def _stub() -> ast.Module:

@@ -30,7 +30,8 @@ pub use error::{
 pub use migration::heal::{heal, heal_with, HealOptions, HealReport};
 pub use migration::source::VolumeMount;
 pub use migration::{
-    migrate, plan_migration, Forwarding, Method, MigrationError, MigrationOptions, MigrationPlan, MigrationReport,
+    migrate, migrate_group, plan_group, plan_migration, Forwarding, GroupError, GroupMember, GroupPlan, GroupReport,
+    GroupStats, MemberOutcome, Method, MigrationError, MigrationOptions, MigrationPlan, MigrationReport,
     MigrationStats, Phase, PlannedPath, ProgressEvent, Rollback,
 };
 pub use network::map::{AddressMode, NetworkDecision};

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::checkpoint::criu_options::CriuTcp;
 use crate::dns::record::{DnsRecord, RecordChange, RecordType};
+use crate::migration::group::{GroupPlan, GroupReport, GroupStats};
 use crate::migration::heal::HealReport;
 use crate::migration::host_checks::{CheckOutcome, HostCheck, HostCheckKind, HostComparison, HostSummary};
 use crate::migration::memory::MemoryMode;
@@ -41,6 +42,17 @@ pub fn shapes() -> BTreeMap<&'static str, Vec<String>> {
     fields("MigrationStats", to_json(&MigrationStats::default()));
     fields("MigrationReport", to_json(&sample_report()));
     fields("HealReport", to_json(&HealReport::default()));
+    fields("GroupStats", to_json(&GroupStats::default()));
+    fields(
+        "GroupReport",
+        to_json(&GroupReport {
+            destination: String::new(),
+            members: Vec::new(),
+            stats: GroupStats::default(),
+            address_changes: BTreeMap::new(),
+        }),
+    );
+    fields("GroupPlan", to_json(&GroupPlan { destination: String::new(), members: Vec::new(), gate: Vec::new() }));
     fields("ProviderReport", to_json(&sample_provider_report()));
     fields("DeployedContainer", to_json(&sample_deployed()));
     fields("PublishedPort", to_json(&sample_port()));
@@ -228,6 +240,9 @@ fn sample_plan() -> MigrationPlan {
         pre_copy: None,
         destination_runtime: None,
         address_map: BTreeMap::new(),
+        assigned_addresses: BTreeMap::new(),
+        rewrite_sockets: false,
+        sockets_can_follow: false,
         peer_files: Vec::new(),
         criu_check: false,
         hosts: HostComparison::default(),

@@ -4,7 +4,8 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use vimigrate_core::{Error, ErrorKind, MigrationError};
+use pyo3::types::{PyDict, PyList};
+use vimigrate_core::{Error, ErrorKind, GroupError, MigrationError};
 
 create_exception!(vimigrate._native, VimigrateError, PyException, "Base class of every vimigrate error.");
 create_exception!(
@@ -93,5 +94,32 @@ pub(crate) fn migration_error(py: Python<'_>, err: MigrationError) -> PyErr {
     if let Error::Input(input) = &err.cause {
         let _ = value.setattr("field", input.field.as_str());
     }
+    py_err
+}
+
+/// Maps a failed group to `MigrationFailedError`: `phase` and `kind` of the first failure,
+/// `rollback` the group's worst state, `members` each member's `{container, source, rollback,
+/// failure}`; bad input is its plain error class, as for `migrate`.
+pub(crate) fn group_error(py: Python<'_>, err: GroupError) -> PyErr {
+    if let (Error::Input(_), "nothing_to_undo") = (&err.cause, err.rollback_state()) {
+        return to_py_err(py, err.cause);
+    }
+    let py_err = MigrationFailedError::new_err(err.to_string());
+    let value = py_err.value(py);
+    // Best effort: the message already carries all of this.
+    let _ = value.setattr("phase", err.phase.to_string());
+    let _ = value.setattr("rollback", err.rollback_state());
+    let _ = value.setattr("retryable", err.cause.kind().is_retryable());
+    let _ = value.setattr("kind", format!("{:?}", err.cause.kind()));
+    let members = PyList::empty(py);
+    for member in &err.members {
+        let entry = PyDict::new(py);
+        let _ = entry.set_item("container", &member.container);
+        let _ = entry.set_item("source", &member.source);
+        let _ = entry.set_item("rollback", member.rollback.state());
+        let _ = entry.set_item("failure", &member.failure);
+        let _ = members.append(entry);
+    }
+    let _ = value.setattr("members", members);
     py_err
 }

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 mod convert;
 mod dns;
 mod errors;
+mod group;
 mod heal;
 mod info;
 mod migration;
@@ -22,6 +23,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<provider::Provider>()?;
     m.add_function(wrap_pyfunction!(migration::migrate, m)?)?;
     m.add_function(wrap_pyfunction!(migration::plan_migration, m)?)?;
+    m.add_function(wrap_pyfunction!(group::migrate_group, m)?)?;
+    m.add_function(wrap_pyfunction!(group::plan_group, m)?)?;
     m.add_function(wrap_pyfunction!(heal::heal, m)?)?;
     m.add_function(wrap_pyfunction!(dns::dns_plan, m)?)?;
     m.add_function(wrap_pyfunction!(dns::dns_apply, m)?)?;

@@ -23,6 +23,9 @@ pub(crate) struct CloneChanges {
     pub port_map: BTreeMap<u16, u16>,
     /// Old peer address -> new, rewritten in environment values and extra hosts entries.
     pub address_map: BTreeMap<String, String>,
+    /// The address decided for each remapped network (network -> IPv4 address), where a group
+    /// decided it; elsewhere Docker picks.
+    pub assigned: BTreeMap<String, String>,
     /// The OCI runtime the destination container runs under (`None`: the daemon's default).
     pub runtime: Option<String>,
 }
@@ -74,16 +77,16 @@ impl SourceContainer {
 }
 
 /// The destination endpoint: the same aliases, and the same address where the network keeps
-/// its subnet.
+/// its subnet (or the one a group decided where it does not).
 fn endpoint(source: &SourceEndpoint, changes: &CloneChanges) -> EndpointSettings {
-    let keep = changes.preserved.contains(&source.network);
+    let address = if changes.preserved.contains(&source.network) {
+        source.ipv4.clone()
+    } else {
+        changes.assigned.get(&source.network).cloned()
+    };
     EndpointSettings {
         aliases: (!source.aliases.is_empty()).then(|| source.aliases.clone()),
-        ipam_config: source
-            .ipv4
-            .clone()
-            .filter(|_| keep)
-            .map(|ip| EndpointIpamConfig { ipv4_address: Some(ip), ..Default::default() }),
+        ipam_config: address.map(|ip| EndpointIpamConfig { ipv4_address: Some(ip), ..Default::default() }),
         ..Default::default()
     }
 }
@@ -138,6 +141,7 @@ mod tests {
             preserved: BTreeSet::from(["app".to_string()]),
             port_map: BTreeMap::from([(8080, 18080)]),
             address_map: BTreeMap::from([("10.0.0.9".to_string(), "10.1.0.9".to_string())]),
+            assigned: BTreeMap::new(),
             runtime: Some("vimigrate".to_string()),
         };
         let body = SourceContainer::from_inspect(inspect()).clone_body(&changes).unwrap();

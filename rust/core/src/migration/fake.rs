@@ -323,6 +323,10 @@ impl CheckpointPath<FakeHost> for FakePath {
         self.step(Step::Arm)
     }
 
+    fn arms_host_wide(&self) -> bool {
+        self.flavour == Flavour::Docker
+    }
+
     async fn freeze(&mut self, ctx: &Ctx<'_, FakeHost>) -> Result<(), Error> {
         if self.failing.contains(&Step::FreezeBeforeDump) {
             return self.step(Step::FreezeBeforeDump);

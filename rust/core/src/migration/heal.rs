@@ -71,6 +71,12 @@ pub struct HealReport {
     pub restarted_from_image: bool,
     /// What heal removed, one line each (`provider-b: container web (stopped copy)`).
     pub removed: Vec<String>,
+    /// The group it moved with, when its migration was a group's (its lock recorded it): heal
+    /// settled them all, on one provider.
+    pub group: Vec<String>,
+    /// Members of that group that ran elsewhere after their own settling and were live-migrated
+    /// to the group's provider.
+    pub regrouped: Vec<String>,
 }
 
 /// One provider's copy of the container.
@@ -189,11 +195,20 @@ pub async fn heal(providers: &[Provider], name: &str) -> Result<HealReport, Erro
 }
 
 /// Makes container `name` run on exactly one of `providers` (see the module documentation),
-/// as `options` allow.
+/// as `options` allow. When its lock says it moved with a group, the whole group is settled
+/// (see `group/heal.rs`): each member on exactly one provider, and all on the same one.
 pub async fn heal_with(providers: &[Provider], name: &str, options: HealOptions) -> Result<HealReport, Error> {
     crate::provider::spec::is_valid_docker_name(name)
         .then_some(())
         .ok_or_else(|| crate::error::InputError::new("container", "a container name", name))?;
+    match crate::migration::group::heal::group_of(providers, name).await? {
+        Some(group) => crate::migration::group::heal::heal_group(providers, name, &group, options).await,
+        None => heal_one(providers, name, options).await,
+    }
+}
+
+/// [`heal_with`] for one container, whatever group it moved with.
+pub(crate) async fn heal_one(providers: &[Provider], name: &str, options: HealOptions) -> Result<HealReport, Error> {
     let mut report = HealReport { container: name.to_string(), ..Default::default() };
 
     // A destination still waiting for a transfer would restore later: settle it first.

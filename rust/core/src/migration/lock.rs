@@ -23,6 +23,20 @@ const OWNER_LABEL: &str = "io.vimigrate.lock.owner";
 const SINCE_LABEL: &str = "io.vimigrate.lock.since";
 const MIGRATION_LABEL: &str = "io.vimigrate.lock.migration";
 const DESTINATION_LABEL: &str = "io.vimigrate.lock.destination";
+/// The members of the group the locked container moves with (comma-separated names), on each
+/// member's lock: heal settles them together.
+const GROUP_LABEL: &str = "io.vimigrate.lock.group";
+
+/// What a lock records of the migration that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LockRecord {
+    /// The migration's checkpoint name.
+    pub migration: String,
+    /// The destination provider's name.
+    pub destination: String,
+    /// The containers of its group, this one included; empty for a migration alone.
+    pub group: Vec<String>,
+}
 
 /// The name of the lock of container `name`.
 pub(crate) fn lock_name(name: &str) -> String {
@@ -44,13 +58,15 @@ pub(crate) struct MigrationLock {
 
 impl Provider {
     /// Takes the migration lock of container `name` (running `image`, which any lock container
-    /// can be created from). A held lock is a `Conflict` naming its holder.
+    /// can be created from), moving with `group` (empty: alone). A held lock is a `Conflict`
+    /// naming its holder.
     pub(crate) async fn lock_migration(
         &self,
         name: &str,
         image: &str,
         migration: &str,
         destination: &str,
+        group: &[String],
     ) -> Result<MigrationLock, Error> {
         let since =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
@@ -66,6 +82,7 @@ impl Provider {
                 (SINCE_LABEL.to_string(), since.to_string()),
                 (MIGRATION_LABEL.to_string(), migration.to_string()),
                 (DESTINATION_LABEL.to_string(), destination.to_string()),
+                (GROUP_LABEL.to_string(), group.join(",")),
             ])),
             network_disabled: Some(true),
             host_config: Some(HostConfig { network_mode: Some("none".to_string()), ..Default::default() }),
@@ -107,6 +124,15 @@ impl Provider {
             ),
         }
         .into()
+    }
+
+    /// What the lock of container `name` here records, `None` without one.
+    pub(crate) async fn lock_record(&self, name: &str) -> Result<Option<LockRecord>, Error> {
+        let Some(lock) = self.inspect_container_raw(&lock_name(name)).await? else { return Ok(None) };
+        let labels = lock.config.and_then(|c| c.labels).unwrap_or_default();
+        let get = |key: &str| labels.get(key).cloned().unwrap_or_default();
+        let group = get(GROUP_LABEL).split(',').filter(|m| !m.is_empty()).map(str::to_string).collect();
+        Ok(Some(LockRecord { migration: get(MIGRATION_LABEL), destination: get(DESTINATION_LABEL), group }))
     }
 
     /// Removes the lock of container `name`, whoever holds it (heal, after it made sure no

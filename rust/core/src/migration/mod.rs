@@ -27,6 +27,7 @@ pub mod compression;
 pub mod error;
 #[cfg(test)]
 mod fake;
+pub mod group;
 pub mod heal;
 pub(crate) mod host;
 pub mod host_checks;
@@ -49,14 +50,16 @@ use std::time::{Duration, Instant};
 
 pub use compression::Compression;
 pub use error::{MigrationError, Rollback};
+pub use group::{
+    migrate_group, plan_group, GroupError, GroupMember, GroupPlan, GroupReport, GroupStats, MemberOutcome,
+};
 pub use memory::MemoryMode;
 pub use options::{Method, MigrationOptions};
 pub use plan::{Forwarding, MigrationPlan, PlannedPath};
 pub use report::{MigrationReport, MigrationStats, Phase, ProgressEvent};
 
 use crate::error::Error;
-use crate::migration::path::direct::DirectPath;
-use crate::migration::path::docker::DockerPath;
+use crate::migration::path::either::AnyPath;
 use crate::migration::path::Ctx;
 use crate::migration::preflight::{find_source, preflight, CriuProof};
 use crate::migration::sequence::{ms, Migration};
@@ -64,7 +67,7 @@ use crate::provider::Provider;
 
 /// How long a rollback waits for a destination that was being started to answer, so that it can
 /// be made sure not to run the container before the source resumes.
-const DESTINATION_PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const DESTINATION_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Migrates one running container from `src` to `dst`. On success the container runs on `dst`
 /// with its processes, memory and files; on failure the error names the phase and the service
@@ -91,7 +94,7 @@ pub async fn migrate(
     // (which may still be busy with a migration whose broker died), and released if the rest of
     // the preflight fails: a refused migration changes nothing.
     let lock = src
-        .lock_migration(&source.name, &source.image, &checked.checkpoint, dst.name())
+        .lock_migration(&source.name, &source.image, &checked.checkpoint, dst.name(), &[])
         .await
         .map_err(|e| refused(&source.name, e))?;
     let plan = match preflight(src, dst, options, &checked, &source, CriuProof::Run).await {
@@ -103,10 +106,7 @@ pub async fn migrate(
     };
     let stats = MigrationStats { preflight_ms: ms(started), ..MigrationStats::default() };
     let ctx = Ctx { src, dst, source: &source, plan: &plan, options, progress, patience: DESTINATION_PATIENCE };
-    let result = match plan.path {
-        PlannedPath::Direct { .. } => Migration::new(ctx, DirectPath::default(), stats, started).run().await,
-        PlannedPath::Docker { .. } => Migration::new(ctx, DockerPath::default(), stats, started).run().await,
-    };
+    let result = Migration::new(ctx, AnyPath::for_plan(&plan.path), stats, started).run().await;
     lock.release().await;
     result
 }

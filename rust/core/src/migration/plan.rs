@@ -97,6 +97,17 @@ pub struct MigrationPlan {
     pub destination_runtime: Option<String>,
     /// Peer addresses rewritten on the destination (old -> new).
     pub address_map: BTreeMap<String, String>,
+    /// The container's address on each network the destination remaps, where a group decided
+    /// it before the freeze (network -> IPv4 address; empty otherwise: Docker picks it).
+    pub assigned_addresses: BTreeMap<String, String>,
+    /// Whether the destination rewrites the dumped sockets' addresses by `address_map` (a
+    /// group across a remapped subnet: its members' connections to each other survive).
+    pub rewrite_sockets: bool,
+    /// Whether the sockets' images could follow a remapped address (the direct path, a
+    /// runtime that holds the addresses where the destination needs it, `criu_tcp` auto): the
+    /// group then keeps its members' connections to each other (see `group/addresses.rs`).
+    #[serde(skip)]
+    pub(crate) sockets_can_follow: bool,
     /// Files in the container whose peer addresses are rewritten.
     pub peer_files: Vec<String>,
     /// Whether checkpoint/restore is proved on both hosts with a probe before anything changes.
@@ -146,6 +157,7 @@ impl MigrationPlan {
                 .map(|f| (f.source_port, f.destination_port))
                 .collect(),
             address_map: self.address_map.clone(),
+            assigned: self.assigned_addresses.clone(),
             runtime: self.destination_runtime.clone(),
         }
     }
@@ -527,6 +539,9 @@ pub(crate) mod tests {
             pre_copy: None,
             destination_runtime: Some("vimigrate".into()),
             address_map: BTreeMap::new(),
+            assigned_addresses: BTreeMap::new(),
+            rewrite_sockets: false,
+            sockets_can_follow: true,
             peer_files: vec![],
             criu_check: true,
             hosts: HostComparison::default(),

@@ -3,6 +3,7 @@
 //! provider but the CRIU proof and the host-facts probe (dry runs too: what differs between the
 //! hosts is what a dry run is for), which remove their probe containers whatever happens.
 
+use crate::checkpoint::criu_options::CriuTcp;
 use crate::error::{Error, InputError, ProviderError};
 use crate::migration::compression;
 use crate::migration::host_checks::{self, HostView};
@@ -234,6 +235,9 @@ pub(crate) async fn preflight(
         pre_copy: (memory == MemoryMode::PreCopy).then(vimigrate_protocol::PreCopy::default),
         destination_runtime: plan::destination_runtime(dst_report.vimigrate_runtime, source.runtime.as_deref()),
         address_map: options.address_map.clone(),
+        assigned_addresses: std::collections::BTreeMap::new(),
+        rewrite_sockets: false,
+        sockets_can_follow: direct && network_after_restore.is_none() && options.criu_tcp == CriuTcp::Auto,
         peer_files: options.peer_files.clone(),
         criu_check: options.check_criu,
         hosts,

@@ -10,8 +10,8 @@ use vimigrate_protocol::{DumpStats, RestoreStats};
 use crate::migration::memory::MemoryMode;
 use crate::network::map::NetworkDecision;
 
-/// The phases of a migration, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The phases of a migration, in order (and ordered so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Checks on both providers; nothing changes.
@@ -144,6 +144,17 @@ pub struct MigrationStats {
     pub predump_ms: u64,
     /// Pre-copy: image bytes of each round, the freeze's last: how the dirty set shrank.
     pub round_bytes: Vec<u64>,
+    /// Connections to group peers restored on their new addresses (a group across a remapped
+    /// subnet; the direct path).
+    pub sockets_kept: u64,
+    /// Connections to outside the group whose own address changed: restored closed.
+    pub sockets_closed: u64,
+    /// When the source's dump began, Unix time in ms, as its host's clock says (the direct path
+    /// only; 0 otherwise): a group's members compare their freezes by it.
+    pub dump_started_unix_ms: u64,
+    /// When the destination's restore ended, Unix time in ms, as its host's clock says (the
+    /// direct path only; 0 otherwise).
+    pub restored_unix_ms: u64,
 }
 
 impl MigrationStats {

@@ -2,12 +2,12 @@
 //! precopy (and the path's last preparation), checkpoint (the freeze), transfer, verify, restore,
 //! cleanup. A failure from any phase rolls back (`rollback.rs`); the error names the phase.
 //!
-//! The sequence is three steps the caller drives: [`Migration::before_freeze`] (everything
-//! that can be done while the service runs), [`Migration::freeze_and_restore`] (from the
+//! The sequence is steps the caller drives: [`Migration::before_freeze`] (everything that can be
+//! done while the service runs), [`Migration::freeze`] and [`Migration::restore`] (from the
 //! checkpoint to the restored destination: the interruption) and [`Migration::clean_up`].
 //! [`Migration::run`] drives them for one container; a group of containers (one freeze for a
-//! whole virtual infrastructure) drives several migrations step by step, the freeze of each
-//! started together, and rolls every member back when one fails.
+//! whole virtual infrastructure, `group/`) drives several migrations step by step, every
+//! member's freeze started together, and rolls every member back when one fails.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ProviderError};
 use crate::migration::error::{MigrationError, Rollback};
 use crate::migration::host::{kill_and_wait, Host};
-use crate::migration::path::{CheckpointPath, Ctx, InPhase, StepError};
+use crate::migration::path::{not_prepared, CheckpointPath, Ctx, InPhase, StepError};
 use crate::migration::plan::PlannedPath;
 use crate::migration::report::{MigrationReport, MigrationStats, Phase, ProgressEvent};
 use crate::migration::rollback::{restore_host_options, roll_back};
@@ -83,9 +83,23 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
         Instant::now()
     }
 
-    /// Everything that can be done while the service runs: the image, the destination
-    /// container, the path's preparation, the first copy of the writable layer.
+    /// Everything that can be done while the service runs: [`Migration::prepare`], then
+    /// [`Migration::arm`].
     pub(crate) async fn before_freeze(&mut self) -> Result<(), StepError> {
+        self.prepare().await?;
+        self.arm().await
+    }
+
+    /// Whether this migration's arming and cleanup change something host-wide (Docker's path
+    /// sets the hosts' CRIU options): a group then arms such members one after another and
+    /// cleans them up in the reverse order, so that the hosts' options come back as found.
+    pub(crate) fn arms_host_wide(&self) -> bool {
+        self.path.arms_host_wide()
+    }
+
+    /// The image, the destination container, the path's preparation, the first copy of the
+    /// writable layer.
+    pub(crate) async fn prepare(&mut self) -> Result<(), StepError> {
         let t = self.begin(Phase::Image);
         let ctx = &self.ctx;
         let progress = |bytes| ctx.bytes(Phase::Image, bytes);
@@ -101,9 +115,12 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
         let t = self.begin(Phase::Precopy);
         self.path.precopy(&self.ctx, &self.undo, &mut self.stats).await.in_phase(Phase::Precopy)?;
         self.stats.precopy_ms = ms(t);
+        Ok(())
+    }
 
-        // The last of the preparation comes after the first copy: on the direct path it starts
-        // the destination, which should wait for as short a time as possible.
+    /// The last of the preparation, after the first copy: on the direct path it starts the
+    /// destination, which should wait for as short a time as possible.
+    pub(crate) async fn arm(&mut self) -> Result<(), StepError> {
         let t = Instant::now();
         self.path.arm(&self.ctx, &mut self.undo).await.in_phase(Phase::Prepare)?;
         self.stats.prepare_ms += ms(t);
@@ -132,13 +149,25 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
 
     /// From the freeze to the restored destination: the service's interruption.
     pub(crate) async fn freeze_and_restore(&mut self) -> Result<(), StepError> {
+        self.freeze().await?;
+        self.restore().await
+    }
+
+    /// The freeze: the source is dumped (on the direct path, streamed to the destination at the
+    /// same time). A group freezes every member before any moves on.
+    pub(crate) async fn freeze(&mut self) -> Result<(), StepError> {
         // The service stops answering from here until the restore.
         let frozen = self.begin(Phase::Checkpoint);
         self.frozen = Some(frozen);
         self.undo.checkpoint_taken = true;
         self.path.freeze(&self.ctx).await.in_phase(Phase::Checkpoint)?;
         self.stats.checkpoint_ms = ms(frozen);
+        Ok(())
+    }
 
+    /// After the freeze, up to the restored destination: what must move, then the restore.
+    pub(crate) async fn restore(&mut self) -> Result<(), StepError> {
+        let frozen = self.frozen.ok_or_else(|| not_prepared("the freeze")).in_phase(Phase::Transfer)?;
         let t = self.begin(Phase::Transfer);
         self.path.transfer(&self.ctx, &self.undo, &mut self.stats).await?;
         self.stats.transfer_ms = ms(t);
@@ -275,8 +304,27 @@ impl<'a, H: Host, P: CheckpointPath<H>> Migration<'a, H, P> {
         Rollback::Lost { provider: self.ctx.dst.name().to_string(), container: destination }
     }
 
+    /// When the freeze began (its call was made), once it did.
+    pub(crate) fn frozen_at(&self) -> Option<Instant> {
+        self.frozen
+    }
+
+    /// The figures so far.
+    pub(crate) fn stats(&self) -> &MigrationStats {
+        &self.stats
+    }
+
+    /// Undoes this migration although none of its own steps failed: a peer of its group did.
+    /// Before the freeze it was only prepared ([`Rollback::Undone`]); from the freeze on, and
+    /// even once restored on the destination, its source resumes from its own dump
+    /// ([`Rollback::Resumed`]).
+    pub(crate) async fn abandon(mut self) -> Rollback {
+        tracing::warn!(container = %self.ctx.source.name, "a peer of the group failed; rolling back");
+        roll_back(&self.ctx, &mut self.path, &mut self.undo).await
+    }
+
     /// The report of a successful migration.
-    fn report(self) -> MigrationReport {
+    pub(crate) fn report(self) -> MigrationReport {
         let plan = self.ctx.plan;
         MigrationReport {
             container: self.ctx.source.name.clone(),

@@ -164,7 +164,16 @@ impl CheckpointPath<Provider> for DirectPath {
             transfer.window = 1 + bounds.max_rounds;
         }
         let lazy = ctx.plan.memory == MemoryMode::PostCopy;
-        let port = transfer.arm_destination(&criu, &ctx.plan.peer_files, &ctx.plan.address_map, lazy).await?;
+        let port = transfer
+            .arm_destination(
+                &criu,
+                &ctx.plan.peer_files,
+                &ctx.plan.address_map,
+                lazy,
+                ctx.plan.rewrite_sockets,
+                ctx.options.fault,
+            )
+            .await?;
         let host =
             if destination_host.contains(':') { format!("[{destination_host}]") } else { destination_host.clone() };
         let volumes = ctx.source.volumes.iter().map(|v| v.destination.clone()).collect();
@@ -238,6 +247,7 @@ impl CheckpointPath<Provider> for DirectPath {
             stats.set_wire(&sent.stats);
             stats.criu_dump = sent.stats.criu_dump.clone();
             stats.runtime_peak_rss_kib = sent.stats.peak_rss_kib;
+            stats.dump_started_unix_ms = sent.stats.at_unix_ms;
         }
         match received {
             Some(received) => {
@@ -246,6 +256,9 @@ impl CheckpointPath<Provider> for DirectPath {
                 stats.network_ms = received.stats.network_ms;
                 stats.addresses_held = received.stats.addresses_held;
                 stats.criu_restore = received.stats.criu_restore.clone();
+                stats.restored_unix_ms = received.stats.at_unix_ms;
+                stats.sockets_kept = received.stats.sockets_kept;
+                stats.sockets_closed = received.stats.sockets_closed;
                 stats.runtime_peak_rss_kib = stats.runtime_peak_rss_kib.max(received.stats.peak_rss_kib);
                 received.stats.rewrites
             }

@@ -63,6 +63,8 @@ pub(crate) fn local_restore_directive(container_dir: &str, migration: &str, criu
             peer_files: vec![],
             address_map: BTreeMap::new(),
             lazy_pages: false,
+            rewrite_sockets: false,
+            fault: None,
         }),
     }
 }
@@ -209,6 +211,8 @@ impl DirectTransfer {
         peer_files: &[String],
         address_map: &BTreeMap<String, String>,
         lazy_pages: bool,
+        rewrite_sockets: bool,
+        fault: Option<Fault>,
     ) -> Result<u16, Error> {
         let directive = self.directive(
             Side::Destination,
@@ -223,6 +227,8 @@ impl DirectTransfer {
                 peer_files: peer_files.to_vec(),
                 address_map: address_map.clone(),
                 lazy_pages,
+                rewrite_sockets,
+                fault,
             }),
         );
         place_directive(&self.dst, &self.dst_helper, &directive).await?;

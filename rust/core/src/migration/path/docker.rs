@@ -87,6 +87,10 @@ impl CheckpointPath<Provider> for DockerPath {
         Ok(())
     }
 
+    fn arms_host_wide(&self) -> bool {
+        true
+    }
+
     async fn arm(&mut self, ctx: &Ctx<'_, Provider>, undo: &mut Undo) -> Result<(), Error> {
         // Docker passes no per-container CRIU options: the hosts' runc.conf carries the TCP
         // mode for the length of the migration, and the undo log puts it back.

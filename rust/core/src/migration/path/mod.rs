@@ -13,6 +13,7 @@
 pub(crate) mod direct;
 pub(crate) mod direct_transfer;
 pub(crate) mod docker;
+pub(crate) mod either;
 pub(crate) mod transfer_keys;
 
 use std::future::Future;
@@ -97,6 +98,12 @@ pub(crate) trait CheckpointPath<H: Host>: Send {
     /// phase's): Docker's path sets the hosts' CRIU TCP option, the direct path starts the
     /// destination, which waits for the images, and arms the source.
     fn arm(&mut self, ctx: &Ctx<'_, H>, undo: &mut Undo) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Whether [`CheckpointPath::arm`] changes something host-wide, which the cleanup or the
+    /// rollback puts back (Docker's path: the hosts' CRIU options).
+    fn arms_host_wide(&self) -> bool {
+        false
+    }
 
     /// Phase checkpoint, the freeze: the source's processes are dumped and stop.
     fn freeze(&mut self, ctx: &Ctx<'_, H>) -> impl Future<Output = Result<(), Error>> + Send;
