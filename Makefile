@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help deps lab-up lab-down lab-status python demo lint test test-guest bench bench-memory soak clean
+.PHONY: help deps lab-up lab-down lab-status python demo lint test test-guest bench bench-memory bench-group soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,10 +35,11 @@ test: ## every test: cargo, pytest, the lab-based end-to-end tests, then test-gu
 test-guest: ## the guest provider's tests: boots the lab's qemu guest (own kernel, CPU, CRIU; reused) and runs tests/guest
 	bash scripts/test-guest.sh
 
-bench: ## migration downtime benchmarks on the lab against Docker, Podman and CRIU alone, then bench-memory (not a test: prints figures and ratios, writes scripts/bench/results/<date>*.*)
+bench: ## migration downtime benchmarks on the lab against Docker, Podman and CRIU alone, then bench-memory and bench-group (not a test: prints figures and ratios, writes scripts/bench/results/<date>*.*)
 	bash scripts/python-env.sh && bash scripts/lab/up.sh && bash scripts/bench/install-deps.sh
 	.venv/bin/python scripts/bench/migration_bench.py --sizes 10,100,500 --runs 3 --out scripts/bench/results
 	$(MAKE) bench-memory
+	$(MAKE) bench-group
 
 bench-memory: ## memory modes and compression on shaped links (unshaped, 1 Gbit/s, 200 Mbit/s) against CRIU alone and Podman 4.3 and newest, then pre-copy in the guest (part of bench; writes scripts/bench/results/<date>-memory*.*)
 	bash scripts/python-env.sh && bash scripts/lab/up.sh && bash scripts/bench/install-deps.sh
@@ -46,7 +47,11 @@ bench-memory: ## memory modes and compression on shaped links (unshaped, 1 Gbit/
 	bash scripts/lab/guest.sh up
 	.venv/bin/python scripts/bench/guest_pre_copy_bench.py --mib 48 --runs 3 --out scripts/bench/results
 
-soak: ## 20 live migrations back and forth of the example VI with a client writing throughout (not part of make test: about 5 minutes)
+bench-group: ## a whole VI under one freeze against one container after another: the example VI and a three-tier one, kept and remapped addresses, an end-to-end client every 10 ms (part of bench; writes scripts/bench/results/<date>-group.*)
+	bash scripts/python-env.sh && bash scripts/lab/up.sh && bash scripts/bench/install-deps.sh
+	.venv/bin/python scripts/bench/group_bench.py --runs 3 --out scripts/bench/results
+
+soak: ## 20 live migrations back and forth of the example VI (both containers as one group, under one freeze) with a client writing throughout (not part of make test: about 5 minutes)
 	bash scripts/python-env.sh && bash scripts/lab/up.sh
 	.venv/bin/python scripts/soak.py --migrations 20
 

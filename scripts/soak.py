@@ -8,7 +8,8 @@ the final count is below the last one answered. Prints, per migration, where the
 the engine's downtime of each container and the longest gap the client saw; fails (exit 1) on a
 lost write, a failed migration or a container left anywhere.
 
-Usage: .venv/bin/python scripts/soak.py [--migrations 20]   (make soak)
+Usage: .venv/bin/python scripts/soak.py [--migrations 20] [--order group|sequential]   (make soak: 20
+migrations, each moving both containers as one group, the workflow's default)
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def cfy(env: dict, *args: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--migrations", type=int, default=20)
+    parser.add_argument("--order", choices=["group", "sequential"], default="group",
+                        help="the migrate workflow's order: both containers under one freeze (the default), or one "
+                             "after the other")
     args = parser.parse_args()
     lab = json.loads((ROOT / ".lab/lab.json").read_text())
     addresses = [lab["providers"][p]["public_address"] for p in ("provider-a", "provider-b")]
@@ -118,7 +122,7 @@ def main() -> int:
             started = time.monotonic()
             try:
                 cfy(env, "executions", "start", "migrate", "-b", blueprint, "-p", f"target_provider={target}",
-                    "-p", "dns_wait_ttl=false")
+                    "-p", "dns_wait_ttl=false", "-p", f"order={args.order}")
             except RuntimeError as err:
                 failures.append(f"migration {i + 1}: {err}")
                 break
@@ -130,8 +134,9 @@ def main() -> int:
                 props = instance["runtime_properties"]
                 engine[node] = (props["provider"], props["last_migration"]["downtime_ms"])
             rows.append((i + 1, target, engine, client.longest_gap(started, ended + 0.5), ended - started))
-            print(f"migration {i + 1:>2} to {target}: redis {engine['redis'][1]} ms, web {engine['web'][1]} ms, "
-                  f"client gap {rows[-1][3]:.3f} s, execution {rows[-1][4]:.1f} s", flush=True)
+            print(f"migration {i + 1:>2} ({args.order}) to {target}: redis {engine['redis'][1]} ms, "
+                  f"web {engine['web'][1]} ms, client gap {rows[-1][3]:.3f} s, execution {rows[-1][4]:.1f} s",
+                  flush=True)
         time.sleep(1.0)
     finally:
         client.stop.set()

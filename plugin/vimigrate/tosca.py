@@ -29,5 +29,7 @@ MIGRATE_OPERATION = "vimigrate.interfaces.migration.migrate"
 HEAL_OPERATION = "vimigrate.interfaces.migration.heal"
 #: Points a staying container's peer files at where its peers run now.
 RELINK_OPERATION = "vimigrate.interfaces.migration.relink"
+#: Records where a container runs after the `migrate` workflow moved it with its group.
+RECORD_OPERATION = "vimigrate.interfaces.migration.record_move"
 #: Points a DNS record at where its container runs now.
 SWITCH_OPERATION = "vimigrate.interfaces.dns.switch"

@@ -108,7 +108,10 @@ def test_migrate_there_and_back_keeps_the_visit_count(lab, cfy, cfy_env, tmp_pat
         assert where() == {n: ["provider-a"] for n in names}
 
         out = cfy_migrate("target_provider=provider_b")
-        assert "phase checkpoint" in out and "now runs on provider-b" in out
+        # One group by default: both frozen together, the interruption the slower one's.
+        assert "as one group" in out and "now run on provider-b: downtime" in out, out
+        for name in names:
+            assert f"{name}: phase checkpoint" in out and f"{name} moved from provider-a to provider-b" in out, out
         assert where() == {n: ["provider-b"] for n in names}
         assert _dig(lab, blueprint_id) == [address["provider-b"]], "clients follow the service to provider-b"
         assert _dig_ttl(lab, blueprint_id) == 2, "the normal TTL is back after the move"
@@ -118,7 +121,9 @@ def test_migrate_there_and_back_keeps_the_visit_count(lab, cfy, cfy_env, tmp_pat
         assert web["runtime_properties"]["provider"] == "provider-b"
         assert web["runtime_properties"]["public_endpoints"] == [f"{address['provider-b']}:{port}"]
 
-        cfy_migrate("target_provider=provider_a")
+        # And one after another, as before groups.
+        out = cfy_migrate("target_provider=provider_a", "order=sequential")
+        assert "as one group" not in out and "phase checkpoint" in out and "now runs on provider-a" in out, out
         assert where() == {n: ["provider-a"] for n in names}
         assert _dig(lab, blueprint_id) == [address["provider-a"]]
         assert visits_at(address["provider-a"], port) == on_b + 1

@@ -64,7 +64,7 @@ def test_the_example_vi_moves_to_docker_28_and_back(lab, cfy, cfy_env, tmp_path)
         assert web["runtime_properties"]["provider"] == "provider-b"
 
         out = cfy_migrate("target_provider=provider_a")
-        assert "now runs on provider-a" in out, out
+        assert "as one group" in out and "now run on provider-a" in out, out
         assert where() == {n: ["provider-a"] for n in names}
         assert _dig(lab, blueprint_id) == [address["provider-a"]]
         assert visits_at(address["provider-a"], port) == on_28 + 1

@@ -61,6 +61,7 @@ def test_the_dsl_refuses_before_the_workflow_runs(cfy, deployment, params, refus
     (("target_provider=provider_b", "method=teleport"), "method"),  # valid_values
     (("target_provider=provider_b", "memory=postcopy"), "memory"),  # valid_values
     (("target_provider=provider_b", "compression=gzip"), "compression"),  # valid_values
+    (("target_provider=provider_b", "order=parallel"), "order"),  # valid_values
     (("target_provider=provider_b", "timeout=0"), "timeout"),  # an integer, out of range
     (("target_provider=provider_b", "port_map=x"), "port_map"),  # type: dict
 ])

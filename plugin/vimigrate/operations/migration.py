@@ -23,20 +23,22 @@ from ..shapes import (
     MemoryMode,
     Method,
     MigrationOptions,
+    MigrationReport,
     ProgressEvent,
     ProviderConfig,
 )
 from ._support import map_errors, store_location
 
 
-def _log_phases(events: list[tuple[float, ProgressEvent]], logger: Any) -> None:
-    """One event per phase with its duration, from the engine's progress callbacks."""
+def log_phases(events: list[tuple[float, ProgressEvent]], logger: Any, prefix: str = "") -> None:
+    """One event per phase with its duration, from the engine's progress callbacks (`prefix`
+    names the container, for a group's)."""
     phases = [(at, e["phase"]) for at, e in events if e["event"] == "phase"]
     # Each phase lasts until the next one starts, the last one until now.
     for (at, phase), (next_at, _) in itertools.pairwise([*phases, (time.monotonic(), "")]):
         moved = max((e["bytes"] for _, e in events if e["event"] == "bytes" and e["phase"] == phase), default=0)
         suffix = f", {moved / 1e6:.1f} MB" if moved else ""
-        logger.info("phase %s: %.0f ms%s", phase, (next_at - at) * 1000, suffix)
+        logger.info("%sphase %s: %.0f ms%s", prefix, phase, (next_at - at) * 1000, suffix)
 
 
 @operation(resumable=False)
@@ -63,10 +65,34 @@ def migrate(target_provider_node: str, target_provider: ProviderConfig, keep_sou
     try:
         report = _native.migrate(source, target, options, lambda event: events.append((time.monotonic(), event)))
     except _native.MigrationFailedError as err:
-        _log_phases(events, ctx.logger)
+        log_phases(events, ctx.logger)
         # The engine already rolled this container back (or says why it could not).
         raise NonRecoverableError(str(err)) from None
-    _log_phases(events, ctx.logger)
+    log_phases(events, ctx.logger)
+    _record(source, target, target_provider_node, target_provider, report)
+
+
+@operation(resumable=True)
+@map_errors
+def record_move(target_provider_node: str, target_provider: ProviderConfig, report: MigrationReport | None = None,
+                **_: Any) -> None:
+    """Records where this container runs after the `migrate` workflow moved it with its group
+    (`report`: its member's report from ``migrate_group``), as ``migrate`` does after its own
+    move."""
+    props = ctx.instance.runtime_properties
+    if report is None or props.get(rp.PROVIDER_CONFIG) is None:
+        raise NonRecoverableError(f"container {ctx.node.id}: record_move needs the group member's report")
+    source = _native.Provider.connect(props[rp.PROVIDER_CONFIG])
+    target = _native.Provider.connect(target_provider)
+    _record(source, target, target_provider_node, target_provider, report)
+
+
+def _record(source: _native.Provider, target: _native.Provider, target_provider_node: str,
+            target_provider: ProviderConfig, report: MigrationReport) -> None:
+    """After a move: its figures in the log, the source's unused networks removed, and the
+    container's runtime properties saying where it runs now."""
+    props = ctx.instance.runtime_properties
+    name = props[rp.CONTAINER_NAME]
     stats = report["stats"]
     ctx.logger.info("%s moved from %s to %s: downtime %d ms, %d bytes after the freeze, total %d ms",
                     name, report["source"], report["destination"], stats["downtime_ms"], stats["transfer_bytes"],
@@ -81,6 +107,10 @@ def migrate(target_provider_node: str, target_provider: ProviderConfig, keep_sou
                         "restore): %d ms, %d bytes of pages", stats["postcopy_ms"], stats["page_bytes"])
     how = "host to host (vimigrate-runtime)" if report["method"] == "direct" else "through Docker's checkpoint API"
     ctx.logger.info("checkpoint moved %s%s", how, f": {report['method_reason']}" if report["method_reason"] else "")
+    kept, closed = stats.get("sockets_kept", 0), stats.get("sockets_closed", 0)
+    if kept or closed:
+        ctx.logger.info("sockets rewritten to the new addresses: %d connection(s) to group peers kept, %d to "
+                        "outside closed", kept, closed)
     for warning in report["warnings"]:
         ctx.logger.warning("cleanup after the move: %s", warning)
     # Networks this container used on the source go once nothing there uses them any more.

@@ -1,9 +1,13 @@
 """The ``migrate`` workflow: moves the deployment's containers (all, or ``node_ids``) to another
-provider, dependencies first, one live migration per container; if one fails, the containers
-already moved are migrated back, so the virtual infrastructure ends where it started."""
+provider. By default as one group under one freeze (the workflow itself drives the engine's
+group migration, then each container's ``record_move`` records where it runs); with ``order:
+sequential`` one live migration per container, dependencies first. Either way a failure leaves
+the virtual infrastructure where it started: the engine resumes a whole group on its sources,
+and a sequence migrates the containers already moved back."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -13,7 +17,8 @@ from cloudify.exceptions import NonRecoverableError
 from .. import _native
 from .. import properties as rp
 from ..operations._support import provider_config, provider_name
-from ..shapes import ProviderConfig
+from ..operations.migration import log_phases
+from ..shapes import GroupReport, MigrationOptions, ProgressEvent, ProviderConfig
 from ..tosca import (
     CONTAINER_TYPE,
     DEPENDS_ON,
@@ -22,6 +27,7 @@ from ..tosca import (
     MIGRATE_OPERATION,
     NAMES_CONTAINER,
     PROVIDER_TYPE,
+    RECORD_OPERATION,
     RELINK_OPERATION,
     SWITCH_OPERATION,
 )
@@ -162,6 +168,99 @@ def _move(ctx: Any, instance_id: str, target_node: str, keep_source: bool, timeo
             RELINK_OPERATION, kwargs={"address_map": relink.address_map}, allow_kwargs_override=True).get()
 
 
+def _group_members(ctx: Any, steps: list[Step], target_node: str, keep_source: bool, port_map: dict[str, int],
+                   choices: EngineChoices) -> list[tuple[_native.Provider, MigrationOptions]]:
+    """Each container of the group with its source and its options: the rewrites its links need
+    on the target for dependencies outside the group (the engine decides the members' own new
+    addresses)."""
+    ctx.refresh_node_instances()
+    states = {s.node_id: s for s in _containers(ctx)}
+    moving = {step.node_id for step in steps}
+    public = _public(ctx)
+    members = []
+    # One connection per provider: its members share what it learnt of its host.
+    connections: dict[str, _native.Provider] = {}
+    for step in steps:
+        state = states[step.node_id]
+        links = _dependency_links(states, state, target_node, public, moving)
+        for problem in links.unreachable:
+            ctx.logger.warning("%s will not reach its dependency: %s", state.node_id, problem)
+        source_config = ctx.get_node_instance(step.instance_id).runtime_properties[rp.PROVIDER_CONFIG]
+        options = MigrationOptions(container=state.container_name or step.container, keep_source=keep_source,
+                                   address_map=links.address_map, peer_files=list(state.peer_files),
+                                   port_map=port_map, method=choices["method"], memory=choices["memory"],
+                                   compression=choices["compression"],
+                                   ignore_host_checks=choices["ignore_host_checks"])
+        key = json.dumps(source_config, sort_keys=True)
+        source = connections.get(key) or connections.setdefault(key, _native.Provider.connect(source_config))
+        members.append((source, options))
+    return members
+
+
+def _move_group(ctx: Any, steps: list[Step], target_node: str, keep_source: bool, timeout: int | None,
+                port_map: dict[str, int], choices: EngineChoices) -> GroupReport:
+    """Every container of `steps` to `target_node` under one freeze, then each one's location
+    recorded and the dependants that stay elsewhere pointed at where it runs now. A failure is
+    the engine's, after it resumed every member on its source."""
+    config = _target_config(ctx, target_node, timeout)
+    members = _group_members(ctx, steps, target_node, keep_source, port_map, choices)
+    names = ", ".join(step.container for step in steps)
+    ctx.send_event(f"migrating {names} to {steps[0].target} as one group").get()
+    events: dict[str, list[tuple[float, ProgressEvent]]] = {options["container"]: [] for _, options in members}
+
+    def progress(event: ProgressEvent) -> None:
+        events[event.get("container", "")].append((time.monotonic(), event))
+
+    try:
+        report = _native.migrate_group(_native.Provider.connect(config), members, progress)
+    except _native.MigrationFailedError as err:
+        for container, seen in events.items():
+            log_phases(seen, ctx.logger, f"{container}: ")
+        raise NonRecoverableError(f"migrate: {err}") from None
+    for container, seen in events.items():
+        log_phases(seen, ctx.logger, f"{container}: ")
+    stats = report["stats"]
+    ctx.send_event(f"{names} now run on {steps[0].target}: downtime {stats['downtime_ms']} ms for the group "
+                   f"(longest member {stats['longest_member_downtime_ms']} ms), freezes started within "
+                   f"{stats['freeze_spread_ms']:.2f} ms, total {stats['total_ms']} ms").get()
+    for step, member in zip(steps, report["members"], strict=True):
+        ctx.get_node_instance(step.instance_id).execute_operation(RECORD_OPERATION, kwargs={
+            "target_provider_node": target_node, "target_provider": config, "report": member,
+        }, allow_kwargs_override=True).get()
+    ctx.refresh_node_instances()
+    after = _containers(ctx)
+    moved = {step.node_id for step in steps}
+    public = _public(ctx)
+    for user in after:
+        if user.node_id in moved or not user.peer_files:
+            continue
+        relink = merge(*(link_map(s.peer(), user.provider_node or "", public)
+                         for s in after if s.node_id in moved and s.node_id in user.depends_on))
+        relink.address_map = {**report["address_changes"], **relink.address_map}
+        if relink.address_map:
+            ctx.get_node_instance(user.instance_id).execute_operation(
+                RELINK_OPERATION, kwargs={"address_map": relink.address_map}, allow_kwargs_override=True).get()
+    return report
+
+
+def _group_plan(ctx: Any, steps: list[Step], target_node: str, timeout: int | None, port_map: dict[str, int],
+                choices: EngineChoices) -> list[str]:
+    """The engine's plan of the group (each member's, and the gate), logged; returns the
+    refusals."""
+    members = _group_members(ctx, steps, target_node, False, port_map, choices)
+    try:
+        plan = _native.plan_group(_native.Provider.connect(_target_config(ctx, target_node, timeout)), members)
+    except _native.VimigrateError as err:
+        ctx.logger.error("  the group's preflight would refuse it: %s", err)
+        return [str(err)]
+    for line in plan["gate"]:
+        ctx.logger.info("  %s", line)
+    for member in plan["members"]:
+        for line in member["lines"]:
+            ctx.logger.info("  %s", line)
+    return []
+
+
 def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: int | None,
                   port_map: dict[str, int], choices: EngineChoices) -> list[str]:
     """The engine's own plan of each move, from the preflight the migration itself runs
@@ -200,7 +299,7 @@ def _engine_plans(ctx: Any, plan_steps: list[Step], target_node: str, timeout: i
 def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_source: Any = False,
             dry_run: Any = False, timeout: Any = None, port_map: Any = None, dns_wait_ttl: Any = True,
             method: Any = "auto", memory: Any = "stop-and-copy", compression: Any = "auto",
-            ignore_host_checks: Any = None, **_ignored: Any) -> None:
+            ignore_host_checks: Any = None, order: Any = "group", **_ignored: Any) -> None:
     """Moves the virtual infrastructure's containers to `target_provider`. Parameters are
     `Any`: they come from the execution as the DSL let them through (see plugin.yaml), and
     validate_parameters checks what it does not."""
@@ -214,7 +313,7 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
     containers = _containers(ctx)
     try:
         selected = validate_parameters(target_provider, node_ids, keep_source, dry_run, timeout, providers,
-                                       {c.node_id for c in containers}, method, memory, compression)
+                                       {c.node_id for c in containers}, method, memory, compression, order)
         choices = EngineChoices(method=method, memory=memory, compression=compression,
                                 ignore_host_checks=host_checks_parameter(ignore_host_checks))
         plan = build_plan(target_provider, selected, containers, providers)
@@ -229,8 +328,18 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
         ctx.logger.info("  DNS %s.%s %s: -> %s, TTL %s s lowered to %s s during the move", props.get("name"),
                         props.get("zone"), props.get("type", "A"), providers[target_provider].public_address,
                         props.get("ttl"), props.get("migration_ttl"))
+    # One container is a group of one: it takes the sequence's path, which logs its phases. A
+    # post-copy cannot be rolled back once a member restored, so neither could its peers: its
+    # containers move one after another.
+    grouped = order == "group" and len(plan.moves) > 1 and memory != "post-copy"
+    if order == "group" and len(plan.moves) > 1 and not grouped:
+        ctx.logger.info("memory post-copy: the containers move one after another, not as one group (a post-copy "
+                        "cannot be rolled back once a member restored, so neither could its peers)")
     if dry_run:
-        refused = _engine_plans(ctx, plan.moves, target_provider, timeout, port_map, choices)
+        if grouped:
+            refused = _group_plan(ctx, plan.moves, target_provider, timeout, port_map, choices)
+        else:
+            refused = _engine_plans(ctx, plan.moves, target_provider, timeout, port_map, choices)
         if refused:
             raise NonRecoverableError(f"dry run: the migration would be refused: {'; '.join(refused)}; "
                                       f"nothing was changed")
@@ -243,6 +352,17 @@ def migrate(ctx: Any, target_provider: Any = None, node_ids: Any = None, keep_so
         if dns_wait_ttl is not False and wait > 0:
             ctx.send_event(f"waiting out the previous DNS TTL ({wait} s) so resolvers hold the lowered one").get()
             time.sleep(wait)
+    if grouped:
+        _move_group(ctx, plan.moves, target_provider, keep_source, timeout, port_map, choices)
+        # Right after the group: every record names a container that moved with it.
+        for record, _ in records:
+            _switch(ctx, record, int(record.node.properties["migration_ttl"]))
+            ctx.send_event(f"DNS {record.node_id} now points at {providers[target_provider].name}").get()
+        for record, _ in records:
+            _switch(ctx, record, None)
+        ctx.logger.info("migration done: %d container(s) on %s, as one group", len(plan.moves),
+                        providers[target_provider].name)
+        return
     moved: list[Step] = []
     changed: dict[str, str] = {}
     for step in plan.moves:

@@ -113,6 +113,8 @@ METHODS = ("auto", "direct", "docker")
 MEMORY_MODES = ("stop-and-copy", "pre-copy", "post-copy", "auto")
 #: Values of its `compression` parameter (the engine's `Compression`).
 COMPRESSIONS = ("auto", "zstd", "off")
+#: How the migrate workflow orders its moves (plugin.yaml's `order`).
+ORDERS = ("group", "sequential")
 #: Values of its `ignore_host_checks` parameter (the engine's `HostCheckKind`).
 HOST_CHECKS = ("cpu", "criu", "cgroup", "engine")
 
@@ -141,7 +143,7 @@ def host_checks_parameter(value: Any) -> list[HostCheckKind]:
 def validate_parameters(target_provider: Any, node_ids: Any, keep_source: Any, dry_run: Any, timeout: Any,
                         providers: dict[str, ProviderInfo], container_nodes: Iterable[str],
                         method: Any = "auto", memory: Any = "stop-and-copy",
-                        compression: Any = "auto") -> list[str] | None:
+                        compression: Any = "auto", order: Any = "group") -> list[str] | None:
     """Checks every workflow parameter; raises PlanError naming the first wrong one. Returns the
     selected container node ids (None: all of them)."""
     if not isinstance(target_provider, str) or target_provider not in providers:
@@ -154,6 +156,8 @@ def validate_parameters(target_provider: Any, node_ids: Any, keep_source: Any, d
     # YAML 1.1 reads an unquoted `off` as false.
     if compression not in COMPRESSIONS:
         raise PlanError("compression", f"one of {', '.join(COMPRESSIONS)} (quote \"off\" in YAML)", compression)
+    if order not in ORDERS:
+        raise PlanError("order", f"one of {', '.join(ORDERS)}", order)
     _as_bool("keep_source", keep_source)
     _as_bool("dry_run", dry_run)
     # No timeout: each provider's own timeout_secs. The range is the engine's, checked here too

@@ -19,11 +19,37 @@ use crate::transfer::tar::writer::private_files_tar;
 /// The step a failed read of the facts names.
 const STEP: &str = "read the host's facts through vimigrate-runtime";
 
+/// How long a host's facts, once read, serve again: a group's members are preflighted at once
+/// against the same hosts, each needing their facts, and a probe container costs about a second
+/// on a loaded host; a CPU, kernel or CRIU does not change within a minute of a migration.
+const FACTS_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The last facts read from a host, and when; shared by a provider's clones. Callers that come
+/// while one reads them wait for its answer rather than starting a probe of their own.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FactsCache(std::sync::Arc<tokio::sync::Mutex<Option<ReadFacts>>>);
+
+/// Facts as read (`None`: a runtime of another facts version), and when.
+type ReadFacts = (std::time::Instant, Option<HostFacts>);
+
 impl Provider {
-    /// The host's facts, as its `vimigrate-runtime` reads them. Only for a provider that has
-    /// the runtime (the caller knows from [`Provider::probe`]); an answer of another
-    /// [`FACTS_VERSION`] (a runtime older or newer than this engine) is `None`.
+    /// The host's facts, as its `vimigrate-runtime` reads them (once a minute at
+    /// most: a group's members share them). Only for a provider that has the runtime (the caller knows from
+    /// [`Provider::probe`]); an answer of another [`FACTS_VERSION`] (a runtime older or newer
+    /// than this engine) is `None`.
     pub async fn host_facts(&self) -> Result<Option<HostFacts>, Error> {
+        let mut cached = self.facts.0.lock().await;
+        if let Some((at, facts)) = cached.as_ref().filter(|(at, _)| at.elapsed() < FACTS_FRESH) {
+            tracing::debug!(provider = %self.name(), age_ms = at.elapsed().as_millis() as u64, "host facts as read");
+            return Ok(facts.clone());
+        }
+        let facts = self.read_host_facts().await?;
+        *cached = Some((std::time::Instant::now(), facts.clone()));
+        Ok(facts)
+    }
+
+    /// [`Provider::host_facts`] read now, through a probe container.
+    async fn read_host_facts(&self) -> Result<Option<HostFacts>, Error> {
         let answer = format!("{STATE_DIR}/{FACTS_FILE}");
         let bytes = self
             .run_runtime_probe("host-facts-probe", &[(FACTS_REQUEST_FILE, b"")], &answer, None)

@@ -36,6 +36,8 @@ pub struct Provider {
     transfer_port: u16,
     timeout_secs: u64,
     docker: Docker,
+    /// The host's facts once read, shared by clones (see [`Provider::host_facts`]).
+    facts: host_facts::FactsCache,
 }
 
 impl Provider {
@@ -75,6 +77,7 @@ impl Provider {
             transfer_port: config.transfer_port,
             timeout_secs: config.timeout_secs,
             docker,
+            facts: host_facts::FactsCache::default(),
         })
     }
 
