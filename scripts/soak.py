@@ -1,7 +1,7 @@
 """Soak: the example virtual infrastructure (web server + Redis, blueprints/webapp.yaml) migrated
 back and forth N times with `cfy` in local mode while a client writes and reads throughout.
 
-The client sends GET / to both providers' public addresses in turn, as fast as answers come:
+The client sends GET / to each provider's public address from two writers each, as fast as answers come:
 each answer is a write (the visit count in Redis goes up by one) and a read (the count it
 returns). A write is lost if an answered count is not above every count answered before, or if
 the final count is below the last one answered. Prints, per migration, where the service went,
@@ -40,9 +40,10 @@ class Client:
         self.errors = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        # Several writers: one stuck on a request to a frozen server does not hide the others'
-        # answers, so the longest gap is the service's, not a client timeout's.
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(4)]
+        # Two writers per address: one stuck on a request to a frozen server (up to the read
+        # timeout) does not hide the others' answers, and no writer waits on one address before
+        # trying the other, so the longest gap is the service's, not a client timeout's.
+        self.threads = [threading.Thread(target=self.run, args=(a,), daemon=True) for a in addresses for _ in range(2)]
 
     def visit(self, address: str) -> int | None:
         try:
@@ -59,18 +60,15 @@ class Client:
             return None
         return int(text.split("visits=")[1].split()[0])
 
-    def run(self) -> None:
+    def run(self, address: str) -> None:
         while not self.stop.is_set():
-            answered = False
-            for address in self.addresses:
-                count = self.visit(address)
-                if count is not None:
-                    with self.lock:
-                        self.answers.append((time.monotonic(), count))
-                    answered = True
-            if not answered:
+            count = self.visit(address)
+            if count is None:
                 self.errors += 1
                 time.sleep(0.005)
+                continue
+            with self.lock:
+                self.answers.append((time.monotonic(), count))
 
     def start(self) -> None:
         for t in self.threads:
@@ -81,8 +79,14 @@ class Client:
             t.join()
 
     def longest_gap(self, since: float, until: float) -> float:
-        times = sorted(t for t, _ in self.answers if since <= t <= until)
-        return max((b - a for a, b in itertools.pairwise(times)), default=float("nan"))
+        """The longest time without an answer between `since` and `until`, a gap still open at
+        `until` counted up to the first answer after it (answers may resume only later: every
+        writer can be held by a request to the frozen server)."""
+        times = sorted(t for t, _ in self.answers)
+        inside = [t for t in times if since <= t <= until]
+        after = next((t for t in times if t > until), None)
+        bounded = inside + ([after] if after is not None else [])
+        return max((b - a for a, b in itertools.pairwise(bounded)), default=float("nan"))
 
 
 def cfy(env: dict, *args: str) -> str:
