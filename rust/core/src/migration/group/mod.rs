@@ -262,9 +262,10 @@ async fn preflight_all<'a>(
 /// The group's networks and new addresses (see `addresses.rs`): every network a member's plan
 /// makes on the destination is made now, once for the whole group (its members would otherwise
 /// race to make it), labelled with the group's first checkpoint so that a rollback or heal
-/// removes it; on each one the destination remaps, each member gets its host part. Returns the networks
-/// made here, and the group's map of old address -> new. `create`: whether missing networks
-/// may be made (`false` for a dry run, which then only describes).
+/// removes it; on each one the destination remaps, each member gets its host part. The
+/// networks made here go to `made`, the plan in words to `lines`; returns the group's map of
+/// old address -> new. `create`: whether missing networks may be made (`false` for a dry run,
+/// which then only describes).
 async fn decide_addresses(
     dst: &Provider,
     members: &mut [Prepared<'_>],
